@@ -1,0 +1,30 @@
+# One entry point for people and CI. `make test` works on a fresh machine: it creates .venv,
+# installs torch (CPU build, pinned) and the project with every extra, starts Redis and the
+# local Kafka-compatible broker when they are not already answering, and runs pytest.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+
+.PHONY: venv test demo lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[stream,train,dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/anomalybert demo
+
+lint: venv
+	$(BIN)/ruff check model training stream tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

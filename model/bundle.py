@@ -1,0 +1,237 @@
+"""The model bundle (numpy + onnxruntime, no torch): manifest schema, atomic write, verified load.
+
+    <bundle>/model.onnx     input "x" float32 (batch, window, channels) -> "score" float32 (batch, window)
+    <bundle>/manifest.json  everything else needed to serve it (see `Manifest`)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from model.config import ModelConfig
+from model.errors import BundleError
+from model.normalize import Normalizer
+
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+INPUT_NAME = "x"
+OUTPUT_NAME = "score"
+FORMAT_VERSION = 1
+DEFAULT_BUNDLE_DIR = Path(__file__).parent / "default"
+
+
+class Calibration(BaseModel):
+    """How the threshold was chosen (never on test labels)."""
+
+    method: str = "best_f1_validation"
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    """`manifest.json`: the bundle describes itself."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    format_version: int = FORMAT_VERSION
+    family: str = "anomalybert"
+    version: str
+    model: dict[str, Any]
+    window_size: int = Field(ge=1)
+    stride: int = Field(ge=1)
+    channels: int = Field(ge=1)
+    normalization: dict[str, Any]
+    threshold: float = Field(ge=0.0, le=1.0)
+    calibration: Calibration = Field(default_factory=Calibration)
+    training_data: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    created_at: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    onnx: dict[str, Any] = Field(default_factory=lambda: {"input": INPUT_NAME, "output": OUTPUT_NAME})
+
+    @field_validator("format_version")
+    @classmethod
+    def _known_format(cls, v: int) -> int:
+        if v != FORMAT_VERSION:
+            raise ValueError(f"unsupported bundle format_version {v} (this build reads {FORMAT_VERSION})")
+        return v
+
+    @field_validator("normalization")
+    @classmethod
+    def _valid_normalization(cls, v: dict[str, Any]) -> dict[str, Any]:
+        Normalizer.from_dict(v)
+        return v
+
+    @property
+    def config(self) -> ModelConfig:
+        return ModelConfig.from_dict(self.model)
+
+    @property
+    def normalizer(self) -> Normalizer:
+        return Normalizer.from_dict(self.normalization)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_version(sha256: str, now: datetime | None = None) -> str:
+    """Unique, sortable version: UTC time plus a short content hash, e.g. 2026-11-26T03-10-00Z-ab12cd."""
+    now = now or datetime.now(UTC)
+    return f"{now.strftime('%Y-%m-%dT%H-%M-%SZ')}-{sha256[:6]}"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def write_bundle(directory: Path, onnx_bytes: bytes, manifest: dict[str, Any]) -> Manifest:
+    """Write a bundle atomically: build it under a temporary name in the same parent, then rename.
+
+    `manifest` holds everything but `sha256`, `version` and `created_at`, which are filled in here
+    unless given. An existing bundle at `directory` is replaced.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(onnx_bytes).hexdigest()
+    fields = {"created_at": now_iso(), "version": make_version(digest), **manifest, "sha256": digest}
+    try:
+        m = Manifest(**fields)
+    except ValidationError as e:
+        raise BundleError(f"invalid manifest: {e}") from e
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        (tmp / MODEL_FILE).write_bytes(onnx_bytes)
+        (tmp / MANIFEST_FILE).write_text(m.model_dump_json(indent=2) + "\n")
+        os.chmod(tmp, 0o755)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.rename(directory, old)
+            os.rename(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return m
+
+
+def resolve_bundle_dir(path: str | Path) -> Path:
+    """A bundle directory, a `model.onnx` inside one, or a registry directory with a `current` pointer."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".onnx":
+        p = p.parent
+    if (p / "current").is_file() and not (p / MODEL_FILE).exists():
+        p = p / (p / "current").read_text().strip()
+    if not (p / MODEL_FILE).is_file():
+        raise BundleError(f"{path}: no {MODEL_FILE} found (expected a bundle directory or a .onnx file)")
+    if not (p / MANIFEST_FILE).is_file():
+        raise BundleError(f"{path}: no {MANIFEST_FILE} beside {MODEL_FILE}")
+    return p
+
+
+def read_manifest(directory: Path) -> Manifest:
+    try:
+        return Manifest(**json.loads((directory / MANIFEST_FILE).read_text()))
+    except (json.JSONDecodeError, ValidationError, TypeError, ValueError) as e:
+        raise BundleError(f"{directory / MANIFEST_FILE}: invalid manifest: {e}") from e
+
+
+class Bundle:
+    """A loaded, verified bundle: manifest, normalizer and an ONNX Runtime session."""
+
+    def __init__(self, directory: Path, manifest: Manifest, threads: int = 1) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.normalizer = manifest.normalizer
+        self._threads = threads
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def window_size(self) -> int:
+        return self.manifest.window_size
+
+    @property
+    def stride(self) -> int:
+        return self.manifest.stride
+
+    @property
+    def channels(self) -> int:
+        return self.manifest.channels
+
+    @property
+    def threshold(self) -> float:
+        return self.manifest.threshold
+
+    @cached_property
+    def session(self) -> Any:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self._threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            return ort.InferenceSession(str(self.directory / MODEL_FILE), opts,
+                                        providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises several unrelated types for a bad graph
+            raise BundleError(f"{self.directory / MODEL_FILE}: cannot load ONNX graph: {e}") from e
+
+    def run(self, normalized: np.ndarray) -> np.ndarray:
+        """Run the graph on already normalized windows (B, W, C) -> (B, W)."""
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(normalized, np.float32)})[0]
+
+    def score_windows(self, windows: np.ndarray) -> np.ndarray:
+        """Raw windows (B, W, C) -> scores (B, W) in [0, 1], normalized as the bundle says."""
+        if len(windows) == 0:
+            return np.empty((0, self.window_size), dtype=np.float32)
+        return self.run(self.normalizer.transform(windows))
+
+    def smoke_test(self) -> None:
+        """One inference on a synthetic window; raises BundleError if the graph disagrees with the manifest."""
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(2, self.window_size, self.channels))
+        try:
+            out = self.score_windows(x)
+        except BundleError:
+            raise
+        except Exception as e:  # a graph that loads but fails to run, e.g. wrong channel count
+            raise BundleError(f"{self.directory}: smoke inference failed: {e}") from e
+        if out.shape != (2, self.window_size):
+            raise BundleError(f"{self.directory}: output shape {out.shape}, expected (2, {self.window_size})")
+        if not np.all(np.isfinite(out)) or out.min() < 0 or out.max() > 1:
+            raise BundleError(f"{self.directory}: smoke inference gave scores outside [0, 1]")
+
+
+def load_bundle(path: str | Path = DEFAULT_BUNDLE_DIR, threads: int = 1, verify: bool = True) -> Bundle:
+    """Load and (by default) verify a bundle: manifest schema, sha256 of the graph, one smoke inference."""
+    directory = resolve_bundle_dir(path)
+    manifest = read_manifest(directory)
+    if verify:
+        actual = sha256_file(directory / MODEL_FILE)
+        if actual != manifest.sha256:
+            raise BundleError(f"{directory}: sha256 mismatch (manifest {manifest.sha256[:12]}, file {actual[:12]})")
+    if manifest.config.window_size != manifest.window_size or manifest.config.channels != manifest.channels:
+        raise BundleError(f"{directory}: manifest window/channels disagree with its model config")
+    bundle = Bundle(directory, manifest, threads=threads)
+    if verify:
+        bundle.smoke_test()
+    return bundle

@@ -1,0 +1,71 @@
+"""Checkpoints (`.pt`): weights plus their config, normalizer and threshold; loaded with weights_only=True."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.config import ModelConfig
+from model.encoder import AnomalyBERT
+from model.errors import BundleError
+from model.normalize import Normalizer
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to rebuild and serve a trained model."""
+
+    model: AnomalyBERT
+    normalizer: Normalizer
+    threshold: float = 0.5
+    calibration: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training_data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.cfg
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": "anomalybert-checkpoint/1",
+            "config": self.config.to_dict(),
+            "normalizer": self.normalizer.to_dict(),
+            "state_dict": self.model.state_dict(),
+            "threshold": float(self.threshold),
+            "calibration": self.calibration,
+            "metrics": self.metrics,
+            "training_data": self.training_data,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Rebuild a model from a checkpoint alone. Nothing is unpickled beyond tensors and plain containers."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = ModelConfig.from_dict(payload["config"])
+        model = AnomalyBERT(cfg)
+        model.load_state_dict(payload["state_dict"])
+        normalizer = Normalizer.from_dict(payload["normalizer"])
+    except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as e:
+        raise BundleError(f"{path}: not a valid AnomalyBERT checkpoint ({type(e).__name__}: {e})") from e
+    model.eval()
+    return Checkpoint(
+        model=model,
+        normalizer=normalizer,
+        threshold=float(payload.get("threshold", 0.5)),
+        calibration=dict(payload.get("calibration", {})),
+        metrics=dict(payload.get("metrics", {})),
+        training_data=dict(payload.get("training_data", {})),
+    )

@@ -1,0 +1,42 @@
+"""Model configuration: the seed's defaults, carried by every checkpoint and bundle."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of an AnomalyBERT encoder. `channels` is part of it so multivariate models can follow."""
+
+    n_layers: int = 3
+    d_model: int = 128
+    n_heads: int = 4
+    d_ff: int = 256
+    window_size: int = 64
+    stride: int = 1
+    dropout: float = 0.1
+    channels: int = 1
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        for name in ("n_layers", "d_model", "n_heads", "d_ff", "window_size", "stride", "channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.stride > self.window_size:
+            raise ValueError(f"stride ({self.stride}) must not exceed window_size ({self.window_size})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)

@@ -1,0 +1,59 @@
+"""Export a checkpoint to a bundle: ONNX graph with a dynamic batch axis plus its manifest."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.bundle import INPUT_NAME, MODEL_FILE, OUTPUT_NAME, Manifest, write_bundle
+from model.checkpoint import Checkpoint
+
+OPSET = 17
+
+
+def onnx_bytes(ckpt: Checkpoint) -> bytes:
+    """Trace the model in eval mode to ONNX: x (batch, W, C) -> score (batch, W)."""
+    cfg = ckpt.config
+    model = ckpt.model.eval()
+    dummy = torch.zeros(2, cfg.window_size, cfg.channels)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (dummy,), buf,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET, dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def export_bundle(ckpt: Checkpoint, output: str | Path, extra: dict[str, Any] | None = None) -> tuple[Path, Manifest]:
+    """Write a bundle. `output` is a bundle directory, or a path ending in `.onnx` whose directory becomes
+    the bundle (the manifest goes beside it as `manifest.json`)."""
+    out = Path(output)
+    directory = out.parent if out.suffix == ".onnx" else out
+    if out.suffix == ".onnx" and out.name != MODEL_FILE:
+        raise ValueError(f"the graph in a bundle is named {MODEL_FILE}; use --output DIR or DIR/{MODEL_FILE}")
+    cfg = ckpt.config
+    manifest: dict[str, Any] = {
+        "family": "anomalybert",
+        "model": cfg.to_dict(),
+        "window_size": cfg.window_size,
+        "stride": cfg.stride,
+        "channels": cfg.channels,
+        "normalization": ckpt.normalizer.to_dict(),
+        "threshold": ckpt.threshold,
+        "calibration": {"method": ckpt.calibration.get("method", "unspecified"),
+                        "details": {k: v for k, v in ckpt.calibration.items() if k != "method"}},
+        "training_data": ckpt.training_data,
+        "metrics": ckpt.metrics,
+        "onnx": {"input": INPUT_NAME, "output": OUTPUT_NAME, "opset": OPSET},
+        **(extra or {}),
+    }
+    m = write_bundle(directory, onnx_bytes(ckpt), manifest)
+    return directory, m

@@ -1,0 +1,63 @@
+"""Windowing and overlapping-window score averaging (numpy only), shared by `detect` and the worker.
+
+Windows end at indices `e = W-1 + k*stride`. A point's score is the mean of the scores of the windows
+that cover it, restricted to the windows that exist when the point is final: point `i` is final once
+point `max(i + lag, W-1)` has arrived, so it averages the windows ending at `e <= i + lag`, and the
+points before the first full window all take the first window. `lag = W-1` averages every window
+that covers a point; `lag = 0` uses the newest window alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_lag(window_size: int, stride: int, lag: int) -> None:
+    """A point must see at least one window by the time it is final, hence `stride - 1 <= lag`."""
+    if not 0 <= lag <= window_size - 1:
+        raise ValueError(f"score_lag must be in [0, {window_size - 1}] for window {window_size}, got {lag}")
+    if lag < stride - 1:
+        raise ValueError(f"score_lag ({lag}) must be >= stride - 1 ({stride - 1}) so every point is scored")
+
+
+def window_ends(n_points: int, window_size: int, stride: int) -> np.ndarray:
+    """Inclusive end index of every full window in a series of `n_points`."""
+    if n_points < window_size:
+        return np.empty(0, dtype=np.int64)
+    return np.arange(window_size - 1, n_points, stride, dtype=np.int64)
+
+
+def make_windows(values: np.ndarray, window_size: int, stride: int) -> np.ndarray:
+    """(T, C) or (T,) values -> (N, W, C) windows ending at `window_ends`."""
+    v = np.asarray(values)
+    v = v.reshape(len(v), -1)  # (T, C)
+    if len(v) < window_size:
+        return np.empty((0, window_size, v.shape[1]), dtype=v.dtype)
+    view = np.lib.stride_tricks.sliding_window_view(v, window_size, axis=0)  # (T-W+1, C, W)
+    return view[::stride].transpose(0, 2, 1)  # (N, W, C)
+
+
+def included_offsets(window_size: int, lag: int, first: bool) -> slice:
+    """Offsets within a window whose points still take this window's score: the first window counts for
+    all of its points, later ones only for the points at most `lag` steps older than the window end."""
+    return slice(0, window_size) if first else slice(window_size - 1 - lag, window_size)
+
+
+def aggregate(window_scores: np.ndarray, n_points: int, window_size: int, stride: int,
+              lag: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-point mean of covering window scores. Returns (scores (T,), counts (T,)); NaN where count is 0."""
+    lag = window_size - 1 if lag is None else lag
+    check_lag(window_size, stride, lag)
+    ends = window_ends(n_points, window_size, stride)
+    if len(window_scores) != len(ends):
+        raise ValueError(f"{len(window_scores)} window scores for {len(ends)} windows")
+    sums = np.zeros(n_points, dtype=np.float64)
+    counts = np.zeros(n_points, dtype=np.int64)
+    for k, e in enumerate(ends):
+        sl = included_offsets(window_size, lag, first=(k == 0))
+        start = e - window_size + 1
+        sums[start + sl.start:start + sl.stop] += window_scores[k, sl]
+        counts[start + sl.start:start + sl.stop] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return scores, counts

@@ -1,0 +1,1 @@
+"""Stream worker: telemetry in from Kafka, scores and alerts out; state in Redis; ONNX inference."""

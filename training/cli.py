@@ -1,0 +1,53 @@
+"""The `anomalybert` command: one click group; each area registers its subcommands from its own module.
+
+Heavy imports (torch, faust) happen inside the commands, so `anomalybert --help` and `anomalybert
+stream` work in the slim worker image without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from model.errors import AnomalyBertError
+
+# Modules that each expose COMMANDS: a list of click commands (import-light: no torch, no faust).
+COMMAND_MODULES = ("training.commands", "stream.cli", "training.eval_commands")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="anomalybert")
+def cli() -> None:
+    """AnomalyBERT: streaming anomaly detection with a transformer encoder.
+
+    Offline: generate synthetic data, train, finetune, export a bundle, detect anomalies in a file.
+    Online: run the Kafka/Redis stream worker that scores telemetry and raises alerts.
+    """
+
+
+for _name in COMMAND_MODULES:
+    for _cmd in importlib.import_module(_name).COMMANDS:
+        cli.add_command(_cmd)
+
+
+def main() -> None:
+    """Entry point: project errors become one clear line on stderr and exit code 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except AnomalyBertError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()
