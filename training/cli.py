@@ -14,7 +14,9 @@ import click
 from model.errors import AnomalyBertError
 
 # Modules that each expose COMMANDS: a list of click commands (import-light: no torch, no faust).
-COMMAND_MODULES = ("training.commands", "stream.cli", "training.eval_commands")
+COMMAND_MODULES = (
+    "training.commands", "training.registry_commands", "training.eval_commands", "stream.cli",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
