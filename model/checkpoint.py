@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         model = AnomalyBERT(cfg)
         model.load_state_dict(payload["state_dict"])
         normalizer = Normalizer.from_dict(payload["normalizer"])
-    except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as e:
-        raise BundleError(f"{path}: not a valid AnomalyBERT checkpoint ({type(e).__name__}: {e})") from e
+    except (pickle.UnpicklingError, RuntimeError, KeyError, IndexError, TypeError, ValueError, EOFError) as e:
+        # torch's messages run over many lines; the first says what went wrong.
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise BundleError(f"{path}: not a valid AnomalyBERT checkpoint ({type(e).__name__}: {reason})") from e
     model.eval()
     return Checkpoint(
         model=model,

@@ -29,10 +29,22 @@ def onnx_bytes(ckpt: Checkpoint) -> bytes:
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             opset_version=OPSET, dynamo=False,
         )
-    return buf.getvalue()
+    return _static_window(buf.getvalue(), cfg.window_size)
 
 
-def export_bundle(ckpt: Checkpoint, output: str | Path, extra: dict[str, Any] | None = None) -> tuple[Path, Manifest]:
+def _static_window(graph: bytes, window_size: int) -> bytes:
+    """The tracer leaves the output's window axis symbolic; state it, as the signature promises."""
+    import onnx
+
+    proto = onnx.load_from_string(graph)
+    dim = proto.graph.output[0].type.tensor_type.shape.dim[1]
+    dim.ClearField("dim_param")
+    dim.dim_value = window_size
+    return proto.SerializeToString()
+
+
+def export_bundle(ckpt: Checkpoint, output: str | Path,
+                  extra: dict[str, Any] | None = None) -> tuple[Path, Manifest]:
     """Write a bundle. `output` is a bundle directory, or a path ending in `.onnx` whose directory becomes
     the bundle (the manifest goes beside it as `manifest.json`)."""
     out = Path(output)

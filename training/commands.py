@@ -1,1 +1,242 @@
-COMMANDS: list = []
+"""The offline commands: generate, train, detect, export (arguments in, files and reports out).
+
+Import-light on purpose: torch, pandas and onnxruntime are imported inside the commands, so that
+`anomalybert --help` stays fast and works in the slim worker image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from model.config import ModelConfig
+from model.errors import DataError
+from model.normalize import KINDS, SCOPES
+from training.synth import MIN_SAMPLES, SCENARIOS
+
+_DEFAULTS = ModelConfig()
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+
+
+@click.command()
+@click.option("--output-dir", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the CSV files (created if missing).")
+@click.option("--scenario", "-s", "scenarios", multiple=True, type=click.Choice(SCENARIOS),
+              help="Scenario to generate; repeat for several. Default: all 8.")
+@click.option("--n-samples", "-n", required=True, type=click.IntRange(min=MIN_SAMPLES),
+              help="Points per series.")
+@click.option("--n-series", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Series per scenario; files are then named <scenario>_<k>.csv.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Random seed; the same seed gives the same files. Default: a fresh one (printed).")
+def generate(output_dir: Path, scenarios: tuple[str, ...], n_samples: int, n_series: int,
+             seed: int | None) -> None:
+    """Generate synthetic series with labelled anomalies.
+
+    Writes one CSV per scenario and series with the columns timestamp, value, probability (how much
+    the point contributes to an anomaly, 0 to 1) and anomaly_tag (1 where probability >= 0.5, else 0).
+    Base signal, amplitude, noise and anomaly positions are random on every call.
+
+    \b
+    Example:
+      anomalybert generate --output-dir data/train --n-samples 3000 --n-series 4 --seed 1
+    """
+    import numpy as np
+
+    from training.synth import write_scenarios
+
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31))
+    paths = write_scenarios(output_dir, n_samples, seed, scenarios or SCENARIOS, n_series)
+    click.echo(f"wrote {len(paths)} file(s) to {output_dir} (seed {seed})")
+
+
+def _model_config(options: dict[str, Any]) -> ModelConfig:
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        return ModelConfig(**given)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+
+
+@click.command()
+@click.option("--data", "-d", required=True, type=click.Path(path_type=Path),
+              help="A CSV file or a directory of CSV files (searched recursively) with the columns "
+                   "timestamp, value and probability (or anomaly_tag).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint to write (.pt).")
+@click.option("--epochs", "-e", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--n-layers", type=click.IntRange(min=1), help=f"Encoder layers [{_DEFAULTS.n_layers}].")
+@click.option("--d-model", type=click.IntRange(min=1), help=f"Model width [{_DEFAULTS.d_model}].")
+@click.option("--n-heads", type=click.IntRange(min=1), help=f"Attention heads [{_DEFAULTS.n_heads}].")
+@click.option("--d-ff", type=click.IntRange(min=1), help=f"Feed-forward width [{_DEFAULTS.d_ff}].")
+@click.option("--window-size", type=click.IntRange(min=2),
+              help=f"Points per window [{_DEFAULTS.window_size}].")
+@click.option("--stride", type=click.IntRange(min=1),
+              help=f"Step between windows, in training and in serving [{_DEFAULTS.stride}].")
+@click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), help=f"[{_DEFAULTS.dropout}]")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+              help="Peak AdamW learning rate (one cycle: warm-up, then cosine decay).")
+@click.option("--normalization", type=click.Choice(KINDS),
+              help="Normalizer kind [minmax; with --finetune: the checkpoint's].")
+@click.option("--scope", type=click.Choice(SCOPES),
+              help="Normalizer statistics: per window (scale-free, serves series of any scale) or "
+                   "global (fitted on the training data) [window; with --finetune: the checkpoint's].")
+@click.option("--val-fraction", default=0.2, show_default=True,
+              type=click.FloatRange(0.0, 1.0, max_open=True),
+              help="Tail of each series held out for validation loss, ROC-AUC and the threshold.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Makes the run reproducible.")
+@click.option("--finetune", type=click.Path(dir_okay=False, path_type=Path),
+              help="Start from this checkpoint: keep its encoder frozen and train a new head only.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [on a terminal only].")
+@click.option("--verbose", "-v", is_flag=True, help="Log details.")
+def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val_fraction: float, seed: int,
+          finetune: Path | None, normalization: str | None, scope: str | None, progress: bool | None,
+          verbose: bool, **arch: Any) -> None:
+    """Train a model (or finetune one) on labelled CSV data and save a checkpoint.
+
+    Loss is binary cross-entropy between the per-point scores and `probability`, over overlapping
+    windows. Prints training loss, validation loss and ROC-AUC per epoch; the stored threshold is the
+    best-F1 threshold on the validation tails.
+
+    \b
+    Examples:
+      anomalybert train --data data/train --output model.pt --epochs 10
+      anomalybert train --data data/mine.csv --output tuned.pt --epochs 5 --finetune model.pt
+    """
+    _setup_logging(verbose)
+    from training.data import load_series
+    from training.train import TrainConfig
+    from training.train import train as run_training
+
+    if finetune is not None:
+        if given := [k for k, v in arch.items() if v is not None]:
+            raise click.UsageError(f"--finetune keeps the checkpoint's architecture; drop "
+                                   f"{', '.join('--' + k.replace('_', '-') for k in given)}")
+        if normalization is not None or scope is not None:
+            raise click.UsageError("--finetune keeps the checkpoint's normalization; "
+                                   "drop --normalization/--scope")
+    cfg = _model_config(arch)
+    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed,
+                     normalization=normalization or "minmax", scope=scope or "window",
+                     finetune=str(finetune) if finetune else None, progress=progress)
+    series = load_series(data, labels=True)
+
+    def report(s: Any) -> None:
+        val = "n/a" if s.val_loss is None else f"{s.val_loss:.4f}"
+        auc = "n/a" if s.val_roc_auc is None else f"{s.val_roc_auc:.4f}"
+        click.echo(f"epoch {s.epoch}/{epochs}  train_loss {s.train_loss:.4f}  val_loss {val}  "
+                   f"val_roc_auc {auc}  ({s.seconds:.1f}s)")
+
+    ckpt = run_training(series, cfg, tc, on_epoch=report)
+    ckpt.training_data["source"] = str(data)
+    ckpt.save(output)
+    click.echo(f"saved {output} (threshold {ckpt.threshold:.4f}, {ckpt.calibration['method']})")
+
+
+def _write_results(results: list[dict[str, Any]], fmt: str, output: Path | None) -> None:
+    if fmt == "json":
+        text = json.dumps(results, indent=2) + "\n"
+    elif fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["timestamp", "value", "score"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(results)
+        text = buf.getvalue()
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"Top {len(results)} anomalies")
+        for col in ("rank", "timestamp", "value", "score"):
+            table.add_column(col, justify="left" if col == "timestamp" else "right")
+        for i, r in enumerate(results, 1):
+            table.add_row(str(i), str(r["timestamp"]), f"{r['value']:.6g}", f"{r['score']:.4f}")
+        if output is None:
+            Console().print(table)
+            return
+        with open(output, "w") as f:
+            Console(file=f, width=100).print(table)
+        return
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+
+
+@click.command()
+@click.option("--model", "-m", "model_path", type=click.Path(path_type=Path),
+              help="A checkpoint (.pt, needs torch), a bundle directory or its model.onnx "
+                   "(ONNX Runtime, no torch), or a registry directory [the default bundle shipped "
+                   "with the package].")
+@click.option("--input", "-i", "input_path", required=True, type=click.Path(path_type=Path),
+              help="CSV with at least the columns timestamp, value.")
+@click.option("--top-n", "-n", default=10, show_default=True, type=click.IntRange(min=1),
+              help="How many of the highest-scored points to report.")
+@click.option("--score-lag", type=click.IntRange(min=0),
+              help="Points after a point whose windows still count towards its score "
+                   "[window_size - 1: every covering window is averaged].")
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "json", "csv"]))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the results here instead of to standard output.")
+def detect(model_path: Path | None, input_path: Path, top_n: int, score_lag: int | None, fmt: str,
+           output: Path | None) -> None:
+    """Score every point of a series and report the top-N anomalies (timestamp, value, score).
+
+    \b
+    Examples:
+      anomalybert detect --input data.csv
+      anomalybert detect --model model.pt --input data.csv --top-n 5
+      anomalybert detect --model bundle/ --input data.csv --format json --output top.json
+    """
+    from model.bundle import DEFAULT_BUNDLE_DIR
+    from training.detect import Detector
+
+    try:
+        detector = Detector(model_path or DEFAULT_BUNDLE_DIR, score_lag=score_lag)
+    except ValueError as e:
+        if isinstance(e, DataError):
+            raise
+        raise click.BadParameter(str(e), param_hint="--score-lag") from e
+    _write_results(detector.detect_file(input_path, top_n), fmt, output)
+
+
+@click.command("export")
+@click.option("--model", "-m", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint to export (.pt).")
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
+              help="Bundle directory, or DIR/model.onnx; manifest.json is written beside the graph.")
+def export(model_path: Path, output: Path) -> None:
+    """Export a checkpoint to a bundle: model.onnx (dynamic batch) plus manifest.json.
+
+    The bundle is written atomically, then loaded back and checked against PyTorch on random windows.
+
+    \b
+    Example:
+      anomalybert export --model model.pt --output bundle/
+    """
+    from training.export_check import export_and_verify
+
+    try:
+        directory, manifest, max_diff = export_and_verify(model_path, output)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--output") from e
+    click.echo(f"wrote {directory} (version {manifest.version}, threshold {manifest.threshold:.4f}, "
+               f"ONNX vs PyTorch max |diff| {max_diff:.2e})")
+
+
+COMMANDS = [generate, train, detect, export]

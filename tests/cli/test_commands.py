@@ -1,0 +1,180 @@
+"""Every offline command end to end on small data, through the real entry point (`main`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from training.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_ARGS = ["--n-layers", "1", "--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--window-size", "16"]
+
+
+Run = Callable[[list[str]], tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Run:
+    """Run `anomalybert ARGS` in-process through `main`: (exit code, stdout, stderr)."""
+
+    def run(args: list[str]) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["anomalybert", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated data, a trained tiny checkpoint and its exported bundle, shared by the tests below."""
+    d = tmp_path_factory.mktemp("cli")
+    mp = pytest.MonkeyPatch()
+    try:
+        for args in (["generate", "-o", str(d / "data"), "-n", "160", "--seed", "3"],
+                     ["train", "--data", str(d / "data"), "--output", str(d / "m.pt"), "--epochs", "2",
+                      "--no-progress", *TINY_ARGS],
+                     ["export", "--model", str(d / "m.pt"), "--output", str(d / "bundle")]):
+            mp.setattr(sys, "argv", ["anomalybert", *args])
+            main()
+    finally:
+        mp.undo()
+    return d
+
+
+def test_generate_writes_all_scenarios_reproducibly(tmp_path: Path, cli: Run) -> None:
+    code, out, _ = cli(["generate", "-o", str(tmp_path / "a"), "-n", "100", "--seed", "9"])
+    assert code == 0 and "wrote 8 file(s)" in out and "seed 9" in out
+    files = sorted((tmp_path / "a").glob("*.csv"))
+    assert len(files) == 8
+    assert list(pd.read_csv(files[0]).columns) == ["timestamp", "value", "probability", "anomaly_tag"]
+    cli(["generate", "-o", str(tmp_path / "b"), "-n", "100", "--seed", "9", "-s", "noise_burst"])
+    assert [f.name for f in (tmp_path / "b").iterdir()] == ["noise_burst.csv"]
+    one, same = tmp_path / "b" / "noise_burst.csv", tmp_path / "a" / "noise_burst.csv"
+    assert one.read_bytes() == same.read_bytes()
+    code, out, _ = cli(["generate", "-o", str(tmp_path / "c"), "-n", "100"])
+    assert code == 0 and "(seed " in out
+
+
+def test_train_reports_each_epoch_and_saves(workdir: Path, tmp_path: Path, cli: Run) -> None:
+    data = str(workdir / "data" / "point_anomaly.csv")
+    code, out, _ = cli(["train", "-d", data, "-o", str(tmp_path / "x.pt"),
+                        "-e", "2", "--no-progress", "--normalization", "zscore", "--scope", "global",
+                        "--seed", "4", *TINY_ARGS])
+    assert code == 0, out
+    assert out.count("train_loss") == 2 and "val_roc_auc" in out and "saved" in out
+    from model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tmp_path / "x.pt")
+    assert ckpt.normalizer.kind == "zscore" and ckpt.normalizer.scope == "global"
+    assert ckpt.training_data["settings"]["seed"] == 4
+
+
+def test_finetune_from_checkpoint(workdir: Path, tmp_path: Path, cli: Run) -> None:
+    args = ["train", "-d", str(workdir / "data"), "-o", str(tmp_path / "ft.pt"), "-e", "1", "--no-progress",
+            "--finetune", str(workdir / "m.pt")]
+    code, out, _ = cli(args)
+    assert code == 0 and "saved" in out
+    code, _, err = cli([*args, "--d-model", "32"])
+    assert code == 2 and "keeps the checkpoint's architecture" in err
+
+
+def test_export_to_model_onnx_path(workdir: Path, tmp_path: Path, cli: Run) -> None:
+    code, out, _ = cli(["export", "-m", str(workdir / "m.pt"), "-o", str(tmp_path / "b" / "model.onnx")])
+    assert code == 0 and "max |diff|" in out
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["window_size"] == 16 and manifest["calibration"]["method"] == "best_f1_validation"
+    code, _, err = cli(["export", "-m", str(workdir / "m.pt"), "-o", str(tmp_path / "x.onnx")])
+    assert code == 2 and "model.onnx" in err
+
+
+def test_detect_gives_the_same_top_n_with_checkpoint_and_bundle(workdir: Path, cli: Run) -> None:
+    data = str(workdir / "data" / "point_anomaly.csv")
+    results = []
+    for model in (workdir / "m.pt", workdir / "bundle", workdir / "bundle" / "model.onnx"):
+        code, out, err = cli(["detect", "-m", str(model), "-i", data, "-n", "5", "--format", "json"])
+        assert code == 0, err
+        results.append(json.loads(out))
+    assert len(results[0]) == 5
+    for other in results[1:]:
+        assert [r["timestamp"] for r in other] == [r["timestamp"] for r in results[0]]
+        assert [r["score"] for r in other] == pytest.approx([r["score"] for r in results[0]], abs=1e-5)
+
+
+def test_detect_formats_and_output_file(workdir: Path, tmp_path: Path, cli: Run) -> None:
+    data = str(workdir / "data" / "flat_signal.csv")
+    base = ["detect", "-m", str(workdir / "bundle"), "-i", data, "-n", "3"]
+    code, out, _ = cli(base)
+    assert code == 0 and "Top 3 anomalies" in out and "2026-01-01" in out
+    code, out, _ = cli([*base, "--format", "csv", "--score-lag", "0"])
+    lines = out.strip().splitlines()
+    assert lines[0] == "timestamp,value,score" and len(lines) == 4
+    code, out, _ = cli([*base, "--format", "json", "--output", str(tmp_path / "r.json")])
+    assert code == 0 and out == "" and len(json.loads((tmp_path / "r.json").read_text())) == 3
+    code, _, err = cli([*base, "--score-lag", "16"])
+    assert code == 2 and "score_lag" in err
+    code, out, _ = cli(["detect", "-i", data, "-n", "2", "--format", "json"])  # the shipped default bundle
+    assert code == 0 and len(json.loads(out)) == 2
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("time,val\n1,2\n", "missing column(s) timestamp, value"),
+    ("timestamp,value\n" + "".join(f"{i},{i}\n" for i in range(30)) + "30,oops\n", "non-numeric"),
+    ("timestamp,value\n1,1\n2,2\n", "shorter than the model's window of 16"),
+])
+@pytest.mark.parametrize("model", ["m.pt", "bundle"])
+def test_detect_bad_input_is_one_line_and_exit_2(workdir: Path, tmp_path: Path, text: str, message: str,
+                                                 model: str, cli: Run) -> None:
+    (tmp_path / "in.csv").write_text(text)
+    code, out, err = cli(["detect", "-m", str(workdir / model), "-i", str(tmp_path / "in.csv")])
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_missing_or_corrupt_models_are_one_line_errors(workdir: Path, tmp_path: Path, cli: Run) -> None:
+    data = str(workdir / "data" / "trend_shift.csv")
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in ("model.onnx", "manifest.json"):
+        (bad / f).write_bytes((workdir / "bundle" / f).read_bytes())
+    (bad / "model.onnx").write_bytes((bad / "model.onnx").read_bytes()[:-10])
+    cases = [(tmp_path / "absent.pt", "checkpoint not found"), (tmp_path / "absent", "no model.onnx found"),
+             (tmp_path / "junk.pt", "not a valid AnomalyBERT checkpoint"), (bad, "sha256 mismatch")]
+    for model, message in cases:
+        code, _, err = cli(["detect", "-m", str(model), "-i", data])
+        assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    code, _, err = cli(["export", "-m", str(tmp_path / "junk.pt"), "-o", str(tmp_path / "o")])
+    assert code == 2 and "not a valid" in err
+
+
+def test_train_bad_input(tmp_path: Path, cli: Run) -> None:
+    (tmp_path / "nolabels.csv").write_text("timestamp,value\n" + "".join(f"{i},{i}\n" for i in range(40)))
+    out = str(tmp_path / "m.pt")
+    code, _, err = cli(["train", "-d", str(tmp_path / "nolabels.csv"), "-o", out, *TINY_ARGS])
+    assert code == 2 and "needs a 'probability' column" in err
+    code, _, err = cli(["train", "-d", str(tmp_path / "absent"), "-o", str(tmp_path / "m.pt")])
+    assert code == 2 and "no such file or directory" in err
+    code, _, err = cli(["train", "-d", str(tmp_path), "-o", str(tmp_path / "m.pt"), "--d-model", "30"])
+    assert code == 2 and "divisible" in err
+
+
+def test_console_script_help_is_complete_and_light() -> None:
+    exe = Path(sys.executable).with_name("anomalybert")
+    for cmd in ([], ["generate"], ["train"], ["detect"], ["export"]):
+        out = subprocess.run([str(exe), *cmd, "--help"], check=True, capture_output=True, text=True).stdout
+        assert "Usage: anomalybert" in out
+    probe = "import sys, training.commands; assert not {'torch', 'pandas'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=ROOT)

@@ -1,0 +1,29 @@
+"""The default bundle shipped as package data: loads, verifies, and finds obvious anomalies."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+from training.data import Series
+from training.detect import Detector
+from training.synth import generate, scenario_rng
+
+
+def test_default_bundle_loads_and_is_scale_free() -> None:
+    bundle = load_bundle()  # hash, schema and a smoke inference
+    assert bundle.directory == DEFAULT_BUNDLE_DIR
+    assert bundle.manifest.normalization["scope"] == "window"
+    assert bundle.manifest.calibration.method == "best_f1_validation"
+    assert (DEFAULT_BUNDLE_DIR / "model.onnx").stat().st_size < 5_000_000
+
+
+def test_default_model_ranks_spikes_first_on_unseen_data() -> None:
+    found = []
+    for k in range(3):
+        s = generate("point_anomaly", 1000, scenario_rng(4242, "point_anomaly", k))
+        series = Series("s", np.arange(1000), s.values)
+        spikes = set(np.flatnonzero(s.anomaly_tag).tolist())
+        top = {r["timestamp"] for r in Detector().detect(series, len(spikes))}
+        found.append(len(top & spikes) / len(spikes))
+    assert np.mean(found) >= 0.8

@@ -1,0 +1,73 @@
+"""Encoder: shapes, hand-written attention, parameter-free positions, freezing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from model.config import ModelConfig
+from model.encoder import AnomalyBERT, Attention, sinusoidal_positions
+from tests.bundles import TINY
+
+
+@pytest.fixture
+def model() -> AnomalyBERT:
+    torch.manual_seed(0)
+    return AnomalyBERT(TINY).eval()
+
+
+def test_scores_have_one_value_per_timestep_in_unit_interval(model: AnomalyBERT) -> None:
+    x = torch.randn(5, TINY.window_size, TINY.channels)
+    scores = model(x)
+    assert scores.shape == (5, TINY.window_size)
+    assert scores.min() >= 0 and scores.max() <= 1
+    assert torch.allclose(torch.sigmoid(model.logits(x)), scores)
+
+
+def test_multichannel_config_takes_channels_on_the_last_axis() -> None:
+    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=4, d_ff=32, window_size=8, channels=3)
+    assert AnomalyBERT(cfg)(torch.randn(2, 8, 3)).shape == (2, 8)
+
+
+def test_attention_is_written_out_and_keeps_shape() -> None:
+    torch.manual_seed(0)
+    attn = Attention(TINY).eval()
+    h = torch.randn(3, TINY.window_size, TINY.d_model)
+    assert attn(h).shape == h.shape
+    assert not any(isinstance(m, nn.MultiheadAttention) for m in AnomalyBERT(TINY).modules())
+
+
+def test_attention_mixes_timesteps(model: AnomalyBERT) -> None:
+    """Changing one input point moves the scores of other points too (self-attention, not pointwise)."""
+    x = torch.randn(1, TINY.window_size, 1)
+    y = x.clone()
+    y[0, 0, 0] += 5.0
+    assert not torch.allclose(model(x)[0, 5:], model(y)[0, 5:])
+
+
+def test_positional_encoding_is_sinusoidal_and_has_no_parameters(model: AnomalyBERT) -> None:
+    pe = sinusoidal_positions(10, 8)
+    assert pe.shape == (10, 8)
+    assert pe[3, 0] == pytest.approx(math.sin(3.0))
+    assert pe[3, 1] == pytest.approx(math.cos(3.0))
+    assert pe[3, 2] == pytest.approx(math.sin(3.0 / 10000 ** (2 / 8)))
+    names = [n for n, _ in model.named_parameters()] + list(model.state_dict())
+    assert not any("position" in n for n in names)
+
+
+def test_freeze_encoder_stops_its_gradients_and_replaces_the_head(model: AnomalyBERT) -> None:
+    old_head = model.head
+    model.freeze_encoder()
+    assert model.head is not old_head
+    assert all(not p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+
+
+def test_config_rejects_inconsistent_shapes() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(d_model=10, n_heads=4)
+    with pytest.raises(ValueError, match="stride"):
+        ModelConfig(window_size=8, stride=9)

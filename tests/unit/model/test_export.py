@@ -1,0 +1,63 @@
+"""ONNX export: the bundle's graph agrees with PyTorch, with a dynamic batch axis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from model.bundle import load_bundle
+from model.checkpoint import Checkpoint
+from model.config import ModelConfig
+from model.encoder import AnomalyBERT
+from model.export import export_bundle
+from model.normalize import Normalizer
+from training.detect import TorchScorer
+
+CFG = ModelConfig(n_layers=2, d_model=32, n_heads=4, d_ff=64, window_size=24)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Checkpoint, Path]:
+    torch.manual_seed(3)
+    ckpt = Checkpoint(AnomalyBERT(CFG).eval(), Normalizer("minmax", "window"), threshold=0.42,
+                      calibration={"method": "best_f1_validation", "f1": 0.5})
+    directory, _ = export_bundle(ckpt, tmp_path_factory.mktemp("b") / "bundle")
+    return ckpt, directory
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+def test_onnx_runtime_matches_pytorch(exported: tuple[Checkpoint, Path], batch: int) -> None:
+    ckpt, directory = exported
+    windows = np.random.default_rng(batch).normal(size=(batch, CFG.window_size, 1)) * 50 + 10
+    ort_scores = load_bundle(directory).score_windows(windows)
+    assert ort_scores.shape == (batch, CFG.window_size)
+    np.testing.assert_allclose(ort_scores, TorchScorer(ckpt)(windows), rtol=0, atol=1e-5)
+
+
+def test_graph_signature_has_dynamic_batch(exported: tuple[Checkpoint, Path]) -> None:
+    graph = onnx.load(str(exported[1] / "model.onnx")).graph
+    (inp,), (out,) = graph.input, graph.output
+    assert (inp.name, out.name) == ("x", "score")
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == ["batch", CFG.window_size, 1]
+    assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["batch", CFG.window_size]
+
+
+def test_manifest_describes_the_model(exported: tuple[Checkpoint, Path]) -> None:
+    m = load_bundle(exported[1]).manifest
+    assert m.config == CFG and m.window_size == 24 and m.channels == 1
+    assert m.normalization["scope"] == "window"
+    assert m.threshold == pytest.approx(0.42)
+    assert m.calibration.method == "best_f1_validation" and m.calibration.details == {"f1": 0.5}
+
+
+def test_output_must_be_a_directory_or_model_onnx(exported: tuple[Checkpoint, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="model.onnx"):
+        export_bundle(exported[0], tmp_path / "other.onnx")
+    directory, _ = export_bundle(exported[0], tmp_path / "b2" / "model.onnx")
+    assert (directory / "manifest.json").is_file() and directory == tmp_path / "b2"

@@ -1,0 +1,64 @@
+"""Normalizers: fitted statistics, the scale-free window scope, serialization."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.normalize import Normalizer
+from model.windows import make_windows
+
+
+def _windows(rng: np.random.Generator, n: int = 40, w: int = 16) -> np.ndarray:
+    return make_windows(np.cumsum(rng.normal(size=n)), w, 1)
+
+
+def test_global_minmax_maps_training_range_to_unit_interval() -> None:
+    train = np.array([[2.0], [4.0], [6.0]])
+    norm = Normalizer("minmax", "global").fit(train)
+    out = norm.transform(train.reshape(1, 3, 1))
+    np.testing.assert_allclose(out.ravel(), [0.0, 0.5, 1.0])
+
+
+def test_global_zscore_centres_and_scales() -> None:
+    rng = np.random.default_rng(0)
+    train = rng.normal(5.0, 3.0, size=(500, 1))
+    out = Normalizer("zscore", "global").fit(train).transform(train.reshape(1, 500, 1))
+    assert abs(out.mean()) < 1e-5 and abs(out.std() - 1) < 1e-4
+
+
+@pytest.mark.parametrize("kind", ["minmax", "zscore"])
+def test_window_scope_is_invariant_to_affine_rescaling(kind: str) -> None:
+    w = _windows(np.random.default_rng(1))
+    norm = Normalizer(kind, "window")
+    np.testing.assert_allclose(norm.transform(1e4 * w - 3e3), norm.transform(w), atol=1e-4)
+
+
+def test_global_scope_is_not_scale_free() -> None:
+    """The control for the test above: with fitted statistics a rescaled series looks different."""
+    w = _windows(np.random.default_rng(1))
+    norm = Normalizer("minmax", "global").fit(w.reshape(-1, 1))
+    assert np.abs(norm.transform(3 * w + 1) - norm.transform(w)).max() > 0.5
+
+
+def test_flat_input_maps_to_zero_not_nan() -> None:
+    flat = np.full((2, 8, 1), 7.5)
+    for scope in ("global", "window"):
+        norm = Normalizer("zscore", scope).fit(flat.reshape(-1, 1))  # type: ignore[arg-type]
+        out = norm.transform(flat)
+        assert np.all(np.isfinite(out)) and np.all(out == 0)
+
+
+def test_round_trip_through_dict() -> None:
+    norm = Normalizer("zscore", "global").fit(np.arange(10.0))
+    again = Normalizer.from_dict(norm.to_dict())
+    assert again == norm
+
+
+def test_unfitted_global_and_unknown_kinds_are_refused() -> None:
+    with pytest.raises(ValueError, match="before fit"):
+        Normalizer().transform(np.zeros((1, 4, 1)))
+    with pytest.raises(ValueError, match="kind"):
+        Normalizer(kind="robust")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="scope"):
+        Normalizer(scope="series")  # type: ignore[arg-type]

@@ -1,0 +1,122 @@
+"""Training: the loss falls, seeds reproduce, finetuning freezes the encoder, the threshold comes
+from the validation tails only."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from model.config import ModelConfig
+from model.encoder import AnomalyBERT
+from model.errors import DataError
+from model.normalize import Normalizer
+from tests.bundles import TINY
+from training.calibrate import best_f1_threshold
+from training.data import Series, load_series
+from training.detect import TorchScorer, score_series
+from training.synth import write_scenarios
+from training.train import TrainConfig, holdout_scores, prepare, split_point, train
+
+FAST = TrainConfig(epochs=3, batch_size=32, lr=3e-3, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory: pytest.TempPathFactory) -> list[Series]:
+    directory = tmp_path_factory.mktemp("synth")
+    write_scenarios(directory, 240, seed=1)
+    return load_series(directory, labels=True)
+
+
+def _loss(model: AnomalyBERT, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        return nn.BCEWithLogitsLoss()(model.logits(x), y).item()
+
+
+def test_training_reduces_the_loss(series: list[Series]) -> None:
+    data = prepare(series, TINY, Normalizer(scope="window"), FAST.val_fraction)
+    torch.manual_seed(FAST.seed)
+    before = _loss(AnomalyBERT(TINY), data.x, data.y)  # the same initial weights `train` starts from
+    ckpt = train(series, TINY, FAST)
+    after = _loss(ckpt.model, data.x, data.y)
+    assert after < 0.7 * before
+    history = ckpt.metrics["history"]
+    assert len(history) == 3 and history[-1]["train_loss"] < history[0]["train_loss"]
+    assert all(h["val_roc_auc"] is not None for h in history)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(series: list[Series]) -> None:
+    one = dataclasses.replace(FAST, epochs=1)
+    a, b = train(series, TINY, one), train(series, TINY, one)
+    c = train(series, TINY, dataclasses.replace(one, seed=1))
+    for k, v in a.model.state_dict().items():
+        torch.testing.assert_close(v, b.model.state_dict()[k], rtol=0, atol=0)
+    assert any(not torch.equal(v, c.model.state_dict()[k]) for k, v in a.model.state_dict().items())
+    assert a.threshold == b.threshold
+
+
+def test_finetuning_keeps_the_encoder_and_trains_a_new_head(series: list[Series], tmp_path: Path) -> None:
+    base = train(series, TINY, dataclasses.replace(FAST, epochs=1))
+    base.save(tmp_path / "base.pt")
+    tc = dataclasses.replace(FAST, epochs=2, finetune=str(tmp_path / "base.pt"))
+    tuned = train(series[:3], ModelConfig(), tc)
+    assert tuned.config == TINY  # the checkpoint's shape wins over the config passed in
+    for k, v in base.model.encoder.state_dict().items():
+        torch.testing.assert_close(tuned.model.encoder.state_dict()[k], v, rtol=0, atol=0)
+    for k, v in base.model.head.state_dict().items():
+        assert not torch.allclose(tuned.model.head.state_dict()[k], v)
+    assert tuned.training_data["settings"]["finetune"] == str(tmp_path / "base.pt")
+
+
+def test_threshold_is_the_best_f1_on_the_held_out_tails(series: list[Series]) -> None:
+    ckpt = train(series, TINY, FAST)
+    holdouts = prepare(series, TINY, Normalizer(scope="window"), FAST.val_fraction).holdouts
+    scores, _, label = holdout_scores(TorchScorer(ckpt), holdouts, TINY)
+    assert len(label) == sum(len(s) - split_point(len(s), 16, 0.2) for s in series)
+    expected, details = best_f1_threshold(scores, label)
+    assert ckpt.threshold == pytest.approx(expected)
+    assert ckpt.calibration["method"] == "best_f1_validation"
+    assert ckpt.calibration["f1"] == pytest.approx(details["f1"])
+
+
+def test_held_out_scores_equal_full_series_detection(series: list[Series]) -> None:
+    """The lead-in trick scores the tail exactly as `detect` scores the whole series."""
+    cfg = dataclasses.replace(TINY, stride=3)
+    torch.manual_seed(0)
+    from model.checkpoint import Checkpoint
+
+    scorer = TorchScorer(Checkpoint(AnomalyBERT(cfg).eval(), Normalizer(scope="window")))
+    holdouts = prepare(series, cfg, Normalizer(scope="window"), 0.3).holdouts
+    got, _, _ = holdout_scores(scorer, holdouts[:1], cfg)
+    full = score_series(scorer, series[0].values, cfg.window_size, cfg.stride)
+    tail = full[split_point(len(series[0]), cfg.window_size, 0.3):]
+    np.testing.assert_allclose(got, tail[~np.isnan(tail)], atol=1e-6)
+
+
+def test_global_normalizer_is_fitted_on_the_training_heads_only(series: list[Series]) -> None:
+    s = dataclasses.replace(series[0], values=series[0].values.copy())
+    s.values[-1] = 1e9  # in the held-out tail
+    norm = Normalizer("minmax", "global")
+    prepare([s], TINY, norm, 0.2)
+    assert norm.offset[0] + norm.scale[0] == pytest.approx(s.values[:split_point(len(s), 16, 0.2)].max())
+
+
+def test_without_validation_the_threshold_falls_back(series: list[Series]) -> None:
+    ckpt = train(series[:2], TINY, dataclasses.replace(FAST, epochs=1, val_fraction=0.0))
+    assert ckpt.threshold == 0.5 and ckpt.calibration["method"] == "default"
+    assert ckpt.metrics["val_roc_auc"] is None
+
+
+def test_unlabelled_or_short_series_are_refused(series: list[Series]) -> None:
+    unlabelled = dataclasses.replace(series[0], probability=None, label=None)
+    with pytest.raises(DataError, match="labels"):
+        train([unlabelled], TINY, FAST)
+    s = series[0]
+    short = dataclasses.replace(s, values=s.values[:10], probability=s.probability[:10])  # type: ignore[index]
+    with pytest.raises(DataError, match="shorter than the model's window"):
+        train([short], TINY, FAST)

@@ -1,0 +1,112 @@
+"""Offline detection: a checkpoint or bundle plus a series in, per-point scores and the top-N points out.
+
+Scoring is exactly `make_windows` -> window scores -> `aggregate` (the seed's overlapping-window
+averaging), the same composition the stream worker computes incrementally. A bundle is run with ONNX
+Runtime and never imports torch; a `.pt` checkpoint is run with torch and the same normalizer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+from model.normalize import Normalizer
+from model.windows import aggregate, check_lag, make_windows
+from training.data import Series, load_csv, require_length
+
+if TYPE_CHECKING:
+    from model.checkpoint import Checkpoint
+
+log = logging.getLogger(__name__)
+
+# Windows per inference call: bounds memory (attention is (B, H, W, W)) without changing any score.
+BATCH = 256
+
+WindowScorer = Callable[[np.ndarray], np.ndarray]  # raw windows (B, W, C) -> scores (B, W)
+
+
+def score_series(score_windows: WindowScorer, values: np.ndarray, window_size: int, stride: int,
+                 score_lag: int | None = None) -> np.ndarray:
+    """Per-point scores (T,) of one series: the mean of the scores of the windows covering each point.
+
+    NaN marks points no window covers (only possible at the end of a series when stride > 1).
+    """
+    windows = make_windows(values, window_size, stride)  # (N, W, C)
+    parts = [score_windows(windows[i:i + BATCH]) for i in range(0, len(windows), BATCH)]
+    window_scores = np.concatenate(parts) if parts else np.empty((0, window_size), np.float32)
+    scores, _ = aggregate(window_scores, len(values), window_size, stride, score_lag)
+    return scores
+
+
+class TorchScorer:
+    """Scores windows with a checkpoint's PyTorch model and normalizer (imports torch)."""
+
+    def __init__(self, ckpt: Checkpoint) -> None:
+        self.model = ckpt.model.eval()
+        self.normalizer: Normalizer = ckpt.normalizer
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(self.normalizer.transform(windows))
+        with torch.no_grad():
+            return self.model(x).numpy()
+
+
+def top_n(series: Series, scores: np.ndarray, n: int) -> list[dict[str, Any]]:
+    """The `n` highest-scored points, highest first (earlier points first on ties)."""
+    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
+    ranked = [int(i) for i in order if not np.isnan(scores[i])][:n]
+    return [{"timestamp": _plain(series.timestamps[i]), "value": float(series.values[i]),
+             "score": float(scores[i])} for i in ranked]
+
+
+def _plain(x: Any) -> Any:
+    """numpy scalars to Python ones, so that results serialize as JSON."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
+class Detector:
+    """Loads a model once and scores series with it.
+
+    `model` is a `.pt` checkpoint (needs torch), or a bundle: its directory, its `model.onnx`, or a
+    registry directory with a `current` pointer (numpy + onnxruntime only). `score_lag` defaults to
+    `window_size - 1`: every window that covers a point is averaged.
+    """
+
+    def __init__(self, model: str | Path = DEFAULT_BUNDLE_DIR, score_lag: int | None = None,
+                 threads: int = 1) -> None:
+        path = Path(model)
+        if path.suffix == ".pt":
+            from model.checkpoint import load_checkpoint
+
+            ckpt = load_checkpoint(path)
+            self._score_windows: WindowScorer = TorchScorer(ckpt)
+            cfg, self.threshold = ckpt.config, ckpt.threshold
+            self.window_size, self.stride = cfg.window_size, cfg.stride
+        else:
+            bundle = load_bundle(path, threads=threads)
+            self._score_windows = bundle.score_windows
+            self.threshold = bundle.threshold
+            self.window_size, self.stride = bundle.window_size, bundle.stride
+        self.score_lag = self.window_size - 1 if score_lag is None else score_lag
+        check_lag(self.window_size, self.stride, self.score_lag)
+        log.debug("loaded %s (window %d, stride %d)", path, self.window_size, self.stride)
+
+    def score(self, values: np.ndarray) -> np.ndarray:
+        """Per-point anomaly scores (T,) in [0, 1] of one series of at least `window_size` points."""
+        return score_series(self._score_windows, values, self.window_size, self.stride, self.score_lag)
+
+    def detect(self, series: Series, n: int = 10) -> list[dict[str, Any]]:
+        """The top-`n` points of a series as `{timestamp, value, score}`, highest score first."""
+        require_length([series], self.window_size)
+        return top_n(series, self.score(series.values), n)
+
+    def detect_file(self, path: str | Path, n: int = 10) -> list[dict[str, Any]]:
+        """`detect` on a CSV with at least the columns `timestamp, value`."""
+        return self.detect(load_csv(path), n)

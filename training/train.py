@@ -1,0 +1,220 @@
+"""Training and finetuning: labelled series in, a checkpoint with a validation-chosen threshold out.
+
+Each series is split in time: the head (`1 - val_fraction`) gives the training windows, the tail is held
+out. Validation scores the held-out points exactly as `detect` does (overlapping windows, averaged),
+reports BCE loss and ROC-AUC per epoch, and picks the threshold (best F1) on those points only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
+
+from model.checkpoint import Checkpoint, load_checkpoint
+from model.config import ModelConfig
+from model.encoder import AnomalyBERT
+from model.errors import DataError
+from model.normalize import Normalizer
+from model.windows import make_windows
+from training.calibrate import bce, best_f1_threshold, roc_auc
+from training.data import Series, require_length
+from training.detect import TorchScorer, score_series
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; the model's shape lives in `ModelConfig`."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    val_fraction: float = 0.2
+    seed: int = 0
+    normalization: str = "minmax"
+    scope: str = "window"
+    finetune: str | None = None  # checkpoint whose encoder is kept frozen
+    progress: bool | None = None  # progress bar: None = only on a terminal
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class EpochStats:
+    """What one epoch reports; val fields are None without held-out points (or without both classes)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    val_roc_auc: float | None
+    seconds: float
+
+
+@dataclass
+class Holdout:
+    """The held-out tail of one series, with the lead-in needed to score it exactly as `detect` would."""
+
+    values: np.ndarray  # (T',) from the first window that covers the tail to the end
+    first: int  # index in `values` of the first held-out point
+    probability: np.ndarray  # (T' - first,)
+    label: np.ndarray  # (T' - first,)
+
+
+@dataclass
+class Prepared:
+    """Training windows (normalized) plus the held-out tails."""
+
+    x: torch.Tensor  # (N, W, C) float32, normalized
+    y: torch.Tensor  # (N, W) float32, probability targets
+    holdouts: list[Holdout] = field(default_factory=list)
+
+
+def split_point(n: int, window_size: int, val_fraction: float) -> int:
+    """Index of the first held-out point; the head keeps at least one full window when it can."""
+    cut = n - int(round(val_fraction * n))
+    return max(cut, min(n, window_size))
+
+
+def _holdout(s: Series, cut: int, cfg: ModelConfig) -> Holdout | None:
+    if cut >= len(s):
+        return None
+    # Start on the series' window grid so the windows here are exactly the full series' windows.
+    start = max(0, cut - cfg.window_size + 1) // cfg.stride * cfg.stride
+    assert s.probability is not None and s.label is not None
+    return Holdout(s.values[start:], cut - start, s.probability[cut:], s.label[cut:])
+
+
+def prepare(series: list[Series], cfg: ModelConfig, normalizer: Normalizer, val_fraction: float) -> Prepared:
+    """Split every series in time, fit the normalizer on the training heads only, build the windows."""
+    require_length(series, cfg.window_size)
+    cuts = [split_point(len(s), cfg.window_size, val_fraction) for s in series]
+    normalizer.fit(np.concatenate([s.values[:c] for s, c in zip(series, cuts, strict=True)]))
+    xs, ys = [], []
+    for s, cut in zip(series, cuts, strict=True):
+        assert s.probability is not None
+        xs.append(make_windows(s.values[:cut], cfg.window_size, cfg.stride))  # (N, W, 1)
+        ys.append(make_windows(s.probability[:cut], cfg.window_size, cfg.stride)[..., 0])  # (N, W)
+    holdouts = [h for s, c in zip(series, cuts, strict=True) if (h := _holdout(s, c, cfg)) is not None]
+    x = torch.from_numpy(normalizer.transform(np.concatenate(xs)))
+    y = torch.from_numpy(np.concatenate(ys).astype(np.float32))
+    return Prepared(x, y, holdouts)
+
+
+def holdout_scores(scorer: Callable[[np.ndarray], np.ndarray], holdouts: list[Holdout],
+                   cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, probability, label) of every held-out point that a window covers."""
+    parts = []
+    for h in holdouts:
+        scores = score_series(scorer, h.values, cfg.window_size, cfg.stride)[h.first:]
+        ok = ~np.isnan(scores)
+        parts.append((scores[ok], h.probability[ok], h.label[ok]))
+    if not parts:
+        return np.empty(0), np.empty(0), np.empty(0, np.int8)
+    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+
+
+def fingerprint(series: list[Series]) -> str:
+    """sha256 over the values and labels, in order: identifies the training data."""
+    h = hashlib.sha256()
+    for s in series:
+        h.update(np.ascontiguousarray(s.values, np.float64).tobytes())
+        if s.probability is not None:
+            h.update(np.ascontiguousarray(s.probability, np.float64).tobytes())
+    return h.hexdigest()
+
+
+def _model(cfg: ModelConfig, tc: TrainConfig) -> tuple[AnomalyBERT, Normalizer]:
+    if tc.finetune is None:
+        return AnomalyBERT(cfg), Normalizer(kind=tc.normalization, scope=tc.scope)  # type: ignore[arg-type]
+    base = load_checkpoint(tc.finetune)
+    base.model.freeze_encoder()
+    # Same kind and scope as the encoder was trained with; refitted on the new data.
+    return base.model, Normalizer(kind=base.normalizer.kind, scope=base.normalizer.scope)
+
+
+def _epoch(model: AnomalyBERT, data: Prepared, opt: torch.optim.Optimizer, sched: LRScheduler,
+           tc: TrainConfig, gen: torch.Generator, label: str) -> float:
+    from tqdm import tqdm
+
+    model.train()
+    if tc.finetune is not None:
+        model.encoder.eval()  # frozen: no dropout either
+    loss_fn = nn.BCEWithLogitsLoss()
+    order = torch.randperm(len(data.x), generator=gen)
+    total, n = 0.0, 0
+    with tqdm(total=len(order), desc=label, unit="win", leave=False, disable=_disable(tc)) as bar:
+        for i in range(0, len(order), tc.batch_size):
+            idx = order[i:i + tc.batch_size]
+            loss = loss_fn(model.logits(data.x[idx]), data.y[idx])  # (B, W) vs (B, W)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            n += len(idx)
+            bar.update(len(idx))
+            bar.set_postfix(loss=f"{total / n:.4f}")
+    return total / n
+
+
+def _disable(tc: TrainConfig) -> bool | None:
+    return None if tc.progress is None else not tc.progress
+
+
+def train(series: list[Series], cfg: ModelConfig, tc: TrainConfig,
+          on_epoch: Callable[[EpochStats], None] | None = None) -> Checkpoint:
+    """Train (or finetune) on labelled series; returns a checkpoint whose threshold was chosen on the
+    held-out tails. The same data, config and seed give the same weights."""
+    if any(s.probability is None for s in series):
+        raise DataError("training needs labels: every file must carry 'probability' or 'anomaly_tag'")
+    torch.manual_seed(tc.seed)
+    model, normalizer = _model(cfg, tc)
+    cfg = model.cfg
+    data = prepare(series, cfg, normalizer, tc.val_fraction)  # every series fills a training window
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    # One cycle: a short warm-up to `lr`, then cosine decay; clearly better than a constant rate in the
+    # few thousand steps a CPU affords.
+    steps = tc.epochs * -(-len(data.x) // tc.batch_size)
+    sched = OneCycleLR(opt, max_lr=tc.lr, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(tc.seed)
+    scorer = TorchScorer(Checkpoint(model, normalizer))
+    log.info("training on %d windows, %d held-out series tails, %d parameters (%d trainable)",
+             len(data.x), len(data.holdouts), sum(p.numel() for p in model.parameters()),
+             sum(p.numel() for p in params))
+    history: list[EpochStats] = []
+    for epoch in range(1, tc.epochs + 1):
+        t0 = time.perf_counter()
+        train_loss = _epoch(model, data, opt, sched, tc, gen, f"epoch {epoch}/{tc.epochs}")
+        model.eval()
+        scores, prob, label = holdout_scores(scorer, data.holdouts, cfg)
+        stats = EpochStats(epoch, train_loss, bce(scores, prob) if len(scores) else None,
+                           roc_auc(scores, label), time.perf_counter() - t0)
+        history.append(stats)
+        log.info("epoch %d: %s", epoch, stats)
+        if on_epoch:
+            on_epoch(stats)
+    threshold, calibration = best_f1_threshold(scores, label)
+    calibration["score_lag"] = cfg.window_size - 1
+    return Checkpoint(
+        model=model.eval(), normalizer=normalizer, threshold=threshold, calibration=calibration,
+        metrics={"val_loss": history[-1].val_loss, "val_roc_auc": history[-1].val_roc_auc,
+                 "train_loss": history[-1].train_loss, "history": [asdict(h) for h in history]},
+        training_data={"n_series": len(series), "n_points": int(sum(len(s) for s in series)),
+                       "n_train_windows": len(data.x), "sha256": fingerprint(series),
+                       "settings": {k: v for k, v in asdict(tc).items() if k != "progress"}},
+    )
