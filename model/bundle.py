@@ -25,6 +25,9 @@ from model.normalize import Normalizer
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+# Optional: the PyTorch checkpoint the graph was exported from, so `retrain --finetune` can start from
+# the served model. Workers never read it.
+CHECKPOINT_FILE = "checkpoint.pt"
 INPUT_NAME = "x"
 OUTPUT_NAME = "score"
 FORMAT_VERSION = 1
@@ -99,7 +102,8 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def write_bundle(directory: Path, onnx_bytes: bytes, manifest: dict[str, Any]) -> Manifest:
+def write_bundle(directory: Path, onnx_bytes: bytes, manifest: dict[str, Any],
+                 checkpoint_bytes: bytes | None = None) -> Manifest:
     """Write a bundle atomically: build it under a temporary name in the same parent, then rename.
 
     `manifest` holds everything but `sha256`, `version` and `created_at`, which are filled in here
@@ -116,6 +120,8 @@ def write_bundle(directory: Path, onnx_bytes: bytes, manifest: dict[str, Any]) -
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         (tmp / MODEL_FILE).write_bytes(onnx_bytes)
+        if checkpoint_bytes is not None:
+            (tmp / CHECKPOINT_FILE).write_bytes(checkpoint_bytes)
         (tmp / MANIFEST_FILE).write_text(m.model_dump_json(indent=2) + "\n")
         os.chmod(tmp, 0o755)
         if directory.exists():

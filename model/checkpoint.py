@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,12 @@ class Checkpoint:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(self.to_bytes())
+        tmp.replace(path)
+
+    def to_bytes(self) -> bytes:
+        """The checkpoint file's content (what `save` writes)."""
         payload = {
             "format": "anomalybert-checkpoint/1",
             "config": self.config.to_dict(),
@@ -43,9 +50,9 @@ class Checkpoint:
             "metrics": self.metrics,
             "training_data": self.training_data,
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        return buf.getvalue()
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

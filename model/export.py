@@ -43,10 +43,11 @@ def _static_window(graph: bytes, window_size: int) -> bytes:
     return proto.SerializeToString()
 
 
-def export_bundle(ckpt: Checkpoint, output: str | Path,
-                  extra: dict[str, Any] | None = None) -> tuple[Path, Manifest]:
+def export_bundle(ckpt: Checkpoint, output: str | Path, extra: dict[str, Any] | None = None,
+                  with_checkpoint: bool = True) -> tuple[Path, Manifest]:
     """Write a bundle. `output` is a bundle directory, or a path ending in `.onnx` whose directory becomes
-    the bundle (the manifest goes beside it as `manifest.json`)."""
+    the bundle (the manifest goes beside it as `manifest.json`). With `with_checkpoint`, the PyTorch
+    checkpoint goes in too (`checkpoint.pt`), so the served model can later be finetuned."""
     out = Path(output)
     directory = out.parent if out.suffix == ".onnx" else out
     if out.suffix == ".onnx" and out.name != MODEL_FILE:
@@ -67,5 +68,6 @@ def export_bundle(ckpt: Checkpoint, output: str | Path,
         "onnx": {"input": INPUT_NAME, "output": OUTPUT_NAME, "opset": OPSET},
         **(extra or {}),
     }
-    m = write_bundle(directory, onnx_bytes(ckpt), manifest)
+    m = write_bundle(directory, onnx_bytes(ckpt), manifest,
+                     checkpoint_bytes=ckpt.to_bytes() if with_checkpoint else None)
     return directory, m

@@ -13,7 +13,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from model.bundle import Bundle, Manifest, load_bundle, now_iso, read_manifest, resolve_bundle_dir
+from model.bundle import (
+    CHECKPOINT_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    Bundle,
+    Manifest,
+    load_bundle,
+    now_iso,
+    read_manifest,
+    resolve_bundle_dir,
+)
 from model.errors import BundleError
 
 CURRENT = "current"
@@ -72,8 +82,9 @@ class Registry:
         dest = self.root / version
         if not dest.exists():
             tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root))
-            for name in ("model.onnx", "manifest.json"):
-                shutil.copy2(src / name, tmp / name)
+            for name in (MODEL_FILE, MANIFEST_FILE, CHECKPOINT_FILE):
+                if (src / name).is_file():
+                    shutil.copy2(src / name, tmp / name)
             os.chmod(tmp, 0o755)
             os.rename(tmp, dest)
         if promote:

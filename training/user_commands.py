@@ -18,7 +18,7 @@ BOOTSTRAP = click.option("--bootstrap", envvar="ANOMALYBERT_KAFKA__BOOTSTRAP", s
                          help="Kafka bootstrap servers (default: the worker settings' value).")
 
 
-def _kafka(bootstrap: str | None) -> Any:
+def kafka_settings(bootstrap: str | None) -> Any:
     from stream.settings import Settings
 
     cfg = Settings().kafka
@@ -48,7 +48,7 @@ def publish(source: Path, series_id: str | None, rate: float | None, speedup: fl
     points = [p for f in csv_files(source) for p in read_points(f, series_id)]
     if limit is not None:
         points = points[:limit]
-    cfg = _kafka(bootstrap)
+    cfg = kafka_settings(bootstrap)
     sent = asyncio.run(_send(points, cfg, topic or cfg.topics.telemetry, rate, speedup))
     click.echo(f"published {sent} points to {topic or cfg.topics.telemetry}")
 
@@ -102,7 +102,7 @@ def _follow_options(f: Any) -> Any:
 def alerts(follow: bool, from_beginning: bool, idle_timeout: float, fmt: str, topic: str | None,
            bootstrap: str | None, series_id: str | None) -> None:
     """Print alert events (open / closed) from the alerts topic as they come."""
-    cfg = _kafka(bootstrap)
+    cfg = kafka_settings(bootstrap)
     columns = ["state", "series_id", "alert_id", "opened_ts", "peak_ts", "peak_score", "model_version"]
     _print_topic(cfg, topic or cfg.topics.alerts, columns, follow, from_beginning, idle_timeout, fmt, series_id)
 
@@ -113,7 +113,7 @@ def alerts(follow: bool, from_beginning: bool, idle_timeout: float, fmt: str, to
 def scores(follow: bool, from_beginning: bool, idle_timeout: float, fmt: str, topic: str | None,
            bootstrap: str | None, series_id: str | None) -> None:
     """Print scored points from the scores topic as they come."""
-    cfg = _kafka(bootstrap)
+    cfg = kafka_settings(bootstrap)
     columns = ["series_id", "ts", "value", "score", "n_windows", "is_anomaly", "threshold", "model_version"]
     _print_topic(cfg, topic or cfg.topics.scores, columns, follow, from_beginning, idle_timeout, fmt, series_id)
 
@@ -163,4 +163,105 @@ async def _consume(cfg: Any, topic: str, show: Any, follow: bool, from_beginning
         await consumer.stop()
 
 
-COMMANDS = [publish, alerts, scores]
+
+
+
+@click.command("plot")
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV with timestamp,value (labels, if present, are shaded).")
+@click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path),
+              help="Bundle (directory or model.onnx), registry, or .pt checkpoint (default: the shipped model).")
+@click.option("--from-topic", "from_topic", is_flag=True,
+              help="Plot what the worker published to the scores and alerts topics instead of scoring a file.")
+@click.option("--series-id", help="With --from-topic: the series to plot.")
+@click.option("--score-lag", type=int, help="Aggregation lag (default: window_size - 1).")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
+@BOOTSTRAP
+def plot(input_path: Path | None, model_path: Path | None, from_topic: bool, series_id: str | None,
+         score_lag: int | None, output: Path, bootstrap: str | None) -> None:
+    """Draw a series, its anomaly score, the threshold and the alert spans in one picture.
+
+    Either score a CSV offline (--input, --model) exactly as the worker would, or read a recorded
+    series back from the scores and alerts topics (--from-topic --series-id).
+    """
+    if from_topic:
+        if not series_id:
+            raise click.UsageError("--from-topic needs --series-id")
+        _plot_from_topic(kafka_settings(bootstrap), series_id, output)
+    else:
+        if input_path is None:
+            raise click.UsageError("give --input (or --from-topic --series-id)")
+        _plot_file(input_path, model_path, score_lag, output)
+    click.echo(f"wrote {output}")
+
+
+def _plot_file(input_path: Path, model_path: Path | None, score_lag: int | None, output: Path) -> None:
+    from model.bundle import DEFAULT_BUNDLE_DIR
+    from stream.alerts import AlertPolicy
+    from stream.settings import AlertSettings
+    from training.data import load_csv, require_length
+    from training.detect import Detector
+    from training.plot import alert_spans, label_spans, plot_series
+
+    series = load_csv(input_path)
+    detector = Detector(model_path or DEFAULT_BUNDLE_DIR, score_lag=score_lag)
+    require_length([series], detector.window_size)
+    scores = detector.score(series.values)
+    a = AlertSettings()
+    policy = AlertPolicy(detector.threshold, a.min_points, a.cooldown_points, a.close_ratio)
+    truth = label_spans(series.label) if series.label is not None else None
+    spans = alert_spans(scores, policy)
+    plot_series(output, series.values, scores, detector.threshold, spans, truth,
+                title=f"{Path(series.name).name}: {len(spans)} alert(s)")
+
+
+def _plot_from_topic(cfg: Any, series_id: str, output: Path, labels: Any = None) -> None:
+    """Plot a series as published; `labels` (aligned with the series' points in ts order) shades truth."""
+    import numpy as np
+
+    from training.plot import Span, label_spans, plot_series
+
+    scored: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for topic, sink in ((cfg.topics.scores, scored), (cfg.topics.alerts, events)):
+        asyncio.run(_consume(cfg, topic, sink.append, False, True, 3.0, series_id))
+    if not scored:
+        raise click.ClickException(f"no scores for series {series_id!r} on {cfg.topics.scores}")
+    scored.sort(key=lambda m: m["ts"])
+    ts = np.array([m["ts"] for m in scored])
+    spans, opened = [], {}
+    for e in events:
+        if e["state"] == "open":
+            opened[e["alert_id"]] = e["opened_ts"]
+        elif e["alert_id"] in opened:
+            spans.append((opened.pop(e["alert_id"]), e.get("closed_ts") or e["peak_ts"]))
+    spans += [(start, ts[-1]) for start in opened.values()]
+    index = [Span(int(np.searchsorted(ts, a)), int(min(np.searchsorted(ts, b), len(ts) - 1))) for a, b in spans]
+    truth = label_spans(np.asarray(labels)[:len(scored)]) if labels is not None else None
+    plot_series(output, np.array([m["value"] for m in scored]), np.array([m["score"] for m in scored]),
+                float(scored[-1]["threshold"]), index, truth,
+                title=f"{series_id}: {len(index)} alert(s), as published to {cfg.topics.scores}")
+@click.command("demo")
+@click.option("--points", type=int, default=1500, show_default=True, help="Points per demo series.")
+@click.option("--rate", type=float, default=600.0, show_default=True,
+              help="Points per second, all series together (0: as fast as possible).")
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the synthetic series.")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
+              show_default=True, help="Where the plots and the worker log go.")
+@click.option("--model", type=click.Path(exists=True, path_type=Path),
+              help="Bundle to serve (default: the shipped model).")
+@BOOTSTRAP
+def demo(points: int, rate: float, seed: int, output_dir: Path, model: Path | None, bootstrap: str | None) -> None:
+    """Run the whole service locally without Docker and watch it catch anomalies.
+
+    Starts Redis and the local Kafka-compatible broker when they are not already running, one stream
+    worker with the shipped model, replays three synthetic series with injected anomalies to the
+    telemetry topic, prints alerts as they open and close, writes one plot per series from what the
+    worker published, and stops everything it started (also on Ctrl-C).
+    """
+    from training.demo import DemoPlan, run_demo
+
+    run_demo(DemoPlan(points, rate, seed, output_dir, model), bootstrap=bootstrap)
+
+
+COMMANDS = [publish, alerts, scores, plot, demo]

@@ -1,0 +1,332 @@
+"""Offline batch retraining: the user's telemetry in, a gated candidate bundle published to the registry out.
+
+Unlabelled telemetry (the common case) is trained self-supervised: anomalies of the 8 synthetic kinds
+are injected into the user's own signal and their labels used (AnomalyBERT's "data degradation").
+Labelled data (`anomaly_tag` / `probability`) is used as given. Each series' tail is held out as the
+gate slice; the candidate is published only if it is not worse than the current model there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.config import ModelConfig
+from model.errors import DataError
+from training.calibrate import best_f1_threshold, roc_auc
+from training.data import Series
+from training.detect import score_series
+from training.synth import MIN_SAMPLES, inject_anomalies
+
+log = logging.getLogger(__name__)
+
+WindowScorer = Callable[[np.ndarray], np.ndarray]
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def table_files(path: Path) -> list[Path]:
+    """The file itself, or every CSV / Parquet file under a directory (sorted)."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in TABLE_SUFFIXES)
+        if not files:
+            raise DataError(f"{path}: no .csv or .parquet files in this directory")
+        return files
+    raise DataError(f"{path}: no such file or directory")
+
+
+def _read_table(path: Path) -> Any:
+    import pandas as pd
+
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (ValueError, OSError, pd.errors.ParserError) as e:
+        raise DataError(f"{path}: not a readable table ({str(e).strip().splitlines()[0]})") from e
+
+
+def _to_series(name: str, frame: Any, where: str) -> Series:
+    import pandas as pd
+
+    values = pd.to_numeric(frame["value"], errors="coerce").to_numpy(np.float64)
+    if not np.isfinite(values).all():
+        bad = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise DataError(f"{where}: series {name!r}: value {frame['value'].iloc[bad]!r} is not a finite number")
+    s = Series(name=name, timestamps=frame["timestamp"].to_numpy(), values=values)
+    if "probability" in frame or "anomaly_tag" in frame:
+        prob = frame["probability"] if "probability" in frame else frame["anomaly_tag"]
+        s.probability = pd.to_numeric(prob, errors="coerce").fillna(0).clip(0, 1).to_numpy(np.float64)
+        tag = frame["anomaly_tag"] if "anomaly_tag" in frame else prob >= 0.5
+        s.label = pd.to_numeric(tag, errors="coerce").fillna(0).to_numpy().astype(np.int8)
+    return s
+
+
+def load_tables(paths: list[Path], series_ids: set[str] | None = None) -> list[Series]:
+    """Series from CSV/Parquet files with `timestamp, value[, series_id][, anomaly_tag, probability]`.
+
+    Rows are grouped by `series_id` (or the file name when absent) and kept in file order.
+    """
+    out: list[Series] = []
+    for path in [f for p in paths for f in table_files(Path(p))]:
+        frame = _read_table(path)
+        missing = {"timestamp", "value"} - set(frame.columns)
+        if missing:
+            raise DataError(f"{path}: missing column(s) {sorted(missing)} (found {sorted(map(str, frame.columns))})")
+        groups = frame.groupby("series_id", sort=False) if "series_id" in frame else [(path.stem, frame)]
+        for sid, part in groups:
+            if series_ids is None or str(sid) in series_ids:
+                out.append(_to_series(str(sid), part.reset_index(drop=True), str(path)))
+    if not out:
+        raise DataError("no series left to train on" + (f" (series ids {sorted(series_ids)})" if series_ids else ""))
+    return out
+
+
+def degrade(series: list[Series], rng: np.random.Generator, copies: int) -> list[Series]:
+    """Labelled series as given; each unlabelled one as `copies` versions with injected anomalies."""
+    out: list[Series] = []
+    for s in series:
+        if s.probability is not None:
+            out.append(s)
+            continue
+        for k in range(copies):
+            values, prob = inject_anomalies(s.values, rng)
+            out.append(Series(f"{s.name}#inj{k}", s.timestamps, values, prob, (prob >= 0.5).astype(np.int8)))
+    return out
+
+
+def split_gate(series: list[Series], fraction: float, min_points: int) -> tuple[list[Series], list[Series]]:
+    """Cut each series in time: the head trains, the tail (`fraction`, at least `min_points`) is the gate slice."""
+    heads, tails = [], []
+    for s in series:
+        n_tail = max(int(round(fraction * len(s))), min_points)
+        if len(s) - n_tail < min_points:
+            raise DataError(f"series {s.name!r}: {len(s)} points are too few to train and hold out "
+                            f"{n_tail} (need at least {n_tail + min_points})")
+        heads.append(_slice(s, 0, len(s) - n_tail))
+        tails.append(_slice(s, len(s) - n_tail, len(s)))
+    return heads, tails
+
+
+def _slice(s: Series, a: int, b: int) -> Series:
+    return replace(s, timestamps=s.timestamps[a:b], values=s.values[a:b],
+                   probability=None if s.probability is None else s.probability[a:b],
+                   label=None if s.label is None else s.label[a:b])
+
+
+@dataclass
+class GateResult:
+    """One model's figures on the gate slice."""
+
+    roc_auc: float | None
+    best_f1: float
+    n_points: int
+    n_anomalous: int
+
+
+def gate_metrics(score_windows: WindowScorer, gate: list[Series], window_size: int, stride: int) -> GateResult:
+    """ROC-AUC and best F1 (over thresholds) of per-point scores, computed as `detect` scores them."""
+    scores, labels = [], []
+    for s in gate:
+        sc = score_series(score_windows, s.values, window_size, stride)
+        ok = ~np.isnan(sc)
+        scores.append(sc[ok])
+        labels.append(s.label[ok])  # type: ignore[index]
+    y, x = np.concatenate(labels), np.concatenate(scores)
+    _, cal = best_f1_threshold(x, y)
+    return GateResult(roc_auc(x, y), float(cal.get("f1", 0.0)), int(len(y)), int(y.sum()))
+
+
+def not_worse(candidate: GateResult, current: GateResult, tolerance: float = 0.0) -> bool:
+    """The gate: the candidate's ROC-AUC and best F1 are each at least the current model's (minus tolerance)."""
+    if candidate.roc_auc is None or current.roc_auc is None:
+        return candidate.best_f1 >= current.best_f1 - tolerance
+    return (candidate.roc_auc >= current.roc_auc - tolerance
+            and candidate.best_f1 >= current.best_f1 - tolerance)
+
+
+@dataclass
+class RetrainPlan:
+    """What `retrain` was asked to do."""
+
+    epochs: int = 5
+    seed: int = 0
+    finetune: bool = True
+    copies: int = 4
+    gate_fraction: float = 0.2
+    tolerance: float = 0.0
+    lr: float = 2e-3
+    batch_size: int = 64
+    progress: bool | None = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_data(raw: list[Series], plan: RetrainPlan, window_size: int) -> tuple[list[Series], list[Series]]:
+    """(training series, gate series), both labelled; unlabelled input gets injected anomalies."""
+    min_points = max(window_size * 2, MIN_SAMPLES)
+    heads, tails = split_gate(raw, plan.gate_fraction, min_points)
+    train_rng, gate_rng = np.random.default_rng([plan.seed, 1]), np.random.default_rng([plan.seed, 2])
+    # The gate slice gets one injected version per series, from its own generator: both models are
+    # judged on exactly the same points and labels.
+    return degrade(heads, train_rng, plan.copies), degrade(tails, gate_rng, 1)
+
+
+@dataclass
+class RetrainOutcome:
+    """The candidate, both models' gate figures and the decision."""
+
+    candidate: Any  # model.checkpoint.Checkpoint
+    current: GateResult
+    new: GateResult
+    accepted: bool
+    base_version: str
+
+
+def run_retrain(raw: list[Series], current_dir: Path, plan: RetrainPlan) -> RetrainOutcome:
+    """Train a candidate (finetuning the current model, or from scratch) and gate it against the current one."""
+    from model.bundle import CHECKPOINT_FILE, load_bundle
+    from training.detect import TorchScorer
+    from training.train import TrainConfig, train
+
+    current = load_bundle(current_dir)
+    base_ckpt = current.directory / CHECKPOINT_FILE
+    if plan.finetune and not base_ckpt.is_file():
+        raise DataError(f"the current model {current.version} has no {CHECKPOINT_FILE} to finetune; "
+                        "use --from-scratch")
+    cfg = current.manifest.config if plan.finetune else ModelConfig(**{
+        **current.manifest.config.to_dict(), **plan.model_overrides})
+    train_series, gate = prepare_data(raw, plan, cfg.window_size)
+    tc = TrainConfig(epochs=plan.epochs, batch_size=plan.batch_size, lr=plan.lr, seed=plan.seed,
+                     normalization=current.normalizer.kind, scope=current.normalizer.scope,
+                     finetune=str(base_ckpt) if plan.finetune else None, progress=plan.progress)
+    log.info("retraining on %d series (%d points), gate slice %d series",
+             len(train_series), sum(len(s) for s in train_series), len(gate))
+    candidate = train(train_series, cfg, tc)
+    candidate.training_data["base_version"] = current.version
+    current_result = gate_metrics(current.score_windows, gate, current.window_size, current.stride)
+    new_result = gate_metrics(TorchScorer(candidate), gate, cfg.window_size, cfg.stride)
+    candidate.metrics["gate"] = {"candidate": new_result.__dict__, "current": current_result.__dict__,
+                                 "base_version": current.version}
+    return RetrainOutcome(candidate, current_result, new_result,
+                          not_worse(new_result, current_result, plan.tolerance), current.version)
+
+
+async def read_topic(kafka: Any, topic: str, since_ms: int | None, until_ms: int | None,
+                     max_points: int | None, series_ids: set[str] | None) -> list[Series]:
+    """A bounded read of the telemetry topic (no consumer group, nothing committed): from `since_ms`
+    (or the start) to the end offsets seen at the start, stopping at `max_points`; points whose `ts` is
+    past `until_ms` are left out. Malformed or multichannel messages are skipped."""
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from stream.kafka import client_options
+
+    consumer = AIOKafkaConsumer(**client_options(kafka), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    points: dict[str, list[tuple[int, float]]] = {}
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not parts:
+            raise DataError(f"topic {topic!r} does not exist or has no partitions")
+        consumer.assign(parts)
+        end = await consumer.end_offsets(parts)
+        await _seek_start(consumer, parts, since_ms)
+        remaining = {tp for tp in parts if await consumer.position(tp) < end[tp]}
+        n = 0
+        while remaining and (max_points is None or n < max_points):
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset >= end[tp]:
+                        remaining.discard(tp)
+                        break
+                    msg = _parse(r.value)
+                    if msg and (series_ids is None or msg[0] in series_ids) \
+                            and (until_ms is None or msg[1] <= until_ms):
+                        points.setdefault(msg[0], []).append((msg[1], msg[2]))
+                        n += 1
+                if records and records[-1].offset >= end[tp] - 1:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    if not points:
+        raise DataError(f"no usable points read from topic {topic!r}")
+    log.info("read %d points of %d series from %s", sum(map(len, points.values())), len(points), topic)
+    return [_points_series(sid, pts) for sid, pts in points.items()]
+
+
+async def _seek_start(consumer: Any, parts: list[Any], since_ms: int | None) -> None:
+    if since_ms is None:
+        await consumer.seek_to_beginning(*parts)
+        return
+    found = await consumer.offsets_for_times({tp: since_ms for tp in parts})
+    for tp in parts:
+        if found.get(tp) is None:
+            await consumer.seek_to_end(tp)
+        else:
+            consumer.seek(tp, found[tp].offset)
+
+
+def _parse(raw: bytes) -> tuple[str, int, float] | None:
+    import json
+
+    try:
+        m = json.loads(raw)
+        value = float(m["value"])
+        ts = m["ts"]
+        if isinstance(ts, str):
+            from training.telemetry_io import parse_ts
+
+            ts = parse_ts(ts, "telemetry")
+        return (str(m["series_id"]), int(ts), value) if np.isfinite(value) else None
+    except (ValueError, KeyError, TypeError, DataError):
+        return None
+
+
+def _points_series(sid: str, pts: list[tuple[int, float]]) -> Series:
+    """Sorted by ts with duplicates dropped: what the worker would have accepted."""
+    pts.sort()
+    ts = np.array([p[0] for p in pts], dtype=np.int64)
+    keep = np.concatenate([[True], np.diff(ts) > 0])
+    return Series(sid, ts[keep], np.array([p[1] for p in pts], dtype=np.float64)[keep])
+
+
+def publish_candidate(candidate: Any, registry: Path) -> tuple[str, Path]:
+    """Export the candidate and publish it to the registry as current; returns (version, bundle path)."""
+    import tempfile
+
+    from model.export import export_bundle
+    from model.registry import Registry
+
+    reg = Registry(registry)
+    registry.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".candidate-", dir=registry) as tmp:
+        directory, _ = export_bundle(candidate, Path(tmp) / "bundle")
+        version = reg.publish(directory, promote=True)
+    return version, reg.path(version)
+
+
+async def announce(kafka: Any, version: str, path: Path) -> None:
+    """Tell every worker on the compacted `model-updates` topic that `version` is current."""
+    import json
+
+    from aiokafka import AIOKafkaProducer
+
+    from model.bundle import MODEL_FILE, sha256_file
+    from stream.kafka import client_options, ensure_topics
+
+    topic = kafka.topics.model_updates
+    await ensure_topics(kafka, [topic], compacted=[topic])
+    producer = AIOKafkaProducer(**client_options(kafka), acks="all")
+    await producer.start()
+    try:
+        body = {"version": version, "uri": str(path.resolve()), "sha256": sha256_file(path / MODEL_FILE)}
+        await producer.send_and_wait(topic, json.dumps(body).encode(), key=b"current")
+    finally:
+        await producer.stop()
