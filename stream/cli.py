@@ -1,1 +1,132 @@
-COMMANDS: list = []
+"""`anomalybert stream` / `python -m stream worker`: options and environment in -> a running worker.
+
+Imports neither faust nor onnxruntime at module level, so `anomalybert --help` stays fast and works
+where only the CLI shell is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from stream.errors import StartupError
+
+log = logging.getLogger(__name__)
+
+# (option, settings path) pairs: a given option overrides the environment and the defaults.
+_OVERRIDES = {
+    "broker": ("kafka", "bootstrap"),
+    "group_id": ("kafka", "group_id"),
+    "partitions": ("kafka", "partitions"),
+    "redis_url": ("redis", "url"),
+    "key_prefix": ("redis", "key_prefix"),
+    "model": ("model", "path"),
+    "threads": ("model", "threads"),
+    "score_lag": ("scoring", "score_lag"),
+    "max_batch": ("scoring", "max_batch"),
+    "max_wait": ("scoring", "max_wait_s"),
+    "threshold": ("scoring", "threshold"),
+    "worker_id": ("worker", "id"),
+    "web_port": ("worker", "web_port"),
+    "log_level": ("worker", "log_level"),
+}
+
+
+def _nested(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in options.items():
+        if value is not None and name in _OVERRIDES:
+            section, field = _OVERRIDES[name]
+            out.setdefault(section, {})[field] = value
+    if options.get("model") is not None:
+        out["model"]["registry"] = None  # an explicit --model wins over a configured registry
+    return out
+
+
+def build_settings(**options: Any) -> Any:
+    """Environment (ANOMALYBERT_...) plus the given CLI options; a bad value is one clear error."""
+    from pydantic import ValidationError
+
+    from stream.settings import Settings
+
+    try:
+        return Settings(**_nested(options))
+    except ValidationError as e:
+        lines = [f"  {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise click.UsageError("invalid settings:\n" + "\n".join(lines)) from e
+
+
+def run_worker(settings: Any) -> None:
+    """Start-up checks, then faust's worker loop (returns when the worker stops)."""
+    import faust
+
+    from stream.app import build_app, startup_checks
+
+    checked = startup_checks(settings)
+    app, _runtime = build_app(settings, checked)
+    worker = faust.Worker(app, loglevel=settings.worker.log_level, quiet=True)
+    worker.execute_from_commandline()
+
+
+@click.command("stream", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--broker", help="Kafka bootstrap servers, host:port[,host:port] [env ANOMALYBERT_KAFKA__BOOTSTRAP]")
+@click.option(
+    "--group-id", help="consumer group; workers sharing it share the partitions [ANOMALYBERT_KAFKA__GROUP_ID]"
+)
+@click.option(
+    "--partitions", type=int, help="partitions for topics created at start-up [ANOMALYBERT_KAFKA__PARTITIONS]"
+)
+@click.option("--redis-url", help="redis://host:port/db or rediss:// [ANOMALYBERT_REDIS__URL]")
+@click.option("--key-prefix", help="prefix of every Redis key [ANOMALYBERT_REDIS__KEY_PREFIX]")
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    help="bundle directory, model.onnx, or registry with `current` [ANOMALYBERT_MODEL__PATH]",
+)
+@click.option("--threads", type=int, help="ONNX Runtime intra-op threads [ANOMALYBERT_MODEL__THREADS]")
+@click.option(
+    "--score-lag",
+    type=int,
+    help="points a score waits for later windows, 0..W-1; default: the bundle's, else W-1 "
+    "[ANOMALYBERT_SCORING__SCORE_LAG]",
+)
+@click.option("--max-batch", type=int, help="events per batch [ANOMALYBERT_SCORING__MAX_BATCH]")
+@click.option("--max-wait", type=float, help="seconds to wait to fill a batch [ANOMALYBERT_SCORING__MAX_WAIT_S]")
+@click.option("--threshold", type=float, help="global threshold override [ANOMALYBERT_SCORING__THRESHOLD]")
+@click.option("--worker-id", help="unique per live worker; keep it across restarts [ANOMALYBERT_WORKER__ID]")
+@click.option("--web-port", type=int, help="port of the web server with /metrics [ANOMALYBERT_WORKER__WEB_PORT]")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    callback=lambda _c, _p, v: v.upper() if v else v,
+    help="[ANOMALYBERT_WORKER__LOG_LEVEL]",
+)
+@click.option("--check", is_flag=True, help="run the start-up checks (bundle, Redis, broker, topics) and exit")
+def stream_command(check: bool, **options: Any) -> None:
+    """Run the stream worker: score `telemetry`, publish `scores` and `alerts`, dead-letter bad input.
+
+    Every setting also comes from the environment (prefix ANOMALYBERT_, `__` between section and
+    field, e.g. ANOMALYBERT_ALERTS__COOLDOWN_POINTS=20); options given here win. Missing topics are
+    created. The worker stops with a clear message when the broker, Redis or the bundle is unusable.
+    """
+    settings = build_settings(**options)
+    logging.basicConfig(level=settings.worker.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if check:
+        from stream.app import startup_checks
+
+        try:
+            checked = startup_checks(settings)
+        except StartupError as e:
+            raise click.ClickException(str(e)) from e
+        click.echo(f"ok: bundle {checked.bundle.version}, geometry {checked.geometry}, partitions {checked.partitions}")
+        return
+    try:
+        run_worker(settings)
+    except StartupError as e:
+        raise click.ClickException(str(e)) from e
+
+
+COMMANDS = [stream_command]

@@ -30,6 +30,10 @@ from training.detect import TorchScorer, score_series
 
 log = logging.getLogger(__name__)
 
+# Largest encoder-output cache kept in memory when finetuning; beyond it the encoder runs every step.
+FEATURE_CACHE_BYTES = 2 << 30
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings; the model's shape lives in `ModelConfig`."""
@@ -145,20 +149,30 @@ def _model(cfg: ModelConfig, tc: TrainConfig) -> tuple[AnomalyBERT, Normalizer]:
     return base.model, Normalizer(kind=base.normalizer.kind, scope=base.normalizer.scope)
 
 
+def _frozen_features(model: AnomalyBERT, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """Encoder outputs (N, W, D), computed once: when finetuning, the encoder is frozen and in eval mode
+    (no dropout), so repeating its forward pass every epoch would give the same tensors."""
+    model.encoder.eval()
+    with torch.no_grad():
+        return torch.cat([model.encoder(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
 def _epoch(model: AnomalyBERT, data: Prepared, opt: torch.optim.Optimizer, sched: LRScheduler,
-           tc: TrainConfig, gen: torch.Generator, label: str) -> float:
+           tc: TrainConfig, gen: torch.Generator, label: str, features: torch.Tensor | None = None) -> float:
+    """One pass over the training windows; with `features` (finetuning) only the head runs."""
     from tqdm import tqdm
 
     model.train()
     if tc.finetune is not None:
         model.encoder.eval()  # frozen: no dropout either
+    inputs, forward = (data.x, model.logits) if features is None else (features, model.head.logits)
     loss_fn = nn.BCEWithLogitsLoss()
     order = torch.randperm(len(data.x), generator=gen)
     total, n = 0.0, 0
     with tqdm(total=len(order), desc=label, unit="win", leave=False, disable=_disable(tc)) as bar:
         for i in range(0, len(order), tc.batch_size):
             idx = order[i:i + tc.batch_size]
-            loss = loss_fn(model.logits(data.x[idx]), data.y[idx])  # (B, W) vs (B, W)
+            loss = loss_fn(forward(inputs[idx]), data.y[idx])  # (B, W) vs (B, W)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -196,10 +210,13 @@ def train(series: list[Series], cfg: ModelConfig, tc: TrainConfig,
     log.info("training on %d windows, %d held-out series tails, %d parameters (%d trainable)",
              len(data.x), len(data.holdouts), sum(p.numel() for p in model.parameters()),
              sum(p.numel() for p in params))
+    cache_bytes = data.x.shape[0] * data.x.shape[1] * cfg.d_model * 4
+    features = _frozen_features(model, data.x) if tc.finetune is not None and cache_bytes <= FEATURE_CACHE_BYTES \
+        else None
     history: list[EpochStats] = []
     for epoch in range(1, tc.epochs + 1):
         t0 = time.perf_counter()
-        train_loss = _epoch(model, data, opt, sched, tc, gen, f"epoch {epoch}/{tc.epochs}")
+        train_loss = _epoch(model, data, opt, sched, tc, gen, f"epoch {epoch}/{tc.epochs}", features)
         model.eval()
         scores, prob, label = holdout_scores(scorer, data.holdouts, cfg)
         stats = EpochStats(epoch, train_loss, bce(scores, prob) if len(scores) else None,

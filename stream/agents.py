@@ -1,0 +1,117 @@
+"""The `score_telemetry` agent (raw telemetry bytes in, batches handed to the Processor), the outbox sweep
+timer and the /metrics page.
+
+Acknowledgement: faust's `take()` acknowledges a batch's events in a `finally` block, i.e. also when the
+body raised or was cancelled (a shutdown mid-batch), which would let faust commit offsets of points that
+were never written. The agent therefore uses `noack_take()` (the same batching without the implicit
+acks) and acknowledges each event itself, after the state, outbox and outputs are written. An error it
+cannot retry stops the process without acknowledging, so the batch is redelivered after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+
+from stream.errors import StateConflict
+from stream.processor import RawEvent
+
+log = logging.getLogger(__name__)
+
+EXIT_UNEXPECTED = 70  # EX_SOFTWARE
+
+
+def raw_event(event: Any) -> RawEvent:
+    """faust Event -> the processor's plain view of it."""
+    m = event.message
+    ts = m.timestamp
+    return RawEvent(
+        key=m.key,
+        value=m.value,
+        topic=m.topic,
+        partition=m.partition,
+        offset=m.offset,
+        timestamp_ms=int(ts * 1000) if ts else None,
+    )
+
+
+def register(app: Any, settings: Any, runtime: Any) -> None:
+    """Attach the agent, the sweep timer and the /metrics page to `app`."""
+    from faust.exceptions import ProducerSendError
+
+    retryable = (RedisError, KafkaError, OSError, asyncio.TimeoutError, StateConflict, ProducerSendError)
+    scoring, worker = settings.scoring, settings.worker
+    telemetry = app.topic(settings.kafka.topics.telemetry, key_serializer="raw", value_serializer="raw")
+
+    async def send(topic: str, key: bytes, value: bytes, partition: int) -> Any:
+        fut = await app.producer.send(topic, key, value, partition, None, None)
+
+        async def offset() -> int:
+            return int((await fut).offset)
+
+        return offset()
+
+    async def process_until_done(events: list[RawEvent]) -> None:
+        delay = worker.retry_backoff_s
+        while True:
+            try:
+                processor = await runtime.ready(send)
+                async with runtime.lock:
+                    await processor.process(events)
+                return
+            except retryable as e:
+                runtime.metrics.retries.inc()
+                log.warning(
+                    "batch of %d (first %s[%d]@%d) failed, retrying in %.1fs: %s: %s",
+                    len(events),
+                    events[0].topic,
+                    events[0].partition,
+                    events[0].offset,
+                    delay,
+                    type(e).__name__,
+                    e,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def score_telemetry(stream: Any) -> None:
+        async for events in stream.noack_take(scoring.max_batch, within=scoring.max_wait_s):
+            try:
+                await process_until_done([raw_event(ev) for ev in events])
+            except asyncio.CancelledError:
+                raise  # shutting down: the batch stays unacknowledged and is redelivered
+            except Exception:  # noqa: BLE001 - the boundary: anything else is a bug; do not ack, do not go on
+                log.critical("unexpected error processing a batch; exiting without acknowledging it", exc_info=True)
+                logging.shutdown()
+                os._exit(EXIT_UNEXPECTED)
+            for ev in events:
+                await stream.ack(ev)
+
+    app.agent(telemetry, name="score_telemetry")(score_telemetry)
+
+    async def sweep_outboxes() -> None:
+        if runtime.processor is None:
+            return
+        mine = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == telemetry.get_topic_name())
+        try:
+            async with runtime.lock:
+                await runtime.sweep(mine)
+        except retryable as e:
+            log.warning("outbox sweep failed (retried at the next tick): %s: %s", type(e).__name__, e)
+
+    app.timer(interval=worker.sweep_interval_s, name="sweep_outboxes")(sweep_outboxes)
+
+    async def metrics_page(self: Any, request: Any) -> Any:
+        return self.bytes(runtime.metrics.render(), content_type="text/plain; version=0.0.4")
+
+    app.page("/metrics", name="metrics")(metrics_page)
+
+    async def close_clients(sender: Any, **kwargs: Any) -> None:
+        await runtime.close()
+
+    app.on_before_shutdown.connect(close_clients)

@@ -1,0 +1,77 @@
+"""Prometheus metrics of one worker (own registry, so several workers can live in one test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Counters and histograms the agent updates; `render()` gives the text exposition format."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.points_in = Counter("anomalybert_points_in", "Telemetry messages received", registry=r)
+        self.points_accepted = Counter("anomalybert_points_accepted", "Points applied to series state", registry=r)
+        self.points_scored = Counter("anomalybert_points_scored", "Final scores published", registry=r)
+        self.late_or_duplicate = Counter(
+            "anomalybert_points_late_or_duplicate",
+            "Points whose ts was not newer than the series' last (not applied)",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "anomalybert_dead_letters", "Messages sent to the dead-letter topic", ["code"], registry=r
+        )
+        self.alerts = Counter("anomalybert_alerts", "Alert events published", ["state"], registry=r)
+        self.state_conflicts = Counter(
+            "anomalybert_state_conflicts",
+            "Series writes lost to another worker (reloaded and redone)",
+            registry=r,
+        )
+        self.readback_skipped = Counter(
+            "anomalybert_outbox_readback_skipped",
+            "Outbox messages found already published after an interrupted publish",
+            registry=r,
+        )
+        self.retries = Counter("anomalybert_batch_retries", "Batches retried after a Redis or broker error", registry=r)
+        self.batch_size = Histogram(
+            "anomalybert_batch_size",
+            "Events per batch",
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+            registry=r,
+        )
+        self.windows_per_batch = Histogram(
+            "anomalybert_inference_windows",
+            "Windows per inference call",
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+            registry=r,
+        )
+        self.inference_latency = Histogram(
+            "anomalybert_inference_seconds",
+            "ONNX Runtime time per batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "anomalybert_end_to_end_seconds",
+            "Telemetry append time (Kafka timestamp) to its batch being published",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model = Info("anomalybert_model", "The bundle being served", registry=r)
+        self.open_series = Gauge("anomalybert_series_in_batch", "Distinct series in the last batch", registry=r)
+
+    def set_model(self, version: str, window: int, stride: int, channels: int, lag: int) -> None:
+        self.model.info(
+            {
+                "version": version,
+                "window_size": str(window),
+                "stride": str(stride),
+                "channels": str(channels),
+                "score_lag": str(lag),
+            }
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

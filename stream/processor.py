@@ -1,0 +1,236 @@
+"""One batch of telemetry events in -> state and outbox written to Redis, scores / alerts / dead letters out.
+
+The order is what makes a crash at any moment harmless: (1) dead letters are sent, (2) states and
+outboxes are written atomically per series (compare-and-set on the point count), (3) claimed outboxes are
+published and deleted. Only then does the agent acknowledge the events to faust. A batch interrupted
+anywhere is redelivered and re-applied: points already in a state are duplicates by the `ts` rule, and
+outbox entries already written are published by whoever holds the claim.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream import alerts
+from stream.errors import CorruptState, InvalidRecord, StateConflict
+from stream.metrics import Metrics
+from stream.publish import ALERT, SCORE, Publisher
+from stream.records import AlertMessage, DeadLetter, ScoreMessage, Telemetry, parse_telemetry, to_json
+from stream.scorer import Scorer
+from stream.settings import AlertSettings, ScoringSettings
+from stream.state import Geometry, SeriesState, Step
+from stream.store import Loaded, Store, Write
+
+log = logging.getLogger(__name__)
+
+MAX_CAS_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    """A consumed message as the processor needs it (faust's Event reduced to plain data)."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+
+@dataclass
+class _Series:
+    """One series' share of a batch."""
+
+    partition: int
+    points: list[Telemetry]
+    state: SeriesState | None = None
+    expected: bytes = b""
+    threshold: float = 0.5
+    step: Step | None = None
+
+
+class Processor:
+    """Applies batches; holds no per-series state between batches (Redis does)."""
+
+    def __init__(
+        self,
+        store: Store,
+        scorer: Scorer,
+        publisher: Publisher,
+        geometry: Geometry,
+        scoring: ScoringSettings,
+        alert_cfg: AlertSettings,
+        metrics: Metrics,
+        worker_id: str,
+    ) -> None:
+        self.store, self.scorer, self.publisher = store, scorer, publisher
+        self.geometry, self.scoring, self.alert_cfg = geometry, scoring, alert_cfg
+        self.metrics, self.worker_id = metrics, worker_id
+
+    async def process(self, events: Sequence[RawEvent]) -> None:
+        """Apply one batch. Raises only on Redis / broker errors; the caller retries the whole batch."""
+        self.metrics.batch_size.observe(len(events))
+        self.metrics.points_in.inc(len(events))
+        groups, dead = self._parse(events)
+        if dead:
+            await self.publisher.dead_letters(dead)
+        pending = groups
+        for _ in range(MAX_CAS_ATTEMPTS):
+            if not pending:
+                break
+            lost = await self._apply(pending)
+            self.metrics.state_conflicts.inc(len(lost))
+            pending = {sid: groups[sid] for sid in lost}
+        else:
+            raise StateConflict(f"{len(pending)} series kept losing the compare-and-set; retrying the batch")
+        now = time.time()
+        for ev in events:
+            if ev.timestamp_ms:
+                self.metrics.end_to_end.observe(max(0.0, now - ev.timestamp_ms / 1000))
+
+    def _parse(
+        self, events: Sequence[RawEvent]
+    ) -> tuple[dict[str, list[tuple[int, Telemetry]]], list[tuple[bytes | None, DeadLetter]]]:
+        groups: dict[str, list[tuple[int, Telemetry]]] = {}
+        dead = []
+        for ev in events:
+            try:
+                point = parse_telemetry(ev.value, ev.key, self.geometry.channels, self.scoring.max_series_id_length)
+            except InvalidRecord as e:
+                log.info("dead letter %s[%d]@%d: %s", ev.topic, ev.partition, ev.offset, e.reason)
+                dead.append(
+                    (
+                        ev.key,
+                        DeadLetter.of(
+                            e,
+                            topic=ev.topic,
+                            partition=ev.partition,
+                            offset=ev.offset,
+                            timestamp_ms=ev.timestamp_ms,
+                            key=ev.key,
+                            value=ev.value,
+                            worker=self.worker_id,
+                        ),
+                    )
+                )
+                continue
+            groups.setdefault(point.series_id, []).append((ev.partition, point))
+        return groups, dead
+
+    async def _apply(self, groups: dict[str, list[tuple[int, Telemetry]]]) -> list[str]:
+        """Load, push, score, finalize, write, publish. Returns the series that lost the compare-and-set."""
+        bundle = self.scorer.bundle  # one bundle for the whole batch, even if a swap happens meanwhile
+        loaded = await self.store.load(list(groups))
+        series = {sid: self._prepare(sid, pts, loaded[sid], bundle.threshold) for sid, pts in groups.items()}
+        steps = [s.step for s in series.values() if s.step is not None and len(s.step.windows)]
+        windows = np.concatenate([st.windows for st in steps]) if steps else np.empty((0,))
+        self.metrics.windows_per_batch.observe(len(windows))
+        scores = await self.scorer.score(windows, bundle) if steps else np.empty((0, self.geometry.window))
+        if steps:
+            self.metrics.inference_latency.observe(self.scorer.last_latency_s)
+        writes, pos = [], 0
+        for sid, s in series.items():
+            if s.step is None or s.state is None or s.step.accepted == 0:
+                continue
+            k = len(s.step.windows)
+            entries = self._finalize(sid, s, scores[pos : pos + k], bundle.version)
+            pos += k
+            writes.append(Write(sid, s.expected, s.state.encode(), entries, s.partition, self.publisher.marks(sid)))
+        if not writes:
+            return []
+        results = await self.store.save(writes)
+        lost = [sid for sid, r in results.items() if not r.written]
+        for w in writes:
+            if results[w.series_id].written:
+                self._count(w.entries)
+        await self.publisher.publish(
+            {sid: r for sid, r in results.items() if r.written},
+            {sid: series[sid].partition for sid in results},
+        )
+        return lost
+
+    def _count(self, entries: Sequence[bytes]) -> None:
+        """Metrics for a written series (counted once, even when a lost compare-and-set redid the batch)."""
+        for e in entries:
+            if e[:1] == SCORE:
+                self.metrics.points_scored.inc()
+            else:
+                self.metrics.alerts.labels("open" if b'"state":"open"' in e else "closed").inc()
+
+    def _prepare(self, sid: str, pts: list[tuple[int, Telemetry]], loaded: Loaded, default_thr: float) -> _Series:
+        s = _Series(partition=pts[-1][0], points=[p for _, p in pts])
+        s.expected = loaded.blob[:8] if loaded.blob else b""
+        s.state = self._decode(sid, loaded.blob)
+        s.threshold = self._threshold(sid, loaded.threshold, default_thr)
+        ts = [p.ts for p in s.points]
+        values = np.array([p.channels for p in s.points], dtype=np.float64)
+        s.step = s.state.push(ts, values)
+        self.metrics.points_accepted.inc(s.step.accepted)
+        self.metrics.late_or_duplicate.inc(s.step.duplicates)
+        return s
+
+    def _decode(self, sid: str, blob: bytes | None) -> SeriesState:
+        if blob is None:
+            return SeriesState(self.geometry)
+        try:
+            return SeriesState.decode(blob, self.geometry)
+        except CorruptState as e:
+            # Starting the series anew loses only its pending points; refusing would stop it for good.
+            log.error("series %r: %s; starting it anew", sid, e)
+            return SeriesState(self.geometry)
+
+    def _threshold(self, sid: str, redis_override: float | None, bundle_thr: float) -> float:
+        """Redis key > per-series setting > global setting > the bundle's calibrated threshold."""
+        for t in (redis_override, self.scoring.thresholds.get(sid), self.scoring.threshold):
+            if t is not None:
+                return t
+        return bundle_thr
+
+    def _finalize(self, sid: str, s: _Series, scores: np.ndarray, version: str) -> list[bytes]:
+        assert s.state is not None and s.step is not None
+        finals = s.state.apply(s.step, scores)
+        policy = alerts.AlertPolicy(
+            s.threshold, self.alert_cfg.min_points, self.alert_cfg.cooldown_points, self.alert_cfg.close_ratio
+        )
+        entries = []
+        single = self.geometry.channels == 1
+        for p in finals:
+            msg = ScoreMessage(
+                series_id=sid,
+                ts=p.ts,
+                value=p.values[0] if single else None,
+                values=None if single else list(p.values),
+                score=p.score,
+                n_windows=p.n_windows,
+                is_anomaly=p.score >= s.threshold,
+                threshold=s.threshold,
+                model_version=version,
+            )
+            entries.append(SCORE + to_json(msg))
+            if not self.alert_cfg.enabled:
+                continue
+            ev = alerts.update(s.state.alert, policy, p.ts, p.score)
+            if ev is not None:
+                entries.append(
+                    ALERT
+                    + to_json(
+                        AlertMessage(
+                            series_id=sid,
+                            alert_id=f"{sid}:{ev.opened_ts}",
+                            state=ev.state,
+                            opened_ts=ev.opened_ts,
+                            peak_ts=ev.peak_ts,
+                            peak_score=ev.peak_score,
+                            threshold=s.threshold,
+                            closed_ts=ev.closed_ts,
+                            model_version=version,
+                        )
+                    )
+                )
+        return entries

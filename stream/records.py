@@ -1,0 +1,189 @@
+"""Messages: raw telemetry bytes in -> a validated `Telemetry` point (or `InvalidRecord`); scores, alerts and
+dead letters out as JSON bytes.
+
+Dead letters carry the original key and value base64-encoded (`key_b64`, `value_b64`): lossless for any
+bytes, including invalid UTF-8, which a text field could not promise.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stream.errors import InvalidRecord
+
+_INT64 = 2**63 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def parse_ts(v: object) -> int:
+    """An integer (any monotonic unit) or an RFC 3339 string (-> epoch milliseconds)."""
+    if isinstance(v, bool):
+        raise ValueError("ts must be an integer or an RFC 3339 string, not a boolean")
+    if isinstance(v, int):
+        if not -_INT64 <= v <= _INT64:
+            raise ValueError("ts does not fit in 64 bits")
+        return v
+    if isinstance(v, str):
+        try:
+            dt = datetime.fromisoformat(v)
+        except ValueError as e:
+            raise ValueError(f"ts {v[:40]!r} is not an RFC 3339 timestamp") from e
+        if dt.tzinfo is None:
+            raise ValueError(f"ts {v[:40]!r} has no UTC offset (RFC 3339 requires one, e.g. 'Z')")
+        # Exact integer arithmetic: float seconds would round some milliseconds.
+        return (dt - _EPOCH) // _MS
+    raise ValueError(f"ts must be an integer or an RFC 3339 string, got {type(v).__name__}")
+
+
+class Telemetry(BaseModel):
+    """One point of one series: `value` for one channel or `values` for several."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, frozen=True)
+
+    series_id: str = Field(min_length=1)
+    ts: int
+    value: float | None = Field(None, strict=True)
+    values: tuple[float, ...] | None = Field(None, strict=True)
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _ts(cls, v: object) -> int:
+        return parse_ts(v)
+
+    @field_validator("series_id")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        if not v.isprintable():
+            raise ValueError("series_id must be printable (no control characters)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_of_value_values(self) -> Telemetry:
+        if (self.value is None) == (self.values is None):
+            raise ValueError("give exactly one of 'value' (one channel) or 'values' (several)")
+        if self.values is not None and len(self.values) == 0:
+            raise ValueError("'values' must not be empty")
+        return self
+
+    @property
+    def channels(self) -> tuple[float, ...]:
+        return (self.value,) if self.value is not None else tuple(self.values or ())
+
+
+def parse_telemetry(raw: bytes | None, key: bytes | None, channels: int, max_id_length: int) -> Telemetry:
+    """Validate one message; raises InvalidRecord(code, reason) for anything the worker cannot score."""
+    if not raw:
+        raise InvalidRecord("empty", "empty message value")
+    try:
+        point = Telemetry.model_validate_json(raw)
+    except ValidationError as e:
+        kind = "invalid_json" if any(err["type"] == "json_invalid" for err in e.errors()) else "invalid_field"
+        raise InvalidRecord(kind, _short(e)) from e
+    if len(point.series_id) > max_id_length:
+        raise InvalidRecord(
+            "series_id_too_long",
+            f"series_id has {len(point.series_id)} characters, at most {max_id_length} allowed",
+        )
+    if key and key != point.series_id.encode():
+        raise InvalidRecord("key_mismatch", "message key differs from series_id (the key must be the series id)")
+    got = len(point.channels)
+    if got != channels:
+        raise InvalidRecord("channels_mismatch", f"{got} channel(s), the model expects {channels}")
+    if not all(math.isfinite(x) for x in point.channels):  # belt and braces: allow_inf_nan covers JSON input
+        raise InvalidRecord("invalid_field", "values must be finite")
+    return point
+
+
+def _short(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:3]:
+        loc = ".".join(str(x) for x in err["loc"]) or "message"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class ScoreMessage(BaseModel):
+    """`scores`: one per accepted point, once final."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    series_id: str
+    ts: int
+    value: float | None = None
+    values: list[float] | None = None
+    score: float
+    n_windows: int
+    is_anomaly: bool
+    threshold: float
+    model_version: str
+
+
+class AlertMessage(BaseModel):
+    """`alerts`: hysteresis events; `closed_ts` only on `closed`."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    series_id: str
+    alert_id: str
+    state: Literal["open", "closed"]
+    opened_ts: int
+    peak_ts: int
+    peak_score: float
+    threshold: float
+    closed_ts: int | None = None
+    model_version: str
+
+
+class DeadLetter(BaseModel):
+    """`telemetry.dlq`: the original bytes, where they came from and why they were refused."""
+
+    code: str
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+    key_b64: str | None = None
+    value_b64: str
+    worker: str
+    dead_at_ms: int = Field(default_factory=lambda: int(time.time() * 1000))
+
+    @classmethod
+    def of(
+        cls,
+        err: InvalidRecord,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        worker: str,
+    ) -> DeadLetter:
+        return cls(
+            code=err.code,
+            reason=err.reason,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            timestamp_ms=timestamp_ms,
+            worker=worker,
+            key_b64=base64.b64encode(key).decode() if key is not None else None,
+            value_b64=base64.b64encode(value or b"").decode(),
+        )
+
+    def original_value(self) -> bytes:
+        return base64.b64decode(self.value_b64)
+
+
+def to_json(msg: BaseModel) -> bytes:
+    """Compact JSON bytes without nulls (a score has either `value` or `values`)."""
+    return msg.model_dump_json(exclude_none=True).encode()

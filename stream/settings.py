@@ -1,0 +1,208 @@
+"""The worker's one settings tree: environment (ANOMALYBERT_SECTION__FIELD) and CLI options in, sections out.
+
+Build it only at entry points (`stream.cli`) and in test fixtures; everything else receives its section.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.bundle import DEFAULT_BUNDLE_DIR
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TopicNames(_Section):
+    """Topic names; every one is created at start-up when absent."""
+
+    telemetry: str = "telemetry"
+    scores: str = "scores"
+    alerts: str = "alerts"
+    dlq: str = "telemetry.dlq"
+    model_updates: str = "model-updates"
+
+    @field_validator("*")
+    @classmethod
+    def _legal_name(cls, v: str) -> str:
+        if not v or len(v) > 249 or any(not (c.isalnum() or c in "._-") for c in v):
+            raise ValueError(f"invalid Kafka topic name {v!r} (letters, digits, '.', '_', '-'; at most 249)")
+        return v
+
+
+class KafkaSettings(_Section):
+    """Broker address, credentials, consumer group and the topics."""
+
+    bootstrap: str = "localhost:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    group_id: str = "anomalybert-stream"
+    topics: TopicNames = Field(default_factory=TopicNames)
+    partitions: int = Field(8, ge=1, description="partition count for topics created at start-up")
+    replication_factor: int = Field(1, ge=1)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_s: float = Field(30.0, gt=0)
+    heartbeat_interval_s: float = Field(3.0, gt=0)
+    rebalance_timeout_s: float = Field(60.0, gt=0)
+    commit_interval_s: float = Field(2.8, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(15.0, gt=0, description="start-up check: how long to try the broker")
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username and sasl_password")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (client certificate authentication)")
+        return self
+
+
+class RedisSettings(_Section):
+    """Where series state lives and how it is keyed."""
+
+    url: str = "redis://localhost:6379/0"
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    ssl_ca_certs: Path | None = None
+    key_prefix: str = "anomalybert:"
+    series_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="an idle series' state expires after this")
+    socket_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis url must start with redis://, rediss:// or unix://, got {v!r}")
+        return v
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_without_tags(cls, v: str) -> str:
+        if not v or "{" in v or "}" in v:
+            raise ValueError("key_prefix must be non-empty and free of '{' and '}' (they are the hash tag)")
+        return v
+
+
+class ModelSettings(_Section):
+    """Which bundle to serve and how many inference threads it gets."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    path: Path = DEFAULT_BUNDLE_DIR
+    registry: Path | None = Field(
+        None,
+        description="registry directory; when set, workers serve its `current` version and hot-reload it",
+    )
+    threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads")
+    verify: bool = True
+
+    @property
+    def source(self) -> Path:
+        """The registry (resolved to its `current` version by the bundle loader) or else the bundle path."""
+        return self.registry if self.registry is not None else self.path
+
+
+class ScoringSettings(_Section):
+    """Batching, aggregation lag and thresholds."""
+
+    score_lag: int | None = Field(
+        None,
+        ge=0,
+        description="points a score waits for later windows; default: the bundle's calibrated lag, else W-1",
+    )
+    max_batch: int = Field(256, ge=1, description="events per stream.take() batch")
+    max_wait_s: float = Field(0.05, gt=0, description="longest wait to fill a batch")
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="global override of the bundle's")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="per-series threshold overrides")
+    max_series_id_length: int = Field(256, ge=1, le=4096)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: t for k, t in v.items() if not 0.0 <= t <= 1.0}
+        if bad:
+            raise ValueError(f"thresholds must be in [0, 1]: {bad}")
+        return v
+
+
+class AlertSettings(_Section):
+    """Hysteresis: open after `min_points` hot points; close after `cooldown_points` below thr*close_ratio."""
+
+    enabled: bool = True
+    min_points: int = Field(1, ge=1)
+    cooldown_points: int = Field(10, ge=1)
+    close_ratio: float = Field(0.8, gt=0.0, le=1.0)
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class WorkerSettings(_Section):
+    """Process-level knobs: identity, web port, logging, outbox timing."""
+
+    id: str = Field(
+        default_factory=_default_worker_id,
+        description="unique among live workers; a restart with the same id takes over its outbox at once",
+    )
+    web_port: int = Field(6066, ge=1, le=65535)
+    web_bind: str = "0.0.0.0"
+    web_enabled: bool = True
+    data_dir: Path = Path("/tmp/anomalybert-worker")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    outbox_claim_s: float = Field(30.0, gt=0, description="how long a publisher owns a series' outbox")
+    sweep_interval_s: float = Field(2.0, gt=0, description="how often leftover outboxes are retried")
+    retry_backoff_s: float = Field(0.5, gt=0, description="first wait before retrying Redis or the broker")
+
+    @field_validator("id")
+    @classmethod
+    def _id_chars(cls, v: str) -> str:
+        if not v or "#" in v:
+            raise ValueError("worker id must be non-empty and must not contain '#'")
+        return v
+
+
+class Settings(BaseSettings):
+    """All of it. Environment: ANOMALYBERT_KAFKA__BOOTSTRAP, ANOMALYBERT_SCORING__SCORE_LAG, ..."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ANOMALYBERT_", env_nested_delimiter="__", extra="ignore", protected_namespaces=()
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+
+def resolve_score_lag(scoring: ScoringSettings, window_size: int, stride: int, calibrated: int | None) -> int:
+    """The lag in force: the setting, else the lag the bundle's threshold was calibrated with, else W-1.
+
+    A threshold calibrated at one lag is only meaningful at that lag (fewer windows per point give
+    noisier scores), which is why the bundle's own value wins over the W-1 fallback.
+    """
+    from model.windows import check_lag
+
+    lag = scoring.score_lag if scoring.score_lag is not None else calibrated
+    lag = window_size - 1 if lag is None else int(lag)
+    try:
+        check_lag(window_size, stride, lag)
+    except ValueError as e:
+        raise ValueError(f"scoring.score_lag: {e} (bundle window_size={window_size}, stride={stride})") from e
+    return lag

@@ -1,0 +1,260 @@
+"""The per-series core, pure: points in -> windows to score; window scores in -> final points out.
+
+Follows `model.windows` exactly, so a stream of points gives the scores that `aggregate()` computes
+offline: windows end at `W-1 + k*stride`; window k's scores go to the offsets
+`included_offsets(W, lag, first=(k == 0))`; point i is final once point `max(i + lag, W-1)` has arrived,
+i.e. the final points are all i < n - lag once n >= W (none before the first window fills).
+
+Kept per series: the last W points (ts, values), the point count n, the last accepted ts, the score sums
+and window counts of the points not yet final (at most max(lag, W-1) of them), and the alert state.
+`encode()`/`decode()` give a compact binary form for Redis whose first 8 bytes are n (big-endian), the
+compare-and-set token.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model.windows import check_lag, included_offsets
+from stream.alerts import AlertState
+from stream.errors import CorruptState
+
+FORMAT = 1
+_HEAD = struct.Struct(">Q")  # n: also the compare-and-set token, so it comes first
+_BODY = struct.Struct("<BBHHHHqIqqd")  # format, flags, W, stride, lag, C, last_ts, alert run/start/peak_ts/peak
+_FLAG_OPEN = 1
+_FLAG_TS_DELTA32 = 2
+_FLAG_HAS_TS = 4
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Window size, stride, aggregation lag and channel count: what a stored state must agree with."""
+
+    window: int
+    stride: int
+    lag: int
+    channels: int
+
+    def __post_init__(self) -> None:
+        check_lag(self.window, self.stride, self.lag)
+        if self.channels < 1:
+            raise ValueError(f"channels must be >= 1, got {self.channels}")
+
+
+@dataclass
+class Step:
+    """The windows one `push` produced, awaiting their scores. `ends` are point indices."""
+
+    ends: np.ndarray
+    windows: np.ndarray  # (K, W, C)
+    accepted: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class FinalPoint:
+    """A point whose score will not change any more."""
+
+    index: int
+    ts: int
+    values: tuple[float, ...]
+    score: float
+    n_windows: int
+
+
+def token(n: int) -> bytes:
+    """The compare-and-set token stored at the head of an encoded state with point count n."""
+    return _HEAD.pack(n)
+
+
+@dataclass
+class SeriesState:
+    """Rolling buffer plus pending scores of one series. `push` then `apply`, then `encode`."""
+
+    geometry: Geometry
+    n: int = 0
+    last_ts: int | None = None
+    ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    values: np.ndarray | None = None  # (k, C) float64, k = min(n, W) between steps
+    sums: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    counts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    alert: AlertState = field(default_factory=AlertState)
+    _open_step: bool = False
+
+    def __post_init__(self) -> None:
+        if self.values is None:
+            self.values = np.empty((0, self.geometry.channels), np.float64)
+
+    @property
+    def first_pending(self) -> int:
+        """Index of the oldest point not yet final."""
+        return self.n - len(self.sums)
+
+    @property
+    def base(self) -> int:
+        """Index of the oldest point in the buffer."""
+        return self.n - len(self.ts)
+
+    def push(self, ts: Sequence[int], values: np.ndarray) -> Step:
+        """Append points (ts strictly increasing after the last accepted; others are counted and dropped).
+        Returns the windows that became complete, oldest first."""
+        if self._open_step:
+            raise RuntimeError("push() called again before apply()")
+        g = self.geometry
+        keep, last = [], self.last_ts
+        for j, t in enumerate(ts):
+            if last is None or t > last:
+                keep.append(j)
+                last = int(t)
+        m = len(keep)
+        if m == 0:
+            return Step(np.empty(0, np.int64), np.empty((0, g.window, g.channels)), 0, len(ts))
+        n_old = self.n
+        vals = np.asarray(values, dtype=np.float64).reshape(len(ts), g.channels)[keep]
+        self.ts = np.concatenate([self.ts, np.asarray(ts, dtype=np.int64)[keep]])
+        self.values = np.concatenate([self.values, vals])
+        self.sums = np.concatenate([self.sums, np.zeros(m)])
+        self.counts = np.concatenate([self.counts, np.zeros(m, np.int64)])
+        self.n, self.last_ts = n_old + m, last
+        self._open_step = True
+        ends = _new_window_ends(n_old, self.n, g.window, g.stride)
+        return Step(ends, self._windows(ends), m, len(ts) - m)
+
+    def _windows(self, ends: np.ndarray) -> np.ndarray:
+        g = self.geometry
+        if len(ends) == 0:
+            return np.empty((0, g.window, g.channels))
+        view = np.lib.stride_tricks.sliding_window_view(self.values, g.window, axis=0)  # (L-W+1, C, W)
+        return view[ends - (g.window - 1) - self.base].transpose(0, 2, 1)  # (K, W, C)
+
+    def apply(self, step: Step, scores: np.ndarray) -> list[FinalPoint]:
+        """Add the step's window scores (K, W) to the pending points; return the points now final."""
+        if not self._open_step and step.accepted:
+            raise RuntimeError("apply() without a matching push()")
+        g = self.geometry
+        if len(scores) != len(step.ends):
+            raise ValueError(f"{len(scores)} window scores for {len(step.ends)} windows")
+        p0 = self.first_pending
+        for k, e in enumerate(step.ends):
+            sl = included_offsets(g.window, g.lag, first=(e == g.window - 1))
+            lo = int(e) - g.window + 1 + sl.start - p0
+            hi = int(e) - g.window + 1 + sl.stop - p0
+            if lo < 0:
+                raise RuntimeError(f"window ending at {e} reaches a point already final")
+            self.sums[lo:hi] += scores[k, sl]
+            self.counts[lo:hi] += 1
+        finals = self._finalize(p0)
+        self._open_step = False
+        return finals
+
+    def _finalize(self, p0: int) -> list[FinalPoint]:
+        g = self.geometry
+        n_final = self.n - g.lag if self.n >= g.window else 0
+        out = []
+        for i in range(p0, n_final):
+            j, b = i - p0, i - self.base
+            c = int(self.counts[j])
+            out.append(
+                FinalPoint(
+                    i,
+                    int(self.ts[b]),
+                    tuple(float(x) for x in self.values[b]),
+                    float(self.sums[j] / max(c, 1)),
+                    c,
+                )
+            )
+        if n_final > p0:
+            self.sums, self.counts = self.sums[n_final - p0 :], self.counts[n_final - p0 :]
+        k = min(self.n, g.window)
+        self.ts, self.values = self.ts[len(self.ts) - k :], self.values[len(self.values) - k :]
+        return out
+
+    def encode(self) -> bytes:
+        """Compact bytes: header, ts (u32 deltas when they fit), float64 values and sums, u16 counts."""
+        if self._open_step:
+            raise RuntimeError("encode() between push() and apply()")
+        g, a = self.geometry, self.alert
+        flags = (_FLAG_OPEN if a.is_open else 0) | (_FLAG_HAS_TS if self.last_ts is not None else 0)
+        ts_bytes = b""
+        if len(self.ts):
+            deltas = np.diff(self.ts)
+            if len(deltas) == 0 or int(deltas.max()) < 2**32:
+                flags |= _FLAG_TS_DELTA32
+                ts_bytes = struct.pack("<q", int(self.ts[0])) + deltas.astype("<u4").tobytes()
+            else:
+                ts_bytes = self.ts.astype("<i8").tobytes()
+        body = _BODY.pack(
+            FORMAT,
+            flags,
+            g.window,
+            g.stride,
+            g.lag,
+            g.channels,
+            self.last_ts or 0,
+            a.run,
+            a.start_ts,
+            a.peak_ts,
+            a.peak_score,
+        )
+        return b"".join(
+            [
+                token(self.n),
+                body,
+                ts_bytes,
+                self.values.astype("<f8").tobytes(),
+                self.sums.astype("<f8").tobytes(),
+                self.counts.astype("<u2").tobytes(),
+            ]
+        )
+
+    @classmethod
+    def decode(cls, blob: bytes, geometry: Geometry) -> SeriesState:
+        """Inverse of `encode`; raises CorruptState on damage or when the geometry differs."""
+        try:
+            return _decode(blob, geometry)
+        except (struct.error, ValueError) as e:
+            raise CorruptState(f"undecodable series state ({len(blob)} bytes): {e}") from e
+
+
+def _decode(blob: bytes, g: Geometry) -> SeriesState:
+    (n,) = _HEAD.unpack_from(blob, 0)
+    fmt, flags, w, stride, lag, c, last_ts, run, start_ts, peak_ts, peak = _BODY.unpack_from(blob, _HEAD.size)
+    if fmt != FORMAT:
+        raise CorruptState(f"state format {fmt}, this worker reads {FORMAT}")
+    if (w, stride, lag, c) != (g.window, g.stride, g.lag, g.channels):
+        raise CorruptState(
+            f"state was built for window={w} stride={stride} lag={lag} channels={c}, "
+            f"now window={g.window} stride={g.stride} lag={g.lag} channels={g.channels}"
+        )
+    k = min(n, w)
+    p = lag if n >= w else n
+    pos = _HEAD.size + _BODY.size
+    if flags & _FLAG_TS_DELTA32 and k:
+        (t0,) = struct.unpack_from("<q", blob, pos)
+        deltas = np.frombuffer(blob, "<u4", k - 1, pos + 8).astype(np.int64)
+        ts = np.concatenate([[t0], t0 + np.cumsum(deltas)]).astype(np.int64)
+        pos += 8 + 4 * (k - 1)
+    else:
+        ts = np.frombuffer(blob, "<i8", k, pos).astype(np.int64)
+        pos += 8 * k
+    values = np.frombuffer(blob, "<f8", k * c, pos).reshape(k, c).astype(np.float64)
+    pos += 8 * k * c
+    sums = np.frombuffer(blob, "<f8", p, pos).astype(np.float64)
+    counts = np.frombuffer(blob, "<u2", p, pos + 8 * p).astype(np.int64)
+    if pos + 10 * p != len(blob):
+        raise CorruptState(f"state length {len(blob)} disagrees with its header (n={n})")
+    alert = AlertState(bool(flags & _FLAG_OPEN), run, start_ts, peak_ts, peak)
+    return SeriesState(g, n, last_ts if flags & _FLAG_HAS_TS else None, ts, values, sums, counts, alert)
+
+
+def _new_window_ends(n_old: int, n_new: int, window: int, stride: int) -> np.ndarray:
+    """Ends of the windows completed by points n_old..n_new-1: W-1 + k*stride in [n_old, n_new)."""
+    first = window - 1
+    if n_old > first:
+        first += -(-(n_old - first) // stride) * stride
+    return np.arange(first, n_new, stride, dtype=np.int64)

@@ -1,0 +1,272 @@
+"""Redis persistence: series ids in -> stored states; (state, outbox entries) in -> atomic write per series.
+
+Keys (prefix P, `{series_id}` as the Redis Cluster hash tag, so a series' keys share one slot):
+
+    P{sid}:st    the encoded `SeriesState`; its first 8 bytes (n) are the compare-and-set token
+    P{sid}:ob    the outbox: a list of finalized but not yet acknowledged output messages, oldest first
+    P{sid}:cl    the outbox claim: hash {owner, until (ms, Redis clock), marks (JSON, see stream.publish)}
+    P{sid}:thr   optional per-series threshold override (set by operators; never expires)
+    Poutbox:<p>  set of series ids of telemetry partition p that may have a non-empty outbox
+
+One Lua script writes a series' state and appends its outbox entries atomically, only if the stored n
+is still the one this worker loaded (two workers racing on one series during a rebalance cannot both
+apply), and in the same step tries to claim the outbox. Only the claim holder publishes; it deletes what
+it published, by count, after the broker acknowledged it, and drops the claim.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from stream.settings import RedisSettings
+
+log = logging.getLogger(__name__)
+
+# Shared by the write and the claim script: take the claim when it is free, ours, expired, or held by an
+# earlier incarnation of this worker id (that process is gone: ids are unique among live workers).
+# Any claim found in place means a publish did not finish, so its marks are returned for read-back.
+_CLAIM = """
+local function claim(ob, cl, owner, wid, claim_ms, marks, ttl_ms)
+  if redis.call('LLEN', ob) == 0 then return {0, false} end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local c = redis.call('HMGET', cl, 'owner', 'until', 'marks')
+  if c[1] and c[1] ~= owner and tonumber(c[2]) > now
+     and string.sub(c[1], 1, #wid + 1) ~= wid .. '#' then
+    return {-1, false}
+  end
+  local prev = false
+  if c[1] then
+    prev = c[3] or '{}'
+    local merged = cjson.decode(prev)
+    for k, v in pairs(cjson.decode(marks)) do
+      if merged[k] == nil or v < merged[k] then merged[k] = v end
+    end
+    marks = cjson.encode(merged)
+  end
+  redis.call('HSET', cl, 'owner', owner, 'until', now + tonumber(claim_ms), 'marks', marks)
+  redis.call('PEXPIRE', cl, ttl_ms)
+  return {1, prev}
+end
+"""
+
+# KEYS: st ob cl; ARGV: expected token ('' = must not exist), blob, ttl_ms, owner, wid, claim_ms, marks,
+# entries... Returns {0} on a lost compare-and-set, else {1, claimed (1 / 0 nothing / -1 held), prev marks,
+# outbox entries when claimed...}.
+_WRITE = (
+    _CLAIM
+    + """
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then
+  if cur then return {0} end
+elseif (not cur) or string.sub(cur, 1, #ARGV[1]) ~= ARGV[1] then
+  return {0}
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+for i = 8, #ARGV, 500 do
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 499, #ARGV)))
+end
+if #ARGV >= 8 or redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+local r = claim(KEYS[2], KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
+local out = {1, r[1], r[2]}
+if r[1] == 1 then
+  for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do out[#out + 1] = e end
+end
+return out
+"""
+)
+
+# KEYS: ob cl; ARGV: owner, wid, claim_ms, marks, ttl_ms. Returns {claimed, prev marks, entries...}.
+_CLAIM_ONLY = (
+    _CLAIM
+    + """
+local r = claim(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+local out = {r[1], r[2]}
+if r[1] == 1 then
+  for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do out[#out + 1] = e end
+end
+return out
+"""
+)
+
+# KEYS: ob cl; ARGV: owner, count published. Returns what is left in the outbox, or -1 if the claim was lost.
+_RELEASE = """
+if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[1] then return -1 end
+redis.call('LTRIM', KEYS[1], ARGV[2], -1)
+redis.call('DEL', KEYS[2])
+return redis.call('LLEN', KEYS[1])
+"""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What Redis holds for one series: the encoded state (None if new) and the threshold override."""
+
+    blob: bytes | None
+    threshold: float | None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Outcome of one series write: `written` False means another worker won the compare-and-set.
+
+    `claimed` is 1 when this worker now owns the outbox (`entries` is all of it, oldest first; `prev_marks`
+    is set when an earlier publish did not finish), 0 when the outbox is empty, -1 when another live
+    worker owns it (it or the sweep will publish).
+    """
+
+    written: bool
+    claimed: int = 0
+    prev_marks: str | None = None
+    entries: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class Write:
+    """One series' write: the token its state was loaded with, the new state, the new outbox entries."""
+
+    series_id: str
+    expected: bytes
+    blob: bytes
+    entries: Sequence[bytes]
+    partition: int
+    marks: str = "{}"
+
+
+def connect(cfg: RedisSettings) -> Redis:
+    """A redis.asyncio client from the settings (password and TLS included)."""
+    kwargs: dict = {"socket_timeout": cfg.socket_timeout_s, "socket_connect_timeout": cfg.socket_timeout_s}
+    if cfg.username:
+        kwargs["username"] = cfg.username
+    if cfg.password is not None:
+        kwargs["password"] = cfg.password.get_secret_value()
+    if cfg.tls or cfg.url.startswith("rediss://"):
+        kwargs["ssl_ca_certs"] = str(cfg.ssl_ca_certs) if cfg.ssl_ca_certs else None
+        if cfg.url.startswith("redis://"):
+            kwargs["ssl"] = True
+    return Redis.from_url(cfg.url, **kwargs)
+
+
+class Store:
+    """Per-series state and outbox in Redis. `owner` is '<worker id>#<incarnation>'."""
+
+    def __init__(self, redis: Redis, cfg: RedisSettings, worker_id: str, incarnation: str, claim_ms: int) -> None:
+        self.redis = redis
+        self.prefix = cfg.key_prefix
+        self.ttl_ms = cfg.series_ttl_s * 1000
+        self.worker_id = worker_id
+        self.owner = f"{worker_id}#{incarnation}"
+        self.claim_ms = claim_ms
+        self._write = redis.register_script(_WRITE)
+        self._claim = redis.register_script(_CLAIM_ONLY)
+        self._release = redis.register_script(_RELEASE)
+
+    def key(self, series_id: str, kind: str) -> str:
+        return f"{self.prefix}{{{series_id}}}:{kind}"
+
+    def index_key(self, partition: int) -> str:
+        return f"{self.prefix}outbox:{partition}"
+
+    async def load(self, series_ids: Sequence[str]) -> dict[str, Loaded]:
+        """States and threshold overrides of many series in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in series_ids:
+            pipe.get(self.key(sid, "st"))
+            pipe.get(self.key(sid, "thr"))
+        raw = await pipe.execute()
+        out = {}
+        for i, sid in enumerate(series_ids):
+            out[sid] = Loaded(raw[2 * i], _float_or_none(raw[2 * i + 1], sid))
+        return out
+
+    async def save(self, writes: Sequence[Write]) -> dict[str, WriteResult]:
+        """Compare-and-set every series' state and append its outbox entries, one round trip for all.
+
+        The index entry goes first in the same pipeline so that a crash cannot leave a non-empty outbox
+        that no sweep would find."""
+        pipe = self.redis.pipeline(transaction=False)
+        for w in writes:
+            if w.entries:
+                pipe.sadd(self.index_key(w.partition), w.series_id)
+        for w in writes:
+            keys = [self.key(w.series_id, "st"), self.key(w.series_id, "ob"), self.key(w.series_id, "cl")]
+            args = [
+                w.expected,
+                w.blob,
+                self.ttl_ms,
+                self.owner,
+                self.worker_id,
+                self.claim_ms,
+                w.marks,
+                *w.entries,
+            ]
+            await self._write(keys=keys, args=args, client=pipe)
+        raw = (await pipe.execute())[sum(1 for w in writes if w.entries) :]
+        return {w.series_id: _write_result(r) for w, r in zip(writes, raw, strict=True)}
+
+    async def claim(self, marks: dict[str, str]) -> dict[str, WriteResult]:
+        """Try to claim the outboxes of series (sid -> marks; used by the sweep); same results as `save`."""
+        pipe = self.redis.pipeline(transaction=False)
+        series_ids = list(marks)
+        for sid in series_ids:
+            keys = [self.key(sid, "ob"), self.key(sid, "cl")]
+            await self._claim(
+                keys=keys,
+                args=[self.owner, self.worker_id, self.claim_ms, marks[sid], self.ttl_ms],
+                client=pipe,
+            )
+        raw = await pipe.execute()
+        return {sid: _write_result([1, *r]) for sid, r in zip(series_ids, raw, strict=True)}
+
+    async def release(self, published: dict[str, int]) -> dict[str, int]:
+        """Delete the first `count` outbox entries of each series and drop the claim; returns what is left
+        (-1 where the claim had been taken over, which leaves the entries to the new holder)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for sid, count in published.items():
+            await self._release(keys=[self.key(sid, "ob"), self.key(sid, "cl")], args=[self.owner, count], client=pipe)
+        raw = await pipe.execute()
+        return {sid: int(r) for sid, r in zip(published, raw, strict=True)}
+
+    async def indexed(self, partitions: Sequence[int]) -> dict[int, list[str]]:
+        """Series that may have an outbox, per telemetry partition."""
+        pipe = self.redis.pipeline(transaction=False)
+        for p in partitions:
+            pipe.smembers(self.index_key(p))
+        raw = await pipe.execute()
+        return {p: sorted(m.decode() for m in members) for p, members in zip(partitions, raw, strict=True)}
+
+    async def unindex(self, partition: int, series_ids: Sequence[str]) -> None:
+        if series_ids:
+            await self.redis.srem(self.index_key(partition), *series_ids)
+
+    async def set_threshold(self, series_id: str, threshold: float | None) -> None:
+        """Operators' per-series override (also settable with redis-cli SET P{sid}:thr 0.7)."""
+        if threshold is None:
+            await self.redis.delete(self.key(series_id, "thr"))
+        else:
+            await self.redis.set(self.key(series_id, "thr"), repr(float(threshold)))
+
+
+def _write_result(r: list) -> WriteResult:
+    if int(r[0]) == 0:
+        return WriteResult(False)
+    prev = r[2].decode() if isinstance(r[2], bytes) else None
+    return WriteResult(True, int(r[1]), prev, tuple(r[3:]))
+
+
+def _float_or_none(raw: bytes | None, sid: str) -> float | None:
+    if raw is None:
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        log.warning("series %r: ignoring threshold override %r (not a number)", sid, raw[:40])
+        return None
+    if not 0.0 <= v <= 1.0:
+        log.warning("series %r: ignoring threshold override %r (outside [0, 1])", sid, v)
+        return None
+    return v

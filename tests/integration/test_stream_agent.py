@@ -1,0 +1,140 @@
+"""The `score_telemetry` agent under faust's test_context(): batching, acknowledgement after the write, dead
+letters. Real Redis and broker (for the outbox marks); outputs are captured instead of produced."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model.bundle import load_bundle
+from stream.app import Checked, Runtime, build_app, check_services
+from stream.settings import Settings
+from stream.state import Geometry
+from tests.stream_support import Names, random_bundle
+
+pytestmark = pytest.mark.integration
+
+
+class CapturingRuntime(Runtime):
+    """Runtime whose publisher sends into a list instead of the producer (not started in test_context)."""
+
+    sent: list[tuple[str, bytes, dict[str, Any]]]
+
+    async def ready(self, send: Any) -> Any:
+        self.sent = getattr(self, "sent", [])
+        offsets = iter(range(10**9))
+
+        async def capture(topic: str, key: bytes, value: bytes, partition: int) -> Any:
+            self.sent.append((topic, key, json.loads(value)))
+
+            async def offset() -> int:
+                return next(offsets)
+
+            return offset()
+
+        return await super().ready(capture)
+
+
+@pytest.fixture
+def agent_app(services: Any, unique: str, tmp_path: Path) -> Any:
+    names = Names(unique, partitions=2)
+    env = names.env(services, random_bundle(tmp_path / "b"))
+    settings = Settings.model_validate(_nested(env))
+    bundle = load_bundle(settings.model.path)
+    partitions = asyncio.run(check_services(settings))
+    checked = Checked(bundle, Geometry(16, 1, 15, 1), partitions)
+    runtime = CapturingRuntime(settings, checked)
+    app, runtime = build_app(settings, checked, runtime)
+    return app, runtime, names
+
+
+def _nested(env: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in env.items():
+        parts = k.removeprefix("ANOMALYBERT_").lower().split("__")
+        d = out
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = v
+    return out
+
+
+async def test_agent_acks_only_after_the_batch_is_written(agent_app: Any) -> None:
+    app, runtime, names = agent_app
+    agent = app.agents["score_telemetry"]
+    gate = asyncio.Event()
+    real_ready = runtime.ready
+
+    async def gated_ready(send: Any) -> Any:
+        processor = await real_ready(send)
+        original = processor.process
+
+        async def process(events: Any) -> None:
+            await gate.wait()  # hold the batch "in processing"
+            await original(events)
+
+        processor.process = process
+        return processor
+
+    runtime.ready = gated_ready
+
+    async with agent.test_context() as ctx:
+        events = []
+        for i in range(20):
+            msg = {"series_id": "a", "ts": i, "value": float(i % 5)}
+            events.append(await ctx.put(json.dumps(msg).encode(), key=b"a"))
+        events.append(await ctx.put(b"{broken", key=b"a"))
+        await asyncio.sleep(0.3)
+        assert not any(e.message.acked for e in events), "acknowledged before the batch was written"
+        gate.set()
+        for _ in range(100):
+            if all(e.message.acked for e in events):
+                break
+            await asyncio.sleep(0.05)
+    await runtime.close()
+    assert all(e.message.acked for e in events)
+    scores = [m for t, _, m in runtime.sent if t == names.topics["scores"]]
+    dead = [m for t, _, m in runtime.sent if t == names.topics["dlq"]]
+    assert [m["ts"] for m in scores] == list(range(20 - 15))
+    assert len(dead) == 1 and dead[0]["code"] == "invalid_json"
+
+
+async def test_agent_retries_a_failed_batch_before_acknowledging(agent_app: Any) -> None:
+    app, runtime, names = agent_app
+    agent = app.agents["score_telemetry"]
+    real_ready = runtime.ready
+    failures = {"left": 2}
+
+    async def flaky_ready(send: Any) -> Any:
+        processor = await real_ready(send)
+        if not getattr(processor, "_flaky", False):
+            original = processor.process
+
+            async def process(events: Any) -> None:
+                if failures["left"]:
+                    failures["left"] -= 1
+                    raise ConnectionError("redis went away")
+                await original(events)
+
+            processor.process, processor._flaky = process, True
+        return processor
+
+    runtime.ready = flaky_ready
+    runtime.settings.worker.retry_backoff_s = 0.01
+
+    async with agent.test_context() as ctx:
+        events = [
+            await ctx.put(json.dumps({"series_id": "b", "ts": i, "value": 1.0}).encode(), key=b"b") for i in range(17)
+        ]
+        for _ in range(200):
+            if all(e.message.acked for e in events):
+                break
+            await asyncio.sleep(0.05)
+    await runtime.close()
+    assert all(e.message.acked for e in events) and failures["left"] == 0
+    assert runtime.metrics.retries._value.get() == 2
+    assert [m["ts"] for t, _, m in runtime.sent if t == names.topics["scores"]] == [0, 1]

@@ -1,0 +1,481 @@
+"""The stream worker end to end: real broker, real Redis, `python -m stream worker` subprocesses.
+
+Offline reference: make_windows + Bundle.score_windows + aggregate with the same bundle and lag, i.e.
+what the `detect` path computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+from model.windows import aggregate, make_windows
+from stream.alerts import AlertPolicy, AlertState, update
+from stream.localstack import free_port
+from tests.stream_support import (
+    Names,
+    Worker,
+    default_bundle_exists,
+    json_messages,
+    point,
+    produce,
+    random_bundle,
+    read_topic,
+    spike_bundle,
+)
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_732_600_000_000
+
+
+def offline_scores(bundle_dir: Path, values: np.ndarray, lag: int) -> np.ndarray:
+    bundle = load_bundle(bundle_dir)
+    w, s = bundle.window_size, bundle.stride
+    scores, _ = aggregate(bundle.score_windows(make_windows(values, w, s)), len(values), w, s, lag)
+    return scores
+
+
+def offline_alerts(scores: np.ndarray, ts: list[int], policy: AlertPolicy) -> list[tuple[str, int]]:
+    st, out = AlertState(), []
+    for t, sc in zip(ts, scores, strict=False):
+        ev = update(st, policy, t, float(sc))
+        if ev is not None:
+            out.append((ev.state, ev.opened_ts))
+    return out
+
+
+def synthetic(n: int, seed: int, anomaly_at: int | None = None, channels: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    base = np.sin(2 * np.pi * t / 24)[:, None] + 0.3 * rng.normal(size=(n, channels))
+    if anomaly_at is not None:
+        base[anomaly_at : anomaly_at + 3, min(1, channels - 1)] += 25.0  # deliberately large
+    return base
+
+
+def by_series(messages: list[Any], series_id: str) -> list[dict[str, Any]]:
+    return [m for m in messages if isinstance(m, dict) and m.get("series_id") == series_id]
+
+
+def assert_worker_alive(*workers: Worker) -> None:
+    for w in workers:
+        assert w.alive(), f"worker died:\n{w.log()}"
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bundles")
+    return {
+        "replay": DEFAULT_BUNDLE_DIR if default_bundle_exists() else random_bundle(root / "random1"),
+        "tiny": random_bundle(root / "tiny1"),
+        "spike3": spike_bundle(root / "spike3", channels=3),
+    }
+
+
+@pytest.fixture(scope="module")
+def main_worker(services: Any, bundles: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """One single-channel worker shared by the replay, dead-letter and duplicate tests (own topics)."""
+    import uuid
+
+    names = Names(uuid.uuid4().hex[:10])
+    port = free_port()
+    env = names.env(
+        services,
+        bundles["replay"],
+        ANOMALYBERT_WORKER__ID="main",
+        ANOMALYBERT_WORKER__WEB_ENABLED="true",
+        ANOMALYBERT_WORKER__WEB_PORT=port,
+        ANOMALYBERT_WORKER__WEB_BIND="127.0.0.1",
+        ANOMALYBERT_ALERTS__CLOSE_RATIO="1.0",
+        ANOMALYBERT_ALERTS__COOLDOWN_POINTS="5",
+    )
+    worker = Worker(env, tmp_path_factory.mktemp("logs") / "main.log").start()
+    yield names, worker, port
+    worker.stop()
+
+
+def test_replay_scores_every_point_once_equal_to_offline(
+    services: Any, bundles: dict[str, Path], main_worker: Any
+) -> None:
+    names, worker, _ = main_worker
+    bundle = load_bundle(bundles["replay"])
+    lag, n = bundle.window_size - 1, 4 * bundle.window_size + 80
+    values = synthetic(n, seed=1, anomaly_at=n // 2)[:, 0]
+    ts = [T0 + 1000 * i for i in range(n)]
+    expected = offline_scores(bundles["replay"], values, lag)
+    final = n - lag
+    # A threshold override (Redis key) just under the offline peak near the anomaly makes an alert certain
+    # whatever the bundle's weights; the exact open/close sequence is then simulated offline.
+    peak = float(np.max(expected[n // 2 - 2 : n // 2 + 5]))
+    thr = round(peak - 1e-4, 6)
+    sid = f"replay-{names.token}"
+    redis.Redis.from_url(services.redis_url).set(f"{names.prefix}{{{sid}}}:thr", repr(thr))
+
+    asyncio.run(
+        produce(
+            services.kafka_bootstrap,
+            names.topics["telemetry"],
+            json_messages(point(sid, t, float(v)) for t, v in zip(ts, values, strict=True)),
+        )
+    )
+    scores = by_series(
+        asyncio.run(
+            read_topic(
+                services.kafka_bootstrap,
+                names.topics["scores"],
+                lambda m: len(by_series(m, sid)) >= final,
+                timeout=90,
+            )
+        ),
+        sid,
+    )
+    assert_worker_alive(worker)
+
+    assert [m["ts"] for m in scores] == ts[:final], "one score per point, in order"
+    got = np.array([m["score"] for m in scores])
+    np.testing.assert_allclose(got, expected[:final], atol=1e-5, rtol=0)
+    assert all(m["threshold"] == thr and m["is_anomaly"] == (m["score"] >= thr) for m in scores)
+    assert {m["model_version"] for m in scores} == {bundle.version}
+    assert [m["n_windows"] for m in scores][-1] == bundle.window_size
+
+    want = offline_alerts(got, ts, AlertPolicy(thr, 1, 5, 1.0))
+    alerts = by_series(
+        asyncio.run(
+            read_topic(
+                services.kafka_bootstrap,
+                names.topics["alerts"],
+                lambda m: len(by_series(m, sid)) >= len(want),
+                timeout=30,
+            )
+        ),
+        sid,
+    )
+    assert [(a["state"], a["opened_ts"]) for a in alerts] == want
+    assert want and want[0][0] == "open"
+    assert all(a["alert_id"] == f"{sid}:{a['opened_ts']}" for a in alerts)
+
+
+def _malformed(sid: str, rng: random.Random) -> list[tuple[bytes | None, bytes]]:
+    """Many kinds of bad telemetry (seeded fuzz plus the named cases)."""
+    good = {"series_id": sid, "ts": T0, "value": 1.0}
+    cases: list[Any] = [
+        b"",
+        b"{",
+        b"not json",
+        b"\xff\xfe\x00garbage",
+        b"[1, 2, 3]",
+        b"null",
+        b"42",
+        b'"text"',
+        b'{"series_id": "x", "ts": 1, "value": NaN}',
+        b'{"series_id": "x", "ts": 1, "value": Infinity}',
+        b'{"series_id": "x", "ts": 1, "value": -Infinity}',
+        b'{"series_id": "x", "ts": 1, "value": 1e999}',
+        {"ts": T0, "value": 1.0},
+        {"series_id": sid, "value": 1.0},
+        {"series_id": sid, "ts": T0},
+        {"series_id": "", "ts": T0, "value": 1.0},
+        {"series_id": "x" * 300, "ts": T0, "value": 1.0},
+        {"series_id": "bad\nid", "ts": T0, "value": 1.0},
+        {"series_id": sid, "ts": 1.5, "value": 1.0},
+        {"series_id": sid, "ts": "yesterday", "value": 1.0},
+        {"series_id": sid, "ts": "2026-11-26T03:00:00", "value": 1.0},
+        {"series_id": sid, "ts": True, "value": 1.0},
+        {"series_id": sid, "ts": T0, "value": "1.0"},
+        {"series_id": sid, "ts": T0, "value": None},
+        {"series_id": sid, "ts": T0, "value": [1.0]},
+        {"series_id": sid, "ts": T0, "values": [1.0, 2.0]},
+        {"series_id": sid, "ts": T0, "values": []},
+        {"series_id": sid, "ts": T0, "value": 1.0, "values": [1.0]},
+        {"series_id": 7, "ts": T0, "value": 1.0},
+        {"series_id": sid, "ts": 2**70, "value": 1.0},
+        {"series_id": sid, "ts": T0, "value": False},
+    ]
+    out: list[tuple[bytes | None, bytes]] = []
+    for c in cases:
+        out.append((None, c if isinstance(c, bytes) else json.dumps(c).encode()))
+    bad_values = {
+        "series_id": [None, [], {}, "", 5, "x" * 300, "tab\there"],
+        "ts": [None, [], {}, "", "NaN", 1.5, True, "2026-13-45T00:00:00Z"],
+        "value": [None, [], {}, "", "NaN", True, [1.0], {"v": 1}, "1"],
+    }
+    for _ in range(40):  # seeded fuzz: a valid message with one field replaced by a bad value
+        msg = dict(good)
+        field = rng.choice(sorted(bad_values))
+        msg[field] = rng.choice(bad_values[field])
+        out.append((None, json.dumps(msg).encode()))
+    for _ in range(20):  # random bytes that are not JSON objects
+        out.append((None, bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))) + b"\x00"))
+    out.append((b"another-key", json.dumps(good).encode()))  # key must equal series_id
+    return out
+
+
+def test_malformed_input_goes_to_the_dead_letter_topic(services: Any, main_worker: Any) -> None:
+    names, worker, _ = main_worker
+    sid = f"dlq-{names.token}"
+    bad = _malformed(sid, random.Random(7))
+    window = load_bundle(Path(worker.env["ANOMALYBERT_MODEL__PATH"])).window_size
+    good = [point(sid, T0 + i, float(np.sin(i))) for i in range(window + 5)]
+    asyncio.run(produce(services.kafka_bootstrap, names.topics["telemetry"], bad))
+    asyncio.run(produce(services.kafka_bootstrap, names.topics["telemetry"], json_messages(good)))
+
+    dead = asyncio.run(
+        read_topic(services.kafka_bootstrap, names.topics["dlq"], lambda m: len(m) >= len(bad), timeout=60)
+    )
+    assert sorted(base64.b64decode(d["value_b64"]) for d in dead) == sorted(v for _, v in bad)
+    assert all(d["reason"] and d["code"] and d["topic"] == names.topics["telemetry"] and d["offset"] >= 0 for d in dead)
+    codes = {d["code"] for d in dead}
+    assert {
+        "empty",
+        "invalid_json",
+        "invalid_field",
+        "series_id_too_long",
+        "channels_mismatch",
+        "key_mismatch",
+    } <= codes
+    # the worker carried on: the good points after the bad ones are scored
+    scores = asyncio.run(
+        read_topic(
+            services.kafka_bootstrap,
+            names.topics["scores"],
+            lambda m: len(by_series(m, sid)) >= 6,
+            timeout=60,
+        )
+    )
+    assert len(by_series(scores, sid)) >= 6
+    assert_worker_alive(worker)
+
+
+def test_duplicates_and_late_points_are_ignored_and_counted(services: Any, main_worker: Any) -> None:
+    names, worker, port = main_worker
+    sid = f"dup-{names.token}"
+    window = load_bundle(Path(worker.env["ANOMALYBERT_MODEL__PATH"])).window_size
+    n = 2 * window
+    pts = [point(sid, T0 + 10 * i, float(np.cos(i))) for i in range(n)]
+    noisy = []
+    for i, p in enumerate(pts):
+        noisy.append(p)
+        if i % 7 == 3:
+            noisy.append(dict(p, value=99.0))  # duplicate ts with another value: must not be applied
+        if i % 11 == 5:
+            noisy.append(dict(pts[i - 3], value=-99.0))  # late
+    before = _metric(port, "anomalybert_points_late_or_duplicate_total")
+    asyncio.run(produce(services.kafka_bootstrap, names.topics["telemetry"], json_messages(noisy)))
+    scores = by_series(
+        asyncio.run(
+            read_topic(
+                services.kafka_bootstrap,
+                names.topics["scores"],
+                lambda m: len(by_series(m, sid)) >= n - window + 1,
+                timeout=60,
+            )
+        ),
+        sid,
+    )
+    assert [m["ts"] for m in scores] == [p["ts"] for p in pts[: n - window + 1]]
+    assert all(abs(m["value"]) < 2 for m in scores)
+    assert _metric(port, "anomalybert_points_late_or_duplicate_total") - before == len(noisy) - n
+
+
+def _metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics:\n{text[:2000]}")
+
+
+def test_multichannel_scores_alerts_and_channel_mismatch(
+    services: Any, unique: str, bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    names = Names(unique)
+    worker = Worker(
+        names.env(
+            services,
+            bundles["spike3"],
+            ANOMALYBERT_WORKER__ID="multi",
+            ANOMALYBERT_ALERTS__MIN_POINTS="2",
+            ANOMALYBERT_ALERTS__COOLDOWN_POINTS="4",
+        ),
+        tmp_path / "multi.log",
+    ).start()
+    try:
+        n, at, w = 120, 60, 16
+        values = synthetic(n, seed=3, anomaly_at=at, channels=3)
+        ts = [T0 + 1000 * i for i in range(n)]
+        sid = f"pump-{unique}"
+        msgs = json_messages(point(sid, t, [float(x) for x in v]) for t, v in zip(ts, values, strict=True))
+        wrong = json_messages([point(sid, T0 + 10**6, [1.0, 2.0]), point(sid, T0 + 10**6 + 1, 1.0)])
+        asyncio.run(produce(services.kafka_bootstrap, names.topics["telemetry"], msgs[:50] + wrong + msgs[50:]))
+
+        final = n - (w - 1)
+        scores = by_series(
+            asyncio.run(
+                read_topic(
+                    services.kafka_bootstrap,
+                    names.topics["scores"],
+                    lambda m: len(by_series(m, sid)) >= final,
+                    timeout=90,
+                )
+            ),
+            sid,
+        )
+        assert [m["ts"] for m in scores] == ts[:final]
+        assert all(len(m["values"]) == 3 and "value" not in m for m in scores)
+        expected = offline_scores(bundles["spike3"], values, w - 1)
+        np.testing.assert_allclose([m["score"] for m in scores], expected[:final], atol=1e-5, rtol=0)
+
+        alerts = by_series(
+            asyncio.run(
+                read_topic(
+                    services.kafka_bootstrap,
+                    names.topics["alerts"],
+                    lambda m: len(by_series(m, sid)) >= 2,
+                    timeout=30,
+                )
+            ),
+            sid,
+        )
+        assert [a["state"] for a in alerts] == ["open", "closed"]
+        opened, closed = alerts
+        assert opened["opened_ts"] == ts[at] and opened["alert_id"] == f"{sid}:{ts[at]}"
+        assert ts[at] <= opened["peak_ts"] <= ts[at + 2] and opened["peak_score"] > 0.99
+        assert ts[at + 2] < closed["closed_ts"] <= ts[at + 2 + 4]
+
+        dead = asyncio.run(read_topic(services.kafka_bootstrap, names.topics["dlq"], lambda m: len(m) >= 2, timeout=30))
+        assert sorted(d["code"] for d in dead) == ["channels_mismatch", "channels_mismatch"]
+        assert_worker_alive(worker)
+    finally:
+        worker.stop()
+
+
+class Counter:
+    """Consumes a topic in the background so a test can act when output reaches a given count."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.messages: list[dict[str, Any]] = []
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Counter:
+        from aiokafka import AIOKafkaConsumer
+
+        self._consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        async for r in self._consumer:
+            self.messages.append(json.loads(r.value))
+
+    async def wait_for(self, count: int, workers: list[Worker], timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count:
+            assert time.monotonic() < deadline, f"only {len(self.messages)} of {count} scores:\n" + "\n".join(
+                w.log() for w in workers
+            )
+            await asyncio.sleep(0.05)
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await self._consumer.stop()
+
+
+def _series_points(unique: str, n_series: int, n: int) -> tuple[list[tuple[bytes, bytes]], int]:
+    """Round-robin points of several series, as they would interleave in production."""
+    msgs = []
+    for i in range(n):
+        for s in range(n_series):
+            msgs.extend(json_messages([point(f"s{s}-{unique}", T0 + 1000 * i, float(np.sin(i / 3 + s)))]))
+    return msgs, n_series
+
+
+def _assert_exactly_once(messages: list[dict[str, Any]], unique: str, n_series: int, final: int) -> None:
+    seen: dict[tuple[str, int], int] = {}
+    for m in messages:
+        seen[(m["series_id"], m["ts"])] = seen.get((m["series_id"], m["ts"]), 0) + 1
+    dupes = {k: c for k, c in seen.items() if c > 1}
+    assert not dupes, f"{len(dupes)} points published more than once, e.g. {list(dupes.items())[:5]}"
+    want = {(f"s{s}-{unique}", T0 + 1000 * i) for s in range(n_series) for i in range(final)}
+    assert set(seen) == want, f"missing {len(want - set(seen))}, unexpected {len(set(seen) - want)}"
+
+
+async def test_sigkill_and_restart_scores_every_point_exactly_once(
+    services: Any, unique: str, bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    names = Names(unique)
+    n_series, n = 6, 400
+    msgs, _ = _series_points(unique, n_series, n)
+    final = n - 15
+    env = names.env(services, bundles["tiny"], ANOMALYBERT_WORKER__ID="killme", ANOMALYBERT_SCORING__MAX_BATCH="40")
+    workers: list[Worker] = []
+    async with Counter(services.kafka_bootstrap, names.topics["scores"]) as out:
+        # input keeps arriving while the worker is killed (SIGKILL: no shutdown, no commit, no clean-up)
+        producer = asyncio.create_task(_paced(services.kafka_bootstrap, names.topics["telemetry"], msgs, 20.0))
+        for _ in range(3):  # each worker gets going, publishes some scores, and dies mid-stream
+            w = Worker(env, tmp_path / f"w{len(workers)}.log").start()
+            workers.append(w)
+            await w.wait_ready()
+            await out.wait_for(len(out.messages) + 50, workers)
+            w.kill()
+        # the last one under another id: it must wait for the dead worker's outbox claims to expire
+        workers.append(Worker(env | {"ANOMALYBERT_WORKER__ID": "successor"}, tmp_path / "last.log").start())
+        await producer
+        await out.wait_for(n_series * final, workers)
+        await asyncio.sleep(3)  # room for duplicates to show up
+        assert_worker_alive(workers[-1])
+        workers[-1].stop()
+    _assert_exactly_once(out.messages, unique, n_series, final)
+
+
+async def test_partitions_move_to_a_second_worker_without_loss_or_duplicates(
+    services: Any, unique: str, bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    names = Names(unique)
+    n_series, n = 8, 300
+    msgs, _ = _series_points(unique, n_series, n)
+    final = n - 15
+    env = names.env(services, bundles["tiny"], ANOMALYBERT_SCORING__MAX_BATCH="40")
+    first = Worker(env | {"ANOMALYBERT_WORKER__ID": "first"}, tmp_path / "first.log").start()
+    second = Worker(env | {"ANOMALYBERT_WORKER__ID": "second"}, tmp_path / "second.log")
+    async with Counter(services.kafka_bootstrap, names.topics["scores"]) as out:
+        producer = asyncio.create_task(_paced(services.kafka_bootstrap, names.topics["telemetry"], msgs, 12.0))
+        await out.wait_for(int(0.2 * n_series * final), [first])
+        second.start()
+        await asyncio.sleep(8)  # let the group rebalance and both work
+        assert first.stop() == 0, first.log()  # graceful: partitions move to the second worker
+        await producer
+        await out.wait_for(n_series * final, [first, second])
+        await asyncio.sleep(3)
+        assert_worker_alive(second)
+        second.stop()
+    _assert_exactly_once(out.messages, unique, n_series, final)
+    assert "Setting newly assigned partitions" in second.log()
+
+
+async def _paced(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]], seconds: float) -> None:
+    chunks = 24
+    size = -(-len(msgs) // chunks)
+    for i in range(0, len(msgs), size):
+        await produce(bootstrap, topic, msgs[i : i + size])
+        await asyncio.sleep(seconds / chunks)

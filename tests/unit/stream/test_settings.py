@@ -1,0 +1,64 @@
+"""The settings tree: environment nesting, secrets, start-up validation of score_lag."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from stream.settings import ScoringSettings, Settings, resolve_score_lag
+
+
+def test_environment_nesting_and_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANOMALYBERT_KAFKA__BOOTSTRAP", "k1:9092,k2:9092")
+    monkeypatch.setenv("ANOMALYBERT_KAFKA__TOPICS__SCORES", "scores-v2")
+    monkeypatch.setenv("ANOMALYBERT_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("ANOMALYBERT_KAFKA__SASL_USERNAME", "u")
+    monkeypatch.setenv("ANOMALYBERT_KAFKA__SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("ANOMALYBERT_SCORING__THRESHOLDS", '{"pump-7": 0.9}')
+    s = Settings(redis={"key_prefix": "x:"})
+    assert s.kafka.bootstrap == "k1:9092,k2:9092" and s.kafka.topics.scores == "scores-v2"
+    assert s.kafka.topics.telemetry == "telemetry"
+    assert "hunter2" not in repr(s) and s.kafka.sasl_password.get_secret_value() == "hunter2"
+    assert s.scoring.thresholds == {"pump-7": 0.9} and s.redis.key_prefix == "x:"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ANOMALYBERT_KAFKA__SECURITY_PROTOCOL": "SASL_SSL"},  # no credentials
+        {"ANOMALYBERT_KAFKA__SECURITY_PROTOCOL": "BOGUS"},
+        {"ANOMALYBERT_REDIS__URL": "http://x"},
+        {"ANOMALYBERT_REDIS__KEY_PREFIX": "a{b}"},
+        {"ANOMALYBERT_SCORING__THRESHOLDS": '{"a": 1.5}'},
+        {"ANOMALYBERT_KAFKA__TOPICS__TELEMETRY": "bad topic"},
+        {"ANOMALYBERT_SCORING__MAX_BATCH": "0"},
+    ],
+)
+def test_bad_settings_fail_at_start_up(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_score_lag_resolution() -> None:
+    assert resolve_score_lag(ScoringSettings(), 64, 1, None) == 63
+    assert resolve_score_lag(ScoringSettings(), 64, 1, 16) == 16  # the bundle's calibrated lag
+    assert resolve_score_lag(ScoringSettings(score_lag=0), 64, 1, 16) == 0
+    with pytest.raises(ValueError, match="score_lag"):
+        resolve_score_lag(ScoringSettings(score_lag=64), 64, 1, None)
+    with pytest.raises(ValueError, match="stride"):
+        resolve_score_lag(ScoringSettings(score_lag=2), 64, 8, None)
+
+
+def test_importing_stream_does_not_import_torch_or_faust() -> None:
+    import subprocess
+
+    code = (
+        "import sys, stream, stream.cli, stream.app, stream.agents, stream.processor, stream.state; "
+        "bad = [m for m in ('torch', 'pandas', 'faust') if m in sys.modules]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
