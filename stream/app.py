@@ -22,7 +22,8 @@ from stream.kafka import PartitionReader, ensure_topics, faust_credentials
 from stream.metrics import Metrics
 from stream.processor import Processor
 from stream.publish import Publisher
-from stream.scorer import Scorer
+from stream.reload import Reloader
+from stream.scorer import Scorer, Served
 from stream.settings import Settings, resolve_score_lag
 from stream.state import Geometry
 from stream.store import Store, connect
@@ -91,7 +92,7 @@ class Runtime:
         self.settings = settings
         self.checked = checked
         self.metrics = metrics or Metrics()
-        self.scorer = Scorer(checked.bundle)
+        self.scorer = Scorer(Served(checked.bundle, checked.geometry))
         self.incarnation = uuid.uuid4().hex[:8]
         self.lock = asyncio.Lock()  # one batch or sweep at a time: they share outbox claims
         self.processor: Processor | None = None
@@ -116,7 +117,6 @@ class Runtime:
             self.store,
             self.scorer,
             publisher,
-            self.checked.geometry,
             s.scoring,
             s.alerts,
             self.metrics,
@@ -188,4 +188,8 @@ def build_app(settings: Settings, checked: Checked, runtime: Runtime | None = No
     )
     runtime = runtime or Runtime(settings, checked)
     register(app, settings, runtime)
+    if settings.model.reload:
+        reloader = Reloader(settings, runtime.scorer, runtime.metrics)
+        app.timer(interval=settings.model.poll_interval_s, name="poll_model")(reloader.poll)
+        app.task(reloader.follow_announcements)
     return app, runtime

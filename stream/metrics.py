@@ -60,6 +60,12 @@ class Metrics:
             registry=r,
         )
         self.model = Info("anomalybert_model", "The bundle being served", registry=r)
+        self.model_reloads = Counter(
+            "anomalybert_model_reloads",
+            "Hot-reload attempts: result=ok (swapped) or refused (bad bundle; the old one keeps serving)",
+            ["result"],
+            registry=r,
+        )
         self.open_series = Gauge("anomalybert_series_in_batch", "Distinct series in the last batch", registry=r)
 
     def set_model(self, version: str, window: int, stride: int, channels: int, lag: int) -> None:

@@ -21,9 +21,9 @@ from stream.errors import CorruptState, InvalidRecord, StateConflict
 from stream.metrics import Metrics
 from stream.publish import ALERT, SCORE, Publisher
 from stream.records import AlertMessage, DeadLetter, ScoreMessage, Telemetry, parse_telemetry, to_json
-from stream.scorer import Scorer
+from stream.scorer import Scorer, Served
 from stream.settings import AlertSettings, ScoringSettings
-from stream.state import Geometry, SeriesState, Step
+from stream.state import FinalPoint, SeriesState, Step
 from stream.store import Loaded, Store, Write
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class _Series:
     expected: bytes = b""
     threshold: float = 0.5
     step: Step | None = None
+    # Points finalized by a model swap, with the version and model threshold that scored them.
+    swapped: tuple[str, float, list[FinalPoint]] | None = None
 
 
 class Processor:
@@ -63,21 +65,20 @@ class Processor:
         store: Store,
         scorer: Scorer,
         publisher: Publisher,
-        geometry: Geometry,
         scoring: ScoringSettings,
         alert_cfg: AlertSettings,
         metrics: Metrics,
         worker_id: str,
     ) -> None:
         self.store, self.scorer, self.publisher = store, scorer, publisher
-        self.geometry, self.scoring, self.alert_cfg = geometry, scoring, alert_cfg
+        self.scoring, self.alert_cfg = scoring, alert_cfg
         self.metrics, self.worker_id = metrics, worker_id
 
     async def process(self, events: Sequence[RawEvent]) -> None:
         """Apply one batch. Raises only on Redis / broker errors; the caller retries the whole batch."""
         self.metrics.batch_size.observe(len(events))
         self.metrics.points_in.inc(len(events))
-        groups, dead = self._parse(events)
+        groups, dead = self._parse(events, self.scorer.served.geometry.channels)
         if dead:
             await self.publisher.dead_letters(dead)
         pending = groups
@@ -95,13 +96,13 @@ class Processor:
                 self.metrics.end_to_end.observe(max(0.0, now - ev.timestamp_ms / 1000))
 
     def _parse(
-        self, events: Sequence[RawEvent]
+        self, events: Sequence[RawEvent], channels: int
     ) -> tuple[dict[str, list[tuple[int, Telemetry]]], list[tuple[bytes | None, DeadLetter]]]:
         groups: dict[str, list[tuple[int, Telemetry]]] = {}
         dead = []
         for ev in events:
             try:
-                point = parse_telemetry(ev.value, ev.key, self.geometry.channels, self.scoring.max_series_id_length)
+                point = parse_telemetry(ev.value, ev.key, channels, self.scoring.max_series_id_length)
             except InvalidRecord as e:
                 log.info("dead letter %s[%d]@%d: %s", ev.topic, ev.partition, ev.offset, e.reason)
                 dead.append(
@@ -125,13 +126,14 @@ class Processor:
 
     async def _apply(self, groups: dict[str, list[tuple[int, Telemetry]]]) -> list[str]:
         """Load, push, score, finalize, write, publish. Returns the series that lost the compare-and-set."""
-        bundle = self.scorer.bundle  # one bundle for the whole batch, even if a swap happens meanwhile
+        served = self.scorer.served  # one model for the whole batch, even if a swap happens meanwhile
+        bundle = served.bundle
         loaded = await self.store.load(list(groups))
-        series = {sid: self._prepare(sid, pts, loaded[sid], bundle.threshold) for sid, pts in groups.items()}
+        series = {sid: self._prepare(sid, pts, loaded[sid], served) for sid, pts in groups.items()}
         steps = [s.step for s in series.values() if s.step is not None and len(s.step.windows)]
         windows = np.concatenate([st.windows for st in steps]) if steps else np.empty((0,))
         self.metrics.windows_per_batch.observe(len(windows))
-        scores = await self.scorer.score(windows, bundle) if steps else np.empty((0, self.geometry.window))
+        scores = await self.scorer.score(windows, bundle) if steps else np.empty((0, served.geometry.window))
         if steps:
             self.metrics.inference_latency.observe(self.scorer.last_latency_s)
         writes, pos = [], 0
@@ -139,7 +141,7 @@ class Processor:
             if s.step is None or s.state is None or s.step.accepted == 0:
                 continue
             k = len(s.step.windows)
-            entries = self._finalize(sid, s, scores[pos : pos + k], bundle.version)
+            entries = self._finalize(sid, s, scores[pos : pos + k], bundle.version, loaded[sid].threshold)
             pos += k
             writes.append(Write(sid, s.expected, s.state.encode(), entries, s.partition, self.publisher.marks(sid)))
         if not writes:
@@ -163,11 +165,17 @@ class Processor:
             else:
                 self.metrics.alerts.labels("open" if b'"state":"open"' in e else "closed").inc()
 
-    def _prepare(self, sid: str, pts: list[tuple[int, Telemetry]], loaded: Loaded, default_thr: float) -> _Series:
+    def _prepare(self, sid: str, pts: list[tuple[int, Telemetry]], loaded: Loaded, served: Served) -> _Series:
         s = _Series(partition=pts[-1][0], points=[p for _, p in pts])
         s.expected = loaded.blob[:8] if loaded.blob else b""
-        s.state = self._decode(sid, loaded.blob)
-        s.threshold = self._threshold(sid, loaded.threshold, default_thr)
+        s.state = self._decode(sid, loaded.blob, served)
+        version, g = served.bundle.version, served.geometry
+        if s.state.version != version or s.state.geometry != g:
+            old = (s.state.version, s.state.threshold)
+            s.swapped = (*old, s.state.swap(g, version, served.bundle.threshold))
+            log.info("series %r moves from model %s to %s (%d pending points finalized under the old one)",
+                     sid, old[0], version, len(s.swapped[2]))
+        s.threshold = self._threshold(sid, loaded.threshold, served.bundle.threshold)
         ts = [p.ts for p in s.points]
         values = np.array([p.channels for p in s.points], dtype=np.float64)
         s.step = s.state.push(ts, values)
@@ -175,15 +183,21 @@ class Processor:
         self.metrics.late_or_duplicate.inc(s.step.duplicates)
         return s
 
-    def _decode(self, sid: str, blob: bytes | None) -> SeriesState:
+    def _decode(self, sid: str, blob: bytes | None, served: Served) -> SeriesState:
+        fresh = SeriesState(served.geometry, version=served.bundle.version, threshold=served.bundle.threshold)
         if blob is None:
-            return SeriesState(self.geometry)
+            return fresh
         try:
-            return SeriesState.decode(blob, self.geometry)
+            state = SeriesState.decode(blob)
         except CorruptState as e:
             # Starting the series anew loses only its pending points; refusing would stop it for good.
             log.error("series %r: %s; starting it anew", sid, e)
-            return SeriesState(self.geometry)
+            return fresh
+        if state.geometry.channels != served.geometry.channels:
+            log.error("series %r: state has %d channels, the model %d; starting it anew",
+                      sid, state.geometry.channels, served.geometry.channels)
+            return fresh
+        return state
 
     def _threshold(self, sid: str, redis_override: float | None, bundle_thr: float) -> float:
         """Redis key > per-series setting > global setting > the bundle's calibrated threshold."""
@@ -192,14 +206,25 @@ class Processor:
                 return t
         return bundle_thr
 
-    def _finalize(self, sid: str, s: _Series, scores: np.ndarray, version: str) -> list[bytes]:
+    def _finalize(self, sid: str, s: _Series, scores: np.ndarray, version: str,
+                  redis_threshold: float | None) -> list[bytes]:
+        """Score and alert messages: first the points a swap finalized (old version), then this batch's."""
         assert s.state is not None and s.step is not None
-        finals = s.state.apply(s.step, scores)
+        entries = []
+        if s.swapped is not None:
+            old_version, old_model_threshold, old_finals = s.swapped
+            old_threshold = self._threshold(sid, redis_threshold, old_model_threshold)
+            entries += self._messages(sid, s, old_finals, old_version, old_threshold)
+        return entries + self._messages(sid, s, s.state.apply(s.step, scores), version, s.threshold)
+
+    def _messages(self, sid: str, s: _Series, finals: list[FinalPoint], version: str,
+                  threshold: float) -> list[bytes]:
+        assert s.state is not None
         policy = alerts.AlertPolicy(
-            s.threshold, self.alert_cfg.min_points, self.alert_cfg.cooldown_points, self.alert_cfg.close_ratio
+            threshold, self.alert_cfg.min_points, self.alert_cfg.cooldown_points, self.alert_cfg.close_ratio
         )
         entries = []
-        single = self.geometry.channels == 1
+        single = s.state.geometry.channels == 1
         for p in finals:
             msg = ScoreMessage(
                 series_id=sid,
@@ -208,8 +233,8 @@ class Processor:
                 values=None if single else list(p.values),
                 score=p.score,
                 n_windows=p.n_windows,
-                is_anomaly=p.score >= s.threshold,
-                threshold=s.threshold,
+                is_anomaly=p.score >= threshold,
+                threshold=threshold,
                 model_version=version,
             )
             entries.append(SCORE + to_json(msg))
@@ -227,7 +252,7 @@ class Processor:
                             opened_ts=ev.opened_ts,
                             peak_ts=ev.peak_ts,
                             peak_score=ev.peak_score,
-                            threshold=s.threshold,
+                            threshold=threshold,
                             closed_ts=ev.closed_ts,
                             model_version=version,
                         )

@@ -5,30 +5,44 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
 from model.bundle import Bundle
+from stream.state import Geometry
+
+
+@dataclass(frozen=True)
+class Served:
+    """A bundle and the aggregation geometry it is served with: swapped together, read together."""
+
+    bundle: Bundle
+    geometry: Geometry
 
 
 class Scorer:
-    """Holds the bundle being served. `swap()` replaces it with one attribute assignment, so a batch that
-    started on the old bundle finishes on it (it read `self.bundle` once) and the next uses the new one."""
+    """Holds the model being served. `swap()` replaces it with one attribute assignment, so a batch that
+    started on the old model finishes on it (it read `self.served` once) and the next uses the new one."""
 
-    def __init__(self, bundle: Bundle, max_inference_batch: int = 1024) -> None:
-        self.bundle = bundle
+    def __init__(self, served: Served, max_inference_batch: int = 1024) -> None:
+        self.served = served
         self.max_inference_batch = max_inference_batch
         # One thread: ONNX Runtime parallelises inside a run (model.threads); two concurrent runs would
         # only contend for the same cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
         self.last_latency_s = 0.0
 
-    def swap(self, bundle: Bundle) -> None:
-        self.bundle = bundle
+    @property
+    def bundle(self) -> Bundle:
+        return self.served.bundle
+
+    def swap(self, served: Served) -> None:
+        self.served = served
 
     async def score(self, windows: np.ndarray, bundle: Bundle | None = None) -> np.ndarray:
         """Score windows with `bundle` (default: the current one) in the executor thread."""
-        bundle = bundle or self.bundle
+        bundle = bundle or self.served.bundle
         if len(windows) == 0:
             return np.empty((0, bundle.window_size), np.float32)
         loop = asyncio.get_running_loop()

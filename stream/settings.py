@@ -109,6 +109,8 @@ class ModelSettings(_Section):
     )
     threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads")
     verify: bool = True
+    reload: bool = Field(True, description="hot-reload a new bundle (model-updates topic, pointer polling)")
+    poll_interval_s: float = Field(5.0, gt=0, description="how often the registry pointer / bundle is checked")
 
     @property
     def source(self) -> Path:

@@ -6,9 +6,15 @@ offline: windows end at `W-1 + k*stride`; window k's scores go to the offsets
 i.e. the final points are all i < n - lag once n >= W (none before the first window fills).
 
 Kept per series: the last W points (ts, values), the point count n, the last accepted ts, the score sums
-and window counts of the points not yet final (at most max(lag, W-1) of them), and the alert state.
-`encode()`/`decode()` give a compact binary form for Redis whose first 8 bytes are n (big-endian), the
-compare-and-set token.
+and window counts of the points not yet final (at most max(lag, W-1) of them), the alert state, and the
+model version (with its threshold) whose window scores the pending sums hold. `encode()`/`decode()` give
+a compact binary form for Redis whose first 8 bytes are n (big-endian), the compare-and-set token.
+
+Model swaps: pending sums are never mixed across versions. `swap()` finalizes the pending points that
+have at least one window score, with the old version's partial average (n_windows tells how many
+windows), then starts a new "era" for the new geometry: the buffered points are kept, and the era's
+first window ends at `era_end = max(base + W' - 1, n)`, playing the role that the first full window
+(W-1) plays for a new series. Offline parity holds within an era.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from model.windows import check_lag, included_offsets
 from stream.alerts import AlertState
 from stream.errors import CorruptState
 
-FORMAT = 1
+FORMAT = 2
 _HEAD = struct.Struct(">Q")  # n: also the compare-and-set token, so it comes first
-_BODY = struct.Struct("<BBHHHHqIqqd")  # format, flags, W, stride, lag, C, last_ts, alert run/start/peak_ts/peak
+# format, flags, W, stride, lag, C, buffered, pending, last_ts, era_end, alert run/start/peak_ts/peak,
+# model threshold, version length (the version's UTF-8 bytes follow)
+_BODY = struct.Struct("<BBHHHHHHqqIqqddB")
 _FLAG_OPEN = 1
 _FLAG_TS_DELTA32 = 2
 _FLAG_HAS_TS = 4
@@ -84,11 +92,17 @@ class SeriesState:
     sums: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
     counts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     alert: AlertState = field(default_factory=AlertState)
+    version: str = ""  # the model version whose scores `sums` hold
+    threshold: float = 0.5  # that model's own threshold (overrides are applied by the caller)
+    era_end: int = -1  # index where the current era's first window ends; -1: W-1 (a new series)
     _open_step: bool = False
+    _catch_up: int | None = None  # set by swap(): the next push also yields era windows ending before n
 
     def __post_init__(self) -> None:
         if self.values is None:
             self.values = np.empty((0, self.geometry.channels), np.float64)
+        if self.era_end < 0:
+            self.era_end = self.geometry.window - 1
 
     @property
     def first_pending(self) -> int:
@@ -114,7 +128,9 @@ class SeriesState:
         m = len(keep)
         if m == 0:
             return Step(np.empty(0, np.int64), np.empty((0, g.window, g.channels)), 0, len(ts))
+        # After a swap, the new era's windows that end at points already buffered are due now as well.
         n_old = self.n
+        start, self._catch_up = min(n_old, self._catch_up if self._catch_up is not None else n_old), None
         vals = np.asarray(values, dtype=np.float64).reshape(len(ts), g.channels)[keep]
         self.ts = np.concatenate([self.ts, np.asarray(ts, dtype=np.int64)[keep]])
         self.values = np.concatenate([self.values, vals])
@@ -122,7 +138,7 @@ class SeriesState:
         self.counts = np.concatenate([self.counts, np.zeros(m, np.int64)])
         self.n, self.last_ts = n_old + m, last
         self._open_step = True
-        ends = _new_window_ends(n_old, self.n, g.window, g.stride)
+        ends = _new_window_ends(start, self.n, self.era_end, g.stride)
         return Step(ends, self._windows(ends), m, len(ts) - m)
 
     def _windows(self, ends: np.ndarray) -> np.ndarray:
@@ -141,11 +157,12 @@ class SeriesState:
             raise ValueError(f"{len(scores)} window scores for {len(step.ends)} windows")
         p0 = self.first_pending
         for k, e in enumerate(step.ends):
-            sl = included_offsets(g.window, g.lag, first=(e == g.window - 1))
+            sl = included_offsets(g.window, g.lag, first=(e == self.era_end))
             lo = int(e) - g.window + 1 + sl.start - p0
             hi = int(e) - g.window + 1 + sl.stop - p0
             if lo < 0:
-                raise RuntimeError(f"window ending at {e} reaches a point already final")
+                # Only after a swap: the window also covers points the swap finalized; they keep their score.
+                sl, lo = slice(sl.start - lo, sl.stop), 0
             self.sums[lo:hi] += scores[k, sl]
             self.counts[lo:hi] += 1
         finals = self._finalize(p0)
@@ -154,7 +171,12 @@ class SeriesState:
 
     def _finalize(self, p0: int) -> list[FinalPoint]:
         g = self.geometry
-        n_final = self.n - g.lag if self.n >= g.window else 0
+        n_final = self.n - g.lag if self.n > self.era_end else p0
+        return self._emit(p0, n_final)
+
+    def _emit(self, p0: int, n_final: int) -> list[FinalPoint]:
+        """Finalize the pending points p0..n_final-1 and trim the buffer to the last W points."""
+        g = self.geometry
         out = []
         for i in range(p0, n_final):
             j, b = i - p0, i - self.base
@@ -170,15 +192,37 @@ class SeriesState:
             )
         if n_final > p0:
             self.sums, self.counts = self.sums[n_final - p0 :], self.counts[n_final - p0 :]
-        k = min(self.n, g.window)
+        k = min(len(self.ts), g.window)
         self.ts, self.values = self.ts[len(self.ts) - k :], self.values[len(self.values) - k :]
         return out
+
+    def swap(self, geometry: Geometry, version: str, threshold: float) -> list[FinalPoint]:
+        """Move to another model. Returns the pending points finalized under the old one (to be published
+        with the old version); points that no window has covered yet stay pending for the new model."""
+        if self._open_step:
+            raise RuntimeError("swap() between push() and apply()")
+        if geometry.channels != self.geometry.channels:
+            raise ValueError(f"channel count changes from {self.geometry.channels} to {geometry.channels}")
+        p0 = self.first_pending
+        covered = np.flatnonzero(self.counts > 0)
+        # Pending points without a window are the newest ones (or all, before the first window).
+        n_final = p0 + int(covered[-1]) + 1 if len(covered) else p0
+        finals = self._emit(p0, n_final)
+        base = self.n - len(self.ts)  # oldest buffered point: the buffer is the last min(n, W_old) points
+        self.geometry, self.version, self.threshold = geometry, version, threshold
+        # The era's first window lies in the buffer and covers the oldest point still pending (it then
+        # counts for all of its points, as a new series' first window does).
+        self.era_end = max(base + geometry.window - 1, self.first_pending)
+        self._catch_up = self.era_end if self.era_end < self.n else None
+        self.sums, self.counts = np.zeros(len(self.sums)), np.zeros(len(self.counts), np.int64)
+        return finals
 
     def encode(self) -> bytes:
         """Compact bytes: header, ts (u32 deltas when they fit), float64 values and sums, u16 counts."""
         if self._open_step:
             raise RuntimeError("encode() between push() and apply()")
         g, a = self.geometry, self.alert
+        version = self.version.encode()[:255]
         flags = (_FLAG_OPEN if a.is_open else 0) | (_FLAG_HAS_TS if self.last_ts is not None else 0)
         ts_bytes = b""
         if len(self.ts):
@@ -195,16 +239,22 @@ class SeriesState:
             g.stride,
             g.lag,
             g.channels,
+            len(self.ts),
+            len(self.sums),
             self.last_ts or 0,
+            self.era_end,
             a.run,
             a.start_ts,
             a.peak_ts,
             a.peak_score,
+            self.threshold,
+            len(version),
         )
         return b"".join(
             [
                 token(self.n),
                 body,
+                version,
                 ts_bytes,
                 self.values.astype("<f8").tobytes(),
                 self.sums.astype("<f8").tobytes(),
@@ -213,27 +263,26 @@ class SeriesState:
         )
 
     @classmethod
-    def decode(cls, blob: bytes, geometry: Geometry) -> SeriesState:
-        """Inverse of `encode`; raises CorruptState on damage or when the geometry differs."""
+    def decode(cls, blob: bytes) -> SeriesState:
+        """Inverse of `encode`, in the geometry and model version the state was written with (compare them
+        with the model being served and `swap()` when they differ); raises CorruptState on damage."""
         try:
-            return _decode(blob, geometry)
+            return _decode(blob)
         except (struct.error, ValueError) as e:
             raise CorruptState(f"undecodable series state ({len(blob)} bytes): {e}") from e
 
 
-def _decode(blob: bytes, g: Geometry) -> SeriesState:
+def _decode(blob: bytes) -> SeriesState:
     (n,) = _HEAD.unpack_from(blob, 0)
-    fmt, flags, w, stride, lag, c, last_ts, run, start_ts, peak_ts, peak = _BODY.unpack_from(blob, _HEAD.size)
+    (fmt,) = struct.unpack_from("<B", blob, _HEAD.size)
     if fmt != FORMAT:
         raise CorruptState(f"state format {fmt}, this worker reads {FORMAT}")
-    if (w, stride, lag, c) != (g.window, g.stride, g.lag, g.channels):
-        raise CorruptState(
-            f"state was built for window={w} stride={stride} lag={lag} channels={c}, "
-            f"now window={g.window} stride={g.stride} lag={g.lag} channels={g.channels}"
-        )
-    k = min(n, w)
-    p = lag if n >= w else n
+    (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
+     vlen) = _BODY.unpack_from(blob, _HEAD.size)
+    g = Geometry(w, stride, lag, c)
     pos = _HEAD.size + _BODY.size
+    version = blob[pos:pos + vlen].decode()
+    pos += vlen
     if flags & _FLAG_TS_DELTA32 and k:
         (t0,) = struct.unpack_from("<q", blob, pos)
         deltas = np.frombuffer(blob, "<u4", k - 1, pos + 8).astype(np.int64)
@@ -249,12 +298,13 @@ def _decode(blob: bytes, g: Geometry) -> SeriesState:
     if pos + 10 * p != len(blob):
         raise CorruptState(f"state length {len(blob)} disagrees with its header (n={n})")
     alert = AlertState(bool(flags & _FLAG_OPEN), run, start_ts, peak_ts, peak)
-    return SeriesState(g, n, last_ts if flags & _FLAG_HAS_TS else None, ts, values, sums, counts, alert)
+    return SeriesState(g, n, last_ts if flags & _FLAG_HAS_TS else None, ts, values, sums, counts, alert,
+                       version, threshold, era_end)
 
 
-def _new_window_ends(n_old: int, n_new: int, window: int, stride: int) -> np.ndarray:
-    """Ends of the windows completed by points n_old..n_new-1: W-1 + k*stride in [n_old, n_new)."""
-    first = window - 1
+def _new_window_ends(n_old: int, n_new: int, era_end: int, stride: int) -> np.ndarray:
+    """Ends of the windows completed by points n_old..n_new-1: era_end + k*stride in [n_old, n_new)."""
+    first = era_end
     if n_old > first:
         first += -(-(n_old - first) // stride) * stride
     return np.arange(first, n_new, stride, dtype=np.int64)

@@ -29,7 +29,7 @@ def stream_through(
             assert p.index not in out, "a point was finalized twice"
             out[p.index] = (p.score, p.n_windows)
         if roundtrip:
-            state = SeriesState.decode(state.encode(), g)
+            state = SeriesState.decode(state.encode())
         pos += size
     return out
 
@@ -87,7 +87,7 @@ def test_encoded_state_is_compact_for_single_channel_w64() -> None:
     state.apply(step, fake_scores(step.windows))
     blob = state.encode()
     assert len(blob) < 1600
-    back = SeriesState.decode(blob, g)
+    back = SeriesState.decode(blob)
     assert back.n == 500 and back.last_ts == int(ts[-1])
     np.testing.assert_array_equal(back.ts, state.ts)
     np.testing.assert_array_equal(back.values, state.values)
@@ -99,15 +99,87 @@ def test_wide_timestamp_gaps_round_trip() -> None:
     state = SeriesState(g)
     ts = [0, 2**40, 2**41, 2**62]
     state.apply(state.push(ts, np.ones(4)), np.full((1, 4), 0.5, np.float32))
-    assert list(SeriesState.decode(state.encode(), g).ts) == ts
+    assert list(SeriesState.decode(state.encode()).ts) == ts
 
 
-def test_decode_refuses_other_geometry_and_garbage() -> None:
-    state = SeriesState(Geometry(4, 1, 3, 1))
+def test_decode_keeps_the_written_geometry_and_refuses_garbage() -> None:
+    state = SeriesState(Geometry(4, 1, 3, 1), version="v1", threshold=0.3)
     blob = state.encode()
+    back = SeriesState.decode(blob)
+    assert back.geometry == Geometry(4, 1, 3, 1) and back.version == "v1" and back.threshold == 0.3
     with pytest.raises(CorruptState):
-        SeriesState.decode(blob, Geometry(4, 1, 2, 1))
+        SeriesState.decode(blob[:-1] + b"xx")
     with pytest.raises(CorruptState):
-        SeriesState.decode(blob[:-1] + b"xx", Geometry(4, 1, 3, 1))
-    with pytest.raises(CorruptState):
-        SeriesState.decode(b"\x00\x01", Geometry(4, 1, 3, 1))
+        SeriesState.decode(b"\x00\x01")
+
+
+def _stream_with_swap(values: np.ndarray, ts: np.ndarray, before: Geometry, after: Geometry, swap_at: int,
+                      chunk: int = 5) -> tuple[dict[int, tuple[float, int, str]], SeriesState]:
+    """Stream points through a state, swapping model v1 -> v2 once `swap_at` points have arrived.
+    The v2 "model" scores windows 10x lower, so mixed sums would show."""
+    state = SeriesState(before, version="v1", threshold=0.5)
+    out: dict[int, tuple[float, int, str]] = {}
+
+    def collect(points, version):
+        for p in points:
+            assert p.index not in out, "a point was finalized twice"
+            out[p.index] = (p.score, p.n_windows, version)
+
+    pos = 0
+    while pos < len(values):
+        if pos >= swap_at and state.version == "v1":
+            collect(state.swap(after, "v2", 0.4), "v1")
+            assert state.version == "v2" and state.threshold == 0.4
+        size = min(chunk, len(values) - pos)
+        step = state.push(ts[pos:pos + size], values[pos:pos + size])
+        assert step.windows.shape[1] == state.geometry.window
+        scale = 1.0 if state.version == "v1" else 0.1
+        collect(state.apply(step, fake_scores(step.windows) * scale), state.version)
+        state = SeriesState.decode(state.encode())
+        pos += size
+    return out, state
+
+
+@pytest.mark.parametrize("after", [Geometry(8, 1, 7, 1), Geometry(8, 1, 0, 1), Geometry(4, 1, 2, 1),
+                                   Geometry(16, 1, 15, 1), Geometry(16, 4, 5, 1)])
+def test_a_swap_loses_no_point_and_never_mixes_versions(after: Geometry) -> None:
+    before = Geometry(8, 1, 7, 1)
+    rng = np.random.default_rng(after.window + after.lag)
+    t = 120
+    values = rng.normal(size=(t, 1))
+    ts = np.arange(t, dtype=np.int64) + 1
+    out, state = _stream_with_swap(values, ts, before, after, swap_at=50)
+    # every point up to the new lag is final, exactly once, in order
+    assert sorted(out) == list(range(t - after.lag))
+    versions = [out[i][2] for i in sorted(out)]
+    assert versions == sorted(versions), "v1 points all come before v2 points"
+    for i in sorted(out):
+        score, n_windows, version = out[i]
+        assert n_windows >= 1
+        # v1 scores are sigmoids in (0, 1); v2 ones are 10x lower: an average mixing both would land between
+        assert (score < 0.1) == (version == "v2")
+    # before the swap, v1 points are exactly the offline aggregate of the old geometry
+    offline, counts = aggregate(fake_scores(make_windows(values[:50], 8, 1)), 50, 8, 1, 7)
+    for i in range(50 - 7):
+        assert out[i][0] == pytest.approx(offline[i], abs=1e-12) and out[i][1] == counts[i]
+    assert state.geometry == after and len(state.ts) == min(t, after.window)
+
+
+def test_a_swap_before_the_first_window_is_as_if_the_new_model_had_always_served() -> None:
+    values = np.random.default_rng(5).normal(size=(9, 1))
+    state = SeriesState(Geometry(8, 1, 7, 1), version="v1")
+    state.apply(state.push(list(range(1, 6)), values[:5]), np.empty((0, 8)))
+    assert state.swap(Geometry(4, 1, 3, 1), "v2", 0.5) == []  # no window yet: nothing to finalize
+    step = state.push([6, 7, 8, 9], values[5:])  # also yields the v2 windows ending at buffered points
+    assert list(step.ends) == [3, 4, 5, 6, 7, 8]
+    finals = state.apply(step, fake_scores(step.windows))
+    offline, counts = aggregate(fake_scores(make_windows(values, 4, 1)), 9, 4, 1, 3)
+    assert [p.index for p in finals] == list(range(6))
+    for p in finals:
+        assert p.score == pytest.approx(offline[p.index], abs=1e-12) and p.n_windows == counts[p.index]
+
+
+def test_a_swap_refuses_another_channel_count() -> None:
+    state = SeriesState(Geometry(4, 1, 3, 1))
+    with pytest.raises(ValueError, match="channel count"):
+        state.swap(Geometry(4, 1, 3, 2), "v2", 0.5)

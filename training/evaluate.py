@@ -1,0 +1,165 @@
+"""Score labelled series as the stream worker would: a bundle and `Series` in, per-point scores out.
+
+The model path is the worker's: `make_windows` -> `Bundle.score_windows` -> `aggregate(..., lag)`. Each
+detector yields two aligned arrays per series:
+- `scores[i]`: the final score of point i (what the `scores` topic carries for point i); point metrics
+  (VUS-PR, AUC, F1, UCR) use these;
+- `detections[j]`: the highest score that became final when point j arrived. Point i is final once point
+  max(i + lag, W - 1) has arrived, so its score is emitted then; NAB scores detections at that row (and
+  timestamp), which charges the lag as latency. NaN where nothing is emitted.
+The baselines are per-point causal (lag 0). Per-series calibration, when chosen, is applied to the
+model's final scores in arrival order, so it is causal too.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model.bundle import Bundle
+from model.errors import DataError
+from model.windows import aggregate, make_windows
+from training import baselines
+from training.datasets import Series
+from training.likelihood import calibrate
+
+# Windows scored per ONNX call.
+BATCH = 512
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    """How the model's window scores become point scores: the aggregation lag and the calibration."""
+
+    lag: int
+    calibration: str = "none"
+
+    @property
+    def name(self) -> str:
+        return f"anomalybert lag={self.lag} cal={self.calibration}"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to run. `eval_stride` > bundle stride subsamples windows for speed (then lags >= stride - 1)."""
+
+    variants: tuple[ModelVariant, ...]
+    eval_stride: int = 1
+    channel_reduce: str = "max"
+    baselines: bool = True
+    seed: int = 0
+
+
+@dataclass
+class Scored:
+    """One detector's output on one series."""
+
+    scores: np.ndarray  # (T,) final score of each point
+    detections: np.ndarray  # (T,) score emitted at each row, NaN where none
+    lag: int
+
+
+@dataclass
+class ScoredSeries:
+    series: Series
+    detectors: dict[str, Scored] = field(default_factory=dict)
+
+
+def series_seed(name: str, seed: int) -> int:
+    """A stable per-series seed (Python's hash() is salted per process)."""
+    return (zlib.crc32(name.encode()) + seed) % (2**32)
+
+
+def detection_time(scores: np.ndarray, lag: int, window_size: int) -> np.ndarray:
+    """Move each point's score to the row where it becomes final: max(i + lag, W - 1). Rows that finalize
+    several points (the first full window) keep the highest; rows that finalize none are NaN, and the last
+    `lag` points are never emitted within the series."""
+    n = len(scores)
+    out = np.full(n, -np.inf)
+    rows = np.maximum(np.arange(n) + lag, window_size - 1)
+    keep = rows < n
+    np.maximum.at(out, rows[keep], np.nan_to_num(scores[keep], nan=-np.inf))
+    return np.where(np.isneginf(out), np.nan, out)
+
+
+def _score_windows(bundle: Bundle, windows: np.ndarray) -> np.ndarray:
+    if not len(windows):
+        return np.empty((0, bundle.window_size), np.float32)
+    return np.concatenate([bundle.score_windows(windows[i:i + BATCH]) for i in range(0, len(windows), BATCH)])
+
+
+def model_window_scores(bundle: Bundle, values: np.ndarray, stride: int) -> list[np.ndarray]:
+    """Window scores (N, W) for each scored channel group.
+
+    A bundle with as many channels as the data scores all channels together (one group). A univariate
+    bundle on multichannel data scores each channel on its own; channels that are constant over the whole
+    series carry no information and are skipped (their score would be a constant that could mask the
+    others under the max).
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    if v.shape[1] == bundle.channels:
+        return [_score_windows(bundle, make_windows(v, bundle.window_size, stride))]
+    if bundle.channels != 1:
+        raise DataError(f"bundle expects {bundle.channels} channels, data has {v.shape[1]}")
+    varying = [c for c in range(v.shape[1]) if np.ptp(v[:, c]) > 0]
+    return [_score_windows(bundle, make_windows(v[:, c], bundle.window_size, stride)) for c in varying]
+
+
+def model_point_scores(window_scores: list[np.ndarray], n_points: int, window_size: int, stride: int,
+                       lag: int, reduce: str) -> np.ndarray:
+    """Aggregate each channel's window scores with the worker's rule, then reduce across channels."""
+    if not window_scores:
+        return np.zeros(n_points)
+    per_channel = np.stack([aggregate(ws, n_points, window_size, stride, lag)[0] for ws in window_scores],
+                           axis=1)  # (T, C)
+    return baselines.reduce_channels(per_channel, reduce)
+
+
+def effective_lag(lag: int, stride: int) -> int:
+    """With windows every `stride` points a point needs lag >= stride - 1 to be covered when final."""
+    return max(lag, stride - 1)
+
+
+def score_series(bundle: Bundle, series: Series, cfg: EvalConfig) -> ScoredSeries:
+    """Run the model variants and (optionally) the baselines on one series."""
+    out = ScoredSeries(series)
+    w, n = bundle.window_size, series.n_points
+    if n < w:
+        raise DataError(f"{series.name}: {n} points, fewer than the model window {w}")
+    window_scores = model_window_scores(bundle, series.values, cfg.eval_stride)
+    raw_by_lag: dict[int, np.ndarray] = {}
+    for variant in cfg.variants:
+        lag = variant.lag
+        if lag not in raw_by_lag:
+            raw_by_lag[lag] = model_point_scores(window_scores, n, w, cfg.eval_stride, lag,
+                                                 cfg.channel_reduce)
+        scores = calibrate(raw_by_lag[lag], variant.calibration)
+        out.detectors[variant.name] = Scored(scores, detection_time(scores, lag, w), lag)
+    if cfg.baselines:
+        for name, scores in baseline_scores(series, cfg).items():
+            out.detectors[name] = Scored(scores, scores.copy(), 0)
+    return out
+
+
+def baseline_scores(series: Series, cfg: EvalConfig) -> dict[str, np.ndarray]:
+    """The classical detectors on one series; each is causal and per point."""
+    seed = series_seed(series.name, cfg.seed)
+    return {
+        "random": baselines.random_scores(series.n_points, seed),
+        "windowed_gaussian": baselines.windowed_gaussian(series.values, reduce=cfg.channel_reduce),
+        "iforest": baselines.iforest_scores(series.values, series.seen_end, seed=seed % (2**31)),
+    }
+
+
+def score_all(bundle: Bundle, series: list[Series], cfg: EvalConfig,
+              progress: Callable[[Series], None] | None = None) -> list[ScoredSeries]:
+    """Score every series; `progress` is called after each (the command draws a progress bar with it)."""
+    out = []
+    for s in series:
+        out.append(score_series(bundle, s, cfg))
+        if progress is not None:
+            progress(s)
+    return out
