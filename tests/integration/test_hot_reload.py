@@ -37,7 +37,8 @@ def _reload_env(names: Names, services: Any, reg: Registry, **extra: Any) -> dic
 
 async def _retrain_from_topic(env: dict[str, str], reg: Registry, log: Path) -> subprocess.CompletedProcess:
     """`anomalybert retrain --from-topic` as an operator (or the CronJob) would run it."""
-    args = [sys.executable, "-m", "training.cli", "retrain", "--from-topic", env["ANOMALYBERT_KAFKA__TOPICS__TELEMETRY"],
+    topic = env["ANOMALYBERT_KAFKA__TOPICS__TELEMETRY"]
+    args = [sys.executable, "-m", "training.cli", "retrain", "--from-topic", topic,
             "--max-points", "4000", "--registry", str(reg.root), "--epochs", "1", "--force", "--no-progress"]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALYBERT_")} | env
     proc = await asyncio.to_thread(subprocess.run, args, cwd=ROOT, env=full_env, capture_output=True, text=True,
@@ -81,7 +82,8 @@ async def test_retrain_publishes_v2_and_workers_switch_without_loss_or_duplicate
     versions = [m["model_version"] for m in sorted(out.messages, key=lambda m: (m["series_id"], m["ts"]))]
     assert set(versions) == {v1, v2}
     for s in range(n_series):  # per series: v1 scores, then v2 scores, never back
-        vs = [m["model_version"] for m in sorted(out.messages, key=lambda m: m["ts"]) if m["series_id"] == f"s{s}-{unique}"]
+        mine = sorted((m for m in out.messages if m["series_id"] == f"s{s}-{unique}"), key=lambda m: m["ts"])
+        vs = [m["model_version"] for m in mine]
         assert vs == sorted(vs, key=lambda v: (v != v1)) and vs[-1] == v2
     print(f"first score from {v2} {switched_after:.2f}s after retrain returned")  # measured, not asserted
 
