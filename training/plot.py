@@ -54,7 +54,10 @@ def plot_series(output: str | Path, values: np.ndarray, scores: np.ndarray, thre
                                       gridspec_kw={"height_ratios": [3, 2]})
     top.plot(x, values, color="#1f4e79", lw=0.9, label="value")
     for k, span in enumerate(truth or []):
-        top.axvspan(x[span.start], x[span.end], color="0.6", alpha=0.35, lw=0,
+        # Spans one point wide are invisible as shading: mark the labelled points themselves too.
+        top.axvspan(x[span.start], x[span.end], color="0.6", alpha=0.35, lw=0)
+        idx = np.arange(span.start, span.end + 1)
+        top.scatter(x[idx], np.asarray(values)[idx], s=14, color="#ff7f0e", zorder=3,
                     label="labelled anomaly" if k == 0 else None)
     for k, span in enumerate(alerts):
         for ax in (top, bottom):
