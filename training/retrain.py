@@ -241,17 +241,17 @@ async def read_topic(kafka: Any, topic: str, since_ms: int | None, until_ms: int
         n = 0
         while remaining and (max_points is None or n < max_points):
             batch = await consumer.getmany(*remaining, timeout_ms=1000)
-            for tp, records in batch.items():
+            for records in batch.values():
                 for r in records:
-                    if r.offset >= end[tp]:
-                        remaining.discard(tp)
-                        break
                     msg = _parse(r.value)
                     if msg and (series_ids is None or msg[0] in series_ids) \
                             and (until_ms is None or msg[1] <= until_ms):
                         points.setdefault(msg[0], []).append((msg[1], msg[2]))
                         n += 1
-                if records and records[-1].offset >= end[tp] - 1:
+            # Done with a partition once past the end seen at the start. Records of the last fetch beyond
+            # it are kept: some brokers report an end offset inside the last multi-record batch.
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
     finally:
         await consumer.stop()
@@ -290,8 +290,8 @@ def _parse(raw: bytes) -> tuple[str, int, float] | None:
 
 
 def _points_series(sid: str, pts: list[tuple[int, float]]) -> Series:
-    """Sorted by ts with duplicates dropped: what the worker would have accepted."""
-    pts.sort()
+    """Sorted by ts with repeated ts dropped (the first to arrive stays, as in the worker)."""
+    pts.sort(key=lambda p: p[0])  # stable: equal ts keep their arrival order
     ts = np.array([p[0] for p in pts], dtype=np.int64)
     keep = np.concatenate([[True], np.diff(ts) > 0])
     return Series(sid, ts[keep], np.array([p[1] for p in pts], dtype=np.float64)[keep])
