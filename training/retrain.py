@@ -242,7 +242,7 @@ async def read_topic(kafka: Any, topic: str, since_ms: int | None, until_ms: int
         while remaining and (max_points is None or n < max_points):
             batch = await consumer.getmany(*remaining, timeout_ms=1000)
             for records in batch.values():
-                for r in records:
+                for r in records[:None if max_points is None else max(0, max_points - n)]:
                     msg = _parse(r.value)
                     if msg and (series_ids is None or msg[0] in series_ids) \
                             and (until_ms is None or msg[1] <= until_ms):
