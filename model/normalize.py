@@ -1,6 +1,7 @@
 """Normalizers (numpy only): fitted offline, saved in checkpoints and bundles, applied identically online.
 
-Two kinds (`minmax`, the default, and `zscore`) and two scopes:
+Three kinds (`minmax`, the default, `zscore`, and `robust`: median and interquartile range, so that one
+extreme point does not set the scale it is measured in) and two scopes:
 - `global`: statistics fitted once on the training data, per channel. Right when training and serving
   data share a scale.
 - `window`: statistics of each window on its own, per channel. Scale-free: `a * x + b` (a > 0) gives
@@ -14,11 +15,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-Kind = Literal["minmax", "zscore"]
+Kind = Literal["minmax", "zscore", "robust"]
 Scope = Literal["global", "window"]
-KINDS: tuple[str, ...] = ("minmax", "zscore")
+KINDS: tuple[str, ...] = ("minmax", "zscore", "robust")
 SCOPES: tuple[str, ...] = ("global", "window")
 
+# Robust kind: spread = IQR / 1.349 (the standard deviation for Gaussian data), at least this share of the
+# standard deviation (windows whose IQR is 0, e.g. sparse counts), and outputs clipped to +-ROBUST_CLIP.
+_IQR_TO_STD = 1.349
+_ROBUST_MIN_STD_SHARE = 0.1
+ROBUST_CLIP = 20.0
 # Below this spread (relative to the values' magnitude) a channel counts as flat: it maps to 0.
 _FLAT_RTOL = 1e-9
 
@@ -62,6 +68,9 @@ class Normalizer:
         if self.kind == "minmax":
             lo = v.min(axis=axis)
             return lo, v.max(axis=axis) - lo
+        if self.kind == "robust":
+            q25, median, q75 = np.quantile(v, [0.25, 0.5, 0.75], axis=axis)
+            return median, np.maximum((q75 - q25) / _IQR_TO_STD, _ROBUST_MIN_STD_SHARE * v.std(axis=axis))
         return v.mean(axis=axis), v.std(axis=axis)
 
     def transform(self, windows: np.ndarray) -> np.ndarray:
@@ -78,6 +87,8 @@ class Normalizer:
             if not self.scale:
                 raise ValueError("global normalizer used before fit()")
             out = (x - np.asarray(self.offset)) / np.asarray(self.scale)
+        if self.kind == "robust":
+            out = np.clip(out, -ROBUST_CLIP, ROBUST_CLIP)
         return out.astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:

@@ -96,13 +96,16 @@ def _model_config(options: dict[str, Any]) -> ModelConfig:
               help="Tail of each series held out for validation loss, ROC-AUC and the threshold.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Makes the run reproducible.")
+@click.option("--score-lag", type=click.IntRange(min=0),
+              help="Lag at which validation scores points and the threshold is calibrated; recorded in "
+                   "the checkpoint as the worker's default lag [window_size - 1].")
 @click.option("--finetune", type=click.Path(dir_okay=False, path_type=Path),
               help="Start from this checkpoint: keep its encoder frozen and train a new head only.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on a terminal only].")
 @click.option("--verbose", "-v", is_flag=True, help="Log details.")
 def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val_fraction: float, seed: int,
-          finetune: Path | None, normalization: str | None, scope: str | None, progress: bool | None,
-          verbose: bool, **arch: Any) -> None:
+          score_lag: int | None, finetune: Path | None, normalization: str | None, scope: str | None,
+          progress: bool | None, verbose: bool, **arch: Any) -> None:
     """Train a model (or finetune one) on labelled CSV data and save a checkpoint.
 
     Loss is binary cross-entropy between the per-point scores and `probability`, over overlapping
@@ -129,7 +132,8 @@ def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val
     cfg = _model_config(arch)
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed,
                      normalization=normalization or "minmax", scope=scope or "window",
-                     finetune=str(finetune) if finetune else None, progress=progress)
+                     finetune=str(finetune) if finetune else None, progress=progress,
+                     score_lag=score_lag)
     series = load_series(data, labels=True)
 
     def report(s: Any) -> None:
@@ -138,7 +142,12 @@ def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val
         click.echo(f"epoch {s.epoch}/{epochs}  train_loss {s.train_loss:.4f}  val_loss {val}  "
                    f"val_roc_auc {auc}  ({s.seconds:.1f}s)")
 
-    ckpt = run_training(series, cfg, tc, on_epoch=report)
+    try:
+        ckpt = run_training(series, cfg, tc, on_epoch=report)
+    except ValueError as e:
+        if "lag" not in str(e) or isinstance(e, DataError):
+            raise
+        raise click.BadParameter(str(e), param_hint="--score-lag") from e
     ckpt.training_data["source"] = str(data)
     ckpt.save(output)
     click.echo(f"saved {output} (threshold {ckpt.threshold:.4f}, {ckpt.calibration['method']})")

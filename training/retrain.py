@@ -202,9 +202,13 @@ def run_retrain(raw: list[Series], current_dir: Path, plan: RetrainPlan) -> Retr
     cfg = current.manifest.config if plan.finetune else ModelConfig(**{
         **current.manifest.config.to_dict(), **plan.model_overrides})
     train_series, gate = prepare_data(raw, plan, cfg.window_size)
+    # The candidate's threshold is calibrated at the lag the current model is served with.
+    lag = min(int(current.manifest.calibration.details.get("score_lag", cfg.window_size - 1)),
+              cfg.window_size - 1)
     tc = TrainConfig(epochs=plan.epochs, batch_size=plan.batch_size, lr=plan.lr, seed=plan.seed,
                      normalization=current.normalizer.kind, scope=current.normalizer.scope,
-                     finetune=str(base_ckpt) if plan.finetune else None, progress=plan.progress)
+                     finetune=str(base_ckpt) if plan.finetune else None, progress=plan.progress,
+                     score_lag=max(lag, cfg.stride - 1))
     log.info("retraining on %d series (%d points), gate slice %d series",
              len(train_series), sum(len(s) for s in train_series), len(gate))
     candidate = train(train_series, cfg, tc)

@@ -72,27 +72,82 @@ class SyntheticSeries:
 
 
 def base_signal(n: int, rng: np.random.Generator, periodic: bool = False) -> np.ndarray:
-    """A random normal signal: level + amplitude * (seasonality + drift + trend) + noise.
+    """A random normal signal: level + amplitude * shape, the shape classic or telemetry-like.
 
-    Level and amplitude span several orders of magnitude so that models see series of any scale.
+    Half the signals are the classic mix (seasonality + drift + trend + Gaussian noise); the other half
+    look like real telemetry (`_telemetry_shape`): several seasonalities, mean-reverting wander,
+    heavy-tailed noise, recurring bursts, clipping, quantized values or sparse counts. All of it is
+    normal: a model must learn not to fire on it. Level and amplitude span several orders of magnitude
+    so that models see series of any scale.
     """
+    shape = _telemetry_shape(n, rng, periodic) if rng.random() < 0.5 else _classic_shape(n, rng, periodic)
+    amplitude = 10 ** rng.uniform(-1, 2.5)
+    level = rng.normal(0, 50) if rng.random() < 0.7 else 0.0
+    return level + amplitude * shape
+
+
+def _seasonal(t: np.ndarray, period: float, rng: np.random.Generator, max_harmonics: int = 3) -> np.ndarray:
+    out = np.zeros(len(t))
+    for harmonic in range(1, int(rng.integers(1, max_harmonics + 1)) + 1):
+        weight = 1.0 if harmonic == 1 else rng.uniform(0.1, 0.5)
+        out += weight * np.sin(2 * np.pi * harmonic * t / period + rng.uniform(0, 2 * np.pi))
+    return out
+
+
+def _classic_shape(n: int, rng: np.random.Generator, periodic: bool) -> np.ndarray:
     t = np.arange(n, dtype=np.float64)
     shape = np.zeros(n)
     if periodic or rng.random() < 0.75:
-        period = rng.uniform(10, 40) if periodic else rng.uniform(12, 300)
-        for harmonic in range(1, int(rng.integers(1, 4)) + 1):
-            weight = 1.0 if harmonic == 1 else rng.uniform(0.1, 0.5)
-            shape += weight * np.sin(2 * np.pi * harmonic * t / period + rng.uniform(0, 2 * np.pi))
+        shape += _seasonal(t, rng.uniform(10, 40) if periodic else rng.uniform(12, 300), rng)
     if not periodic and rng.random() < 0.5:
         walk = np.cumsum(rng.normal(size=n))
         shape += rng.uniform(0.3, 1.5) * (walk - walk.mean()) / (walk.std() + 1e-9)
     if rng.random() < 0.3:
         shape += rng.uniform(-1.5, 1.5) * t / n
     noise = rng.uniform(0.02, 0.25) if periodic else rng.uniform(0.02, 0.4)
-    shape += noise * rng.normal(size=n)
-    amplitude = 10 ** rng.uniform(-1, 2.5)
-    level = rng.normal(0, 50) if rng.random() < 0.7 else 0.0
-    return level + amplitude * shape
+    return shape + noise * rng.normal(size=n)
+
+
+def _ar1(n: int, phi: float, rng: np.random.Generator) -> np.ndarray:
+    """Mean-reverting wander (AR(1)), unit standard deviation."""
+    e = rng.normal(size=n)
+    x = np.empty(n)
+    acc = 0.0
+    for i in range(n):  # a plain loop: a few thousand points, and synth stays numpy-only
+        acc = phi * acc + e[i]
+        x[i] = acc
+    return (x - x.mean()) / (x.std() + 1e-9)
+
+
+def _telemetry_shape(n: int, rng: np.random.Generator, periodic: bool) -> np.ndarray:
+    """Normal behaviour of real telemetry: what a detector must not flag."""
+    t = np.arange(n, dtype=np.float64)
+    if not periodic and rng.random() < 0.15:  # sparse counts (errors per minute, requests of a rare kind)
+        rate = rng.uniform(0.05, 3.0) * (1 + 0.5 * _seasonal(t, rng.uniform(50, 400), rng, 1))
+        return rng.poisson(np.clip(rate, 0.0, None)).astype(np.float64)
+    shape = np.zeros(n)
+    if periodic or rng.random() < 0.6:
+        p1 = rng.uniform(10, 40) if periodic else rng.uniform(20, 300)
+        shape += _seasonal(t, p1, rng)
+        if rng.random() < 0.4:  # a second, slower seasonality (day and week)
+            shape += rng.uniform(0.2, 0.8) * _seasonal(t, p1 * rng.uniform(3, 8), rng, 1)
+    if rng.random() < 0.6:
+        shape += rng.uniform(0.2, 1.2 if not periodic else 0.4) * _ar1(n, rng.uniform(0.9, 0.999), rng)
+    noise = rng.uniform(0.03, 0.3)
+    if rng.random() < 0.5:  # heavy-tailed noise: occasional large but normal deviations
+        shape += noise * rng.standard_t(rng.uniform(2.5, 6), size=n) / 1.5
+    else:
+        shape += noise * rng.normal(size=n)
+    if rng.random() < 0.3:  # recurring short bursts (cron jobs, GC pauses, batch traffic)
+        every = rng.uniform(15, 120)
+        hits = rng.random(n) < 1.0 / every
+        shape += hits * rng.lognormal(np.log(rng.uniform(0.3, 1.2)), 0.3, size=n)
+    if rng.random() < 0.25:  # a utilisation-like floor: values clipped at a low percentile
+        shape = np.maximum(shape, np.quantile(shape, rng.uniform(0.02, 0.3)))
+    if rng.random() < 0.3:  # quantized readings (integer counters, coarse sensors)
+        step = rng.uniform(0.02, 0.25) * (shape.std() + 1e-9)
+        shape = np.round(shape / step) * step
+    return shape
 
 
 # ---------------------------------------------------------------- injectors
@@ -136,7 +191,7 @@ def _collective(x: np.ndarray, start: int, length: int, scale: float, rng: np.ra
         pattern = u
     else:
         pattern = np.sin(2 * np.pi * rng.uniform(3, 6) * u)
-    x[start:start + length] += rng.choice([-1, 1]) * rng.uniform(2.5, 5) * scale * pattern
+    x[start:start + length] += rng.choice([-1, 1]) * rng.uniform(1.5, 5) * scale * pattern
     return np.ones(length)
 
 
@@ -153,7 +208,7 @@ def _shift(x: np.ndarray, start: int, length: int, scale: float, rng: np.random.
     change are anomalous (probability decays with a time constant of a few points)."""
     n_after = len(x) - start
     t = np.arange(n_after, dtype=np.float64)
-    jump = rng.choice([-1, 1]) * rng.uniform(2.5, 5) * scale
+    jump = rng.choice([-1, 1]) * rng.uniform(2, 5) * scale
     slope = rng.choice([0.0, rng.uniform(-1, 1) * 4 * scale / max(n_after, 1)])
     x[start:] += jump + slope * t
     tau = rng.uniform(3, 8)
@@ -161,7 +216,7 @@ def _shift(x: np.ndarray, start: int, length: int, scale: float, rng: np.random.
 
 
 def _noise(x: np.ndarray, start: int, length: int, scale: float, rng: np.random.Generator) -> np.ndarray:
-    x[start:start + length] += rng.uniform(0.8, 2.0) * scale * rng.normal(size=length)
+    x[start:start + length] += rng.uniform(0.6, 2.0) * scale * rng.normal(size=length)
     return np.ones(length)
 
 
@@ -206,6 +261,22 @@ def signal_scale(values: np.ndarray) -> float:
     return s if s > 1e-12 * (1.0 + float(np.abs(values).max(initial=0.0))) else 1.0
 
 
+def injection_scale(values: np.ndarray, block: int = 32) -> float:
+    """Unit of anomaly magnitudes: the signal's spread as a window sees it.
+
+    The global standard deviation overstates it for wandering or slowly seasonal signals (an anomaly of
+    a few global deviations would be trivially large inside a window), so it is capped at twice the
+    median spread of short blocks; the floor of a quarter of the global spread keeps anomalies visible
+    on signals that are flat most of the time.
+    """
+    g = signal_scale(values)
+    n = len(values) // block * block
+    if n < 2 * block:
+        return g
+    local = float(np.median(np.std(np.asarray(values[:n], np.float64).reshape(-1, block), axis=1)))
+    return float(np.clip(2.0 * local, 0.25 * g, g))
+
+
 def _find_room(n: int, length: int, taken: list[tuple[int, int]], rng: np.random.Generator) -> int | None:
     """A random start for a segment that keeps a gap of normal points to the segments already taken."""
     for _ in range(50):
@@ -232,7 +303,7 @@ def inject_anomalies(values: np.ndarray, rng: np.random.Generator, kinds: Sequen
     if n_anomalies is None:
         rate = float(np.mean([INJECTORS[k][2] for k in kinds]))
         n_anomalies = int(rng.integers(1, max(1, round(2 * rate * n / 1000)) + 1))
-    scale = signal_scale(x)
+    scale = injection_scale(x)
     probability = np.zeros(n)
     taken: list[tuple[int, int]] = []
     for i in rng.integers(len(kinds), size=n_anomalies):

@@ -23,7 +23,7 @@ from model.config import ModelConfig
 from model.encoder import AnomalyBERT
 from model.errors import DataError
 from model.normalize import Normalizer
-from model.windows import make_windows
+from model.windows import check_lag, make_windows
 from training.calibrate import bce, best_f1_threshold, roc_auc
 from training.data import Series, require_length
 from training.detect import TorchScorer, score_series
@@ -47,6 +47,7 @@ class TrainConfig:
     normalization: str = "minmax"
     scope: str = "window"
     finetune: str | None = None  # checkpoint whose encoder is kept frozen
+    score_lag: int | None = None  # lag of the validation scores and the threshold; None = window_size - 1
     progress: bool | None = None  # progress bar: None = only on a terminal
 
     def __post_init__(self) -> None:
@@ -118,11 +119,12 @@ def prepare(series: list[Series], cfg: ModelConfig, normalizer: Normalizer, val_
 
 
 def holdout_scores(scorer: Callable[[np.ndarray], np.ndarray], holdouts: list[Holdout],
-                   cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scores, probability, label) of every held-out point that a window covers."""
+                   cfg: ModelConfig, score_lag: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, probability, label) of every held-out point that a window covers, each point's score
+    aggregated at `score_lag` as the worker would (None: every covering window)."""
     parts = []
     for h in holdouts:
-        scores = score_series(scorer, h.values, cfg.window_size, cfg.stride)[h.first:]
+        scores = score_series(scorer, h.values, cfg.window_size, cfg.stride, score_lag)[h.first:]
         ok = ~np.isnan(scores)
         parts.append((scores[ok], h.probability[ok], h.label[ok]))
     if not parts:
@@ -198,6 +200,8 @@ def train(series: list[Series], cfg: ModelConfig, tc: TrainConfig,
     torch.manual_seed(tc.seed)
     model, normalizer = _model(cfg, tc)
     cfg = model.cfg
+    lag = cfg.window_size - 1 if tc.score_lag is None else tc.score_lag
+    check_lag(cfg.window_size, cfg.stride, lag)
     data = prepare(series, cfg, normalizer, tc.val_fraction)  # every series fills a training window
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -218,7 +222,7 @@ def train(series: list[Series], cfg: ModelConfig, tc: TrainConfig,
         t0 = time.perf_counter()
         train_loss = _epoch(model, data, opt, sched, tc, gen, f"epoch {epoch}/{tc.epochs}", features)
         model.eval()
-        scores, prob, label = holdout_scores(scorer, data.holdouts, cfg)
+        scores, prob, label = holdout_scores(scorer, data.holdouts, cfg, lag)
         stats = EpochStats(epoch, train_loss, bce(scores, prob) if len(scores) else None,
                            roc_auc(scores, label), time.perf_counter() - t0)
         history.append(stats)
@@ -226,7 +230,7 @@ def train(series: list[Series], cfg: ModelConfig, tc: TrainConfig,
         if on_epoch:
             on_epoch(stats)
     threshold, calibration = best_f1_threshold(scores, label)
-    calibration["score_lag"] = cfg.window_size - 1
+    calibration["score_lag"] = lag
     return Checkpoint(
         model=model.eval(), normalizer=normalizer, threshold=threshold, calibration=calibration,
         metrics={"val_loss": history[-1].val_loss, "val_roc_auc": history[-1].val_roc_auc,

@@ -80,6 +80,12 @@ def test_train_reports_each_epoch_and_saves(workdir: Path, tmp_path: Path, cli: 
     ckpt = load_checkpoint(tmp_path / "x.pt")
     assert ckpt.normalizer.kind == "zscore" and ckpt.normalizer.scope == "global"
     assert ckpt.training_data["settings"]["seed"] == 4
+    code, out, _ = cli(["train", "-d", data, "-o", str(tmp_path / "lag.pt"), "-e", "1", "--no-progress",
+                        "--score-lag", "3", *TINY_ARGS])
+    assert code == 0, out
+    assert load_checkpoint(tmp_path / "lag.pt").calibration["score_lag"] == 3
+    code, _, err = cli(["train", "-d", data, "-o", str(tmp_path / "bad.pt"), "--score-lag", "999", *TINY_ARGS])
+    assert code == 2 and "--score-lag" in err
 
 
 def test_finetune_from_checkpoint(workdir: Path, tmp_path: Path, cli: Run) -> None:

@@ -27,7 +27,7 @@ def test_global_zscore_centres_and_scales() -> None:
     assert abs(out.mean()) < 1e-5 and abs(out.std() - 1) < 1e-4
 
 
-@pytest.mark.parametrize("kind", ["minmax", "zscore"])
+@pytest.mark.parametrize("kind", ["minmax", "zscore", "robust"])
 def test_window_scope_is_invariant_to_affine_rescaling(kind: str) -> None:
     w = _windows(np.random.default_rng(1))
     norm = Normalizer(kind, "window")
@@ -41,12 +41,31 @@ def test_global_scope_is_not_scale_free() -> None:
     assert np.abs(norm.transform(3 * w + 1) - norm.transform(w)).max() > 0.5
 
 
-def test_flat_input_maps_to_zero_not_nan() -> None:
+@pytest.mark.parametrize("kind", ["zscore", "robust"])
+def test_flat_input_maps_to_zero_not_nan(kind: str) -> None:
     flat = np.full((2, 8, 1), 7.5)
     for scope in ("global", "window"):
-        norm = Normalizer("zscore", scope).fit(flat.reshape(-1, 1))  # type: ignore[arg-type]
+        norm = Normalizer(kind, scope).fit(flat.reshape(-1, 1))  # type: ignore[arg-type]
         out = norm.transform(flat)
         assert np.all(np.isfinite(out)) and np.all(out == 0)
+
+
+def test_robust_window_keeps_the_size_of_a_spike() -> None:
+    """z-scoring a window caps one spike near sqrt(W - 1), whatever its size; median and IQR do not,
+    up to the clip."""
+    from model.normalize import ROBUST_CLIP
+
+    w = np.random.default_rng(2).normal(size=(2, 64, 1))
+    w[0, 30, 0] += 10.0
+    w[1, 30, 0] += 1000.0
+    z = Normalizer("zscore", "window").transform(w)[:, 30, 0]
+    r = Normalizer("robust", "window").transform(w)[:, 30, 0]
+    assert z[1] < 8.0 and r[0] > 5.0 and r[1] == ROBUST_CLIP
+    # Sparse counts (IQR 0) still get a scale-free spread from the standard deviation.
+    counts = np.zeros((1, 64, 1))
+    counts[0, 5, 0] = 3.0
+    np.testing.assert_allclose(Normalizer("robust", "window").transform(counts),
+                               Normalizer("robust", "window").transform(5 * counts))
 
 
 def test_round_trip_through_dict() -> None:
@@ -59,6 +78,6 @@ def test_unfitted_global_and_unknown_kinds_are_refused() -> None:
     with pytest.raises(ValueError, match="before fit"):
         Normalizer().transform(np.zeros((1, 4, 1)))
     with pytest.raises(ValueError, match="kind"):
-        Normalizer(kind="robust")  # type: ignore[arg-type]
+        Normalizer(kind="median")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="scope"):
         Normalizer(scope="series")  # type: ignore[arg-type]

@@ -59,15 +59,18 @@ def test_trend_shift_label_starts_at_the_change_and_decays() -> None:
     assert np.all(values[first:] != base[first:])
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_point_anomalies_stand_out_from_their_neighbours(seed: int) -> None:
-    s = generate("point_anomaly", 2000, scenario_rng(seed, "point_anomaly"))
-    local = pd.Series(s.values).rolling(9, center=True, min_periods=1).median().to_numpy()
-    dev = np.abs(s.values - local)
-    spikes = np.flatnonzero(s.anomaly_tag)
-    # Precision at k: a spike may land on a noise dip, but nearly all top points must be spikes.
-    top = set(np.argsort(-dev)[:len(spikes)].tolist())
-    assert len(top & set(spikes.tolist())) >= 0.8 * len(spikes)
+def test_point_anomalies_stand_out_from_their_neighbours() -> None:
+    precision = []
+    for seed in range(10):
+        s = generate("point_anomaly", 2000, scenario_rng(seed, "point_anomaly"))
+        local = pd.Series(s.values).rolling(9, center=True, min_periods=1).median().to_numpy()
+        dev = np.abs(s.values - local)
+        spikes = np.flatnonzero(s.anomaly_tag)
+        # Precision at k: a spike may land on a noise dip or beside a normal burst of heavy-tailed
+        # telemetry, but nearly all top points must be spikes.
+        top = set(np.argsort(-dev)[:len(spikes)].tolist())
+        precision.append(len(top & set(spikes.tolist())) / len(spikes))
+    assert min(precision) >= 0.5 and np.mean(precision) >= 0.9
 
 
 def test_injection_works_on_any_scale_and_leaves_the_input_alone() -> None:
