@@ -23,6 +23,7 @@ from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 from model.windows import aggregate, make_windows
 from stream.alerts import AlertPolicy, AlertState, update
 from stream.localstack import free_port
+from stream.settings import ScoringSettings, resolve_score_lag
 from tests.stream_support import (
     Names,
     Worker,
@@ -45,6 +46,12 @@ def offline_scores(bundle_dir: Path, values: np.ndarray, lag: int) -> np.ndarray
     w, s = bundle.window_size, bundle.stride
     scores, _ = aggregate(bundle.score_windows(make_windows(values, w, s)), len(values), w, s, lag)
     return scores
+
+
+def served_lag(bundle: Any) -> int:
+    """The lag a worker with default settings serves the bundle with: its calibrated one, else W-1."""
+    calibrated = bundle.manifest.calibration.details.get("score_lag")
+    return resolve_score_lag(ScoringSettings(), bundle.window_size, bundle.stride, calibrated)
 
 
 def offline_alerts(scores: np.ndarray, ts: list[int], policy: AlertPolicy) -> list[tuple[str, int]]:
@@ -111,7 +118,8 @@ def test_replay_scores_every_point_once_equal_to_offline(
 ) -> None:
     names, worker, _ = main_worker
     bundle = load_bundle(bundles["replay"])
-    lag, n = bundle.window_size - 1, 4 * bundle.window_size + 80
+    lag = served_lag(bundle)
+    n = 4 * bundle.window_size + 80
     values = synthetic(n, seed=1, anomaly_at=n // 2)[:, 0]
     ts = [T0 + 1000 * i for i in range(n)]
     expected = offline_scores(bundles["replay"], values, lag)
@@ -148,7 +156,7 @@ def test_replay_scores_every_point_once_equal_to_offline(
     np.testing.assert_allclose(got, expected[:final], atol=1e-5, rtol=0)
     assert all(m["threshold"] == thr and m["is_anomaly"] == (m["score"] >= thr) for m in scores)
     assert {m["model_version"] for m in scores} == {bundle.version}
-    assert [m["n_windows"] for m in scores][-1] == bundle.window_size
+    assert [m["n_windows"] for m in scores][-1] == lag + 1  # windows ending at most `lag` points later
 
     want = offline_alerts(got, ts, AlertPolicy(thr, 1, 5, 1.0))
     alerts = by_series(
@@ -261,7 +269,8 @@ def test_malformed_input_goes_to_the_dead_letter_topic(services: Any, main_worke
 def test_duplicates_and_late_points_are_ignored_and_counted(services: Any, main_worker: Any) -> None:
     names, worker, port = main_worker
     sid = f"dup-{names.token}"
-    window = load_bundle(Path(worker.env["ANOMALYBERT_MODEL__PATH"])).window_size
+    bundle = load_bundle(Path(worker.env["ANOMALYBERT_MODEL__PATH"]))
+    window, final = bundle.window_size, 2 * bundle.window_size - served_lag(bundle)
     n = 2 * window
     pts = [point(sid, T0 + 10 * i, float(np.cos(i))) for i in range(n)]
     noisy = []
@@ -278,13 +287,13 @@ def test_duplicates_and_late_points_are_ignored_and_counted(services: Any, main_
             read_topic(
                 services.kafka_bootstrap,
                 names.topics["scores"],
-                lambda m: len(by_series(m, sid)) >= n - window + 1,
+                lambda m: len(by_series(m, sid)) >= final,
                 timeout=60,
             )
         ),
         sid,
     )
-    assert [m["ts"] for m in scores] == [p["ts"] for p in pts[: n - window + 1]]
+    assert [m["ts"] for m in scores] == [p["ts"] for p in pts[:final]]
     assert all(abs(m["value"]) < 2 for m in scores)
     assert _metric(port, "anomalybert_points_late_or_duplicate_total") - before == len(noisy) - n
 
