@@ -197,7 +197,8 @@ def _write_results(results: list[dict[str, Any]], fmt: str, output: Path | None)
               help="How many of the highest-scored points to report.")
 @click.option("--score-lag", type=click.IntRange(min=0),
               help="Points after a point whose windows still count towards its score "
-                   "[window_size - 1: every covering window is averaged].")
+                   "[the lag the model's threshold was calibrated at, as the worker serves it; "
+                   "else window_size - 1: every covering window is averaged].")
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "csv"]))
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),

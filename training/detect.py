@@ -75,8 +75,9 @@ class Detector:
     """Loads a model once and scores series with it.
 
     `model` is a `.pt` checkpoint (needs torch), or a bundle: its directory, its `model.onnx`, or a
-    registry directory with a `current` pointer (numpy + onnxruntime only). `score_lag` defaults to
-    `window_size - 1`: every window that covers a point is averaged.
+    registry directory with a `current` pointer (numpy + onnxruntime only). `score_lag` defaults to the
+    lag the model's threshold was calibrated at (what the stream worker serves), else `window_size - 1`:
+    every window that covers a point is averaged.
     """
 
     def __init__(self, model: str | Path = DEFAULT_BUNDLE_DIR, score_lag: int | None = None,
@@ -89,12 +90,16 @@ class Detector:
             self._score_windows: WindowScorer = TorchScorer(ckpt)
             cfg, self.threshold = ckpt.config, ckpt.threshold
             self.window_size, self.stride = cfg.window_size, cfg.stride
+            calibrated = ckpt.calibration.get("score_lag")
         else:
             bundle = load_bundle(path, threads=threads)
             self._score_windows = bundle.score_windows
             self.threshold = bundle.threshold
             self.window_size, self.stride = bundle.window_size, bundle.stride
-        self.score_lag = self.window_size - 1 if score_lag is None else score_lag
+            calibrated = bundle.manifest.calibration.details.get("score_lag")
+        if score_lag is None:
+            score_lag = self.window_size - 1 if calibrated is None else int(calibrated)
+        self.score_lag = score_lag
         check_lag(self.window_size, self.stride, self.score_lag)
         log.debug("loaded %s (window %d, stride %d)", path, self.window_size, self.stride)
 

@@ -27,7 +27,8 @@ def telemetry_dir(tmp_path: Path) -> Path:
     d = tmp_path / "telemetry"
     d.mkdir()
     n = 400
-    fleet = pd.DataFrame({"timestamp": np.tile(np.arange(n), 2), "value": np.concatenate([_signal(n, 1), _signal(n, 2)]),
+    fleet = pd.DataFrame({"timestamp": np.tile(np.arange(n), 2),
+                          "value": np.concatenate([_signal(n, 1), _signal(n, 2)]),
                           "series_id": ["pump-1"] * n + ["pump-2"] * n})
     fleet.to_csv(d / "fleet.csv", index=False)
     pd.DataFrame({"timestamp": np.arange(n), "value": _signal(n, 3)}).to_parquet(d / "fan.parquet")
