@@ -57,6 +57,11 @@ class _Series:
     swapped: tuple[str, float, list[FinalPoint]] | None = None
 
 
+def _fresh(served: Served) -> SeriesState:
+    """The state of a series not seen before (or whose state was unusable), on the served model."""
+    return SeriesState(served.geometry, version=served.bundle.version, threshold=served.bundle.threshold)
+
+
 class Processor:
     """Applies batches; holds no per-series state between batches (Redis does)."""
 
@@ -184,19 +189,18 @@ class Processor:
         return s
 
     def _decode(self, sid: str, blob: bytes | None, served: Served) -> SeriesState:
-        fresh = SeriesState(served.geometry, version=served.bundle.version, threshold=served.bundle.threshold)
         if blob is None:
-            return fresh
+            return _fresh(served)
         try:
             state = SeriesState.decode(blob)
         except CorruptState as e:
             # Starting the series anew loses only its pending points; refusing would stop it for good.
             log.error("series %r: %s; starting it anew", sid, e)
-            return fresh
+            return _fresh(served)
         if state.geometry.channels != served.geometry.channels:
             log.error("series %r: state has %d channels, the model %d; starting it anew",
                       sid, state.geometry.channels, served.geometry.channels)
-            return fresh
+            return _fresh(served)
         return state
 
     def _threshold(self, sid: str, redis_override: float | None, bundle_thr: float) -> float:

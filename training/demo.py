@@ -137,7 +137,6 @@ def run_demo(plan: DemoPlan, bootstrap: str | None = None) -> dict[str, Any]:
                "ANOMALYBERT_REDIS__URL": stack.redis_url, "ANOMALYBERT_REDIS__KEY_PREFIX": f"demo-{run}:",
                "ANOMALYBERT_WORKER__WEB_PORT": str(web_port), "ANOMALYBERT_WORKER__ID": f"demo-{run}",
                "ANOMALYBERT_WORKER__DATA_DIR": str(plan.output_dir / f".worker-{run}")}
-        (plan.output_dir / f".worker-{run}").mkdir(exist_ok=True)
         if plan.model is not None:
             env["ANOMALYBERT_MODEL__PATH"] = str(plan.model)
         topics = TopicNames()
