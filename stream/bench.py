@@ -1,34 +1,82 @@
-"""Throughput benchmark, one run: points/s through one worker subprocess vs bare ONNX Runtime windows/s for
-same bundle at the same batch size. Prints a table and writes a JSON result.
+"""Speed of the stream: a bundle and running servers in -> throughput, latency and bare-model figures out.
 
-    python -m stream.bench [--model DIR] [--series 32] [--points 400] [--batch 256] [--json bench.json]
+Every figure comes from one real `python -m stream worker` subprocess on the given broker and Redis, with
+its own topics, consumer group and Redis key prefix (cleaned up afterwards). Torch-free; the command that
+drives it, adds Redis memory and accuracy and prints the table is `anomalybert bench`
+(`training.bench_commands`).
 
-Uses the broker and Redis given (--broker / --redis-url) or starts local ones (stream.localstack).
-The worker's figure covers everything per point: JSON parsing, Redis load and atomic write, inference,
-aggregation, alerts and the acknowledged produce of each score; it is measured from the first to the last
-score message, after the worker has joined its group.
+What is measured, precisely:
+- throughput: one worker first applies the first W points of S series (warm-up: the first window fills);
+  then the remaining P-W points of every series are written to the telemetry topic at once (far faster
+  than the worker reads them), interleaved. Points per second is the rate of score messages over their middle 80 %
+  (by count), from the messages' Kafka timestamps, i.e. the moments the worker handed each score to its
+  Kafka producer: the steady part, where every point makes one window (stride 1) and one score.
+- bare ONNX Runtime: `Bundle.score_windows` (normalization included) on random windows, `batch` at a time,
+  same bundle and thread count, in this process while no worker runs.
+- latency: after every series has W points in Redis, points are sent at a fixed rate; for each score,
+  `publish - send`, where send is the wall clock just before `AIOKafkaProducer.send()` of the point and
+  publish is the score message's Kafka timestamp (same host, same clock, millisecond resolution). With
+  `score_lag` L > 0 a point is final only once the point L later has arrived, so this end-to-end figure
+  includes that wait by design; `processing` is measured from the send of the point that made it final.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
-import tempfile
 import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
-from model.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_bundle
+from model.bundle import Bundle, load_bundle
 
 log = logging.getLogger(__name__)
+
+PARTITIONS = 4
+TS0 = 1_700_000_000_000  # first point's ts (epoch ms); points are one second apart
+STEADY = (0.1, 0.9)  # share of the scores, by count, between which throughput is measured
+STALL_S = 60.0  # no new point consumed for this long: the run failed
+
+FETCH_WAIT_ENV = "BENCH_FETCH_MAX_WAIT_MS"
+FAUST_FETCH_MAX_WAIT_MS = 1500  # what faust 0.15 passes to its consumer, not configurable
+_METRIC = re.compile(r"^(anomalybert_[a-z_]+?)(?:_total)? ([0-9.e+-]+)$", re.M)
+
+
+class BenchError(RuntimeError):
+    """A run could not finish (worker died or stalled, scores missing): the message says which."""
+
+
+@dataclass(frozen=True)
+class Services:
+    """The broker and Redis the runs use."""
+
+    bootstrap: str
+    redis_url: str
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How the worker under test is configured (everything else is the worker's default)."""
+
+    model: Path
+    batch: int = 256
+    threads: int = 1
+    score_lag: int | None = None
+    max_wait_s: float | None = None
+    profile_dir: Path | None = None  # run the worker under cProfile, one .prof file per run
+    fetch_max_wait_ms: int | None = None  # see `patch_fetch_wait`; None: the worker as shipped
 
 
 def bare_ort(bundle: Bundle, batch: int, seconds: float = 5.0) -> float:
@@ -43,153 +91,473 @@ def bare_ort(bundle: Bundle, batch: int, seconds: float = 5.0) -> float:
     return n / (time.perf_counter() - t0)
 
 
-async def _produce(bootstrap: str, topic: str, n_series: int, n_points: int) -> None:
+def served_lag(cfg: WorkerConfig) -> int:
+    """The score_lag the worker will use (the setting, else the bundle's calibrated lag, else W-1)."""
+    from stream.settings import ScoringSettings, resolve_score_lag
+
+    b = load_bundle(cfg.model, verify=False)
+    calibrated = b.manifest.calibration.details.get("score_lag")
+    return resolve_score_lag(ScoringSettings(score_lag=cfg.score_lag), b.window_size, b.stride, calibrated)
+
+
+def percentiles(samples_ms: np.ndarray) -> dict[str, float]:
+    """p50 / p95 / p99 / max of a latency sample in milliseconds."""
+    if len(samples_ms) == 0:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan")}
+    p = np.percentile(samples_ms, [50, 95, 99])
+    return {"p50": float(p[0]), "p95": float(p[1]), "p99": float(p[2]), "max": float(samples_ms.max())}
+
+
+def steady_rate(publish_ms: np.ndarray, share: tuple[float, float] = STEADY) -> float:
+    """Messages per second between the `share` quantiles (by count) of the publish times."""
+    t = np.sort(publish_ms)
+    lo, hi = int(share[0] * (len(t) - 1)), int(share[1] * (len(t) - 1))
+    span = (t[hi] - t[lo]) / 1000.0
+    return (hi - lo) / span if span > 0 else float("nan")
+
+
+# ------------------------------------------------------------------------------------------ one worker run
+
+
+@dataclass
+class WorkerRun:
+    """One worker under test with unique topics, group and key prefix; `start()` launches it."""
+
+    services: Services
+    cfg: WorkerConfig
+    log_dir: Path
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    proc: subprocess.Popen | None = None
+    web_port: int = 0
+
+    @property
+    def topics(self) -> dict[str, str]:
+        t = self.token
+        return {"telemetry": f"bench-tel-{t}", "scores": f"bench-scores-{t}", "alerts": f"bench-alerts-{t}",
+                "dlq": f"bench-tel-{t}.dlq", "model_updates": f"bench-mu-{t}"}
+
+    @property
+    def prefix(self) -> str:
+        return f"bench-{self.token}:"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"worker-{self.token}.log"
+
+    def env(self) -> dict[str, str]:
+        c = self.cfg
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALYBERT_")}
+        env |= {
+            "ANOMALYBERT_KAFKA__BOOTSTRAP": self.services.bootstrap,
+            "ANOMALYBERT_KAFKA__GROUP_ID": f"bench-{self.token}",
+            "ANOMALYBERT_KAFKA__PARTITIONS": str(PARTITIONS),
+            # A quick first group join; nothing on the per-point path depends on these.
+            "ANOMALYBERT_KAFKA__SESSION_TIMEOUT_S": "6",
+            "ANOMALYBERT_KAFKA__HEARTBEAT_INTERVAL_S": "1",
+            "ANOMALYBERT_KAFKA__REBALANCE_TIMEOUT_S": "10",
+            "ANOMALYBERT_REDIS__URL": self.services.redis_url,
+            "ANOMALYBERT_REDIS__KEY_PREFIX": self.prefix,
+            "ANOMALYBERT_MODEL__PATH": str(c.model),
+            "ANOMALYBERT_MODEL__THREADS": str(c.threads),
+            "ANOMALYBERT_SCORING__MAX_BATCH": str(c.batch),
+            "ANOMALYBERT_WORKER__ID": f"bench-{self.token}",
+            "ANOMALYBERT_WORKER__WEB_PORT": str(self.web_port),
+            "ANOMALYBERT_WORKER__WEB_BIND": "127.0.0.1",
+            "ANOMALYBERT_WORKER__LOG_LEVEL": "WARNING",
+            "ANOMALYBERT_WORKER__DATA_DIR": str(self.log_dir / f"data-{self.token}"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if c.score_lag is not None:
+            env["ANOMALYBERT_SCORING__SCORE_LAG"] = str(c.score_lag)
+        if c.max_wait_s is not None:
+            env["ANOMALYBERT_SCORING__MAX_WAIT_S"] = str(c.max_wait_s)
+        env |= {f"ANOMALYBERT_KAFKA__TOPICS__{k.upper()}": v for k, v in self.topics.items()}
+        return env
+
+    def create_topics(self) -> None:
+        from stream.kafka import ensure_topics
+        from stream.settings import KafkaSettings
+
+        cfg = KafkaSettings(bootstrap=self.services.bootstrap, partitions=PARTITIONS)
+        asyncio.run(ensure_topics(cfg, list(self.topics.values()), compacted=[self.topics["model_updates"]]))
+
+    def start(self) -> None:
+        from stream.localstack import free_port
+
+        self.web_port = free_port()
+        env = self.env()
+        module = "stream"
+        if self.cfg.fetch_max_wait_ms is not None:
+            module = "stream.bench"
+            env[FETCH_WAIT_ENV] = str(self.cfg.fetch_max_wait_ms)
+        cmd = [sys.executable, "-m", module, "worker"]
+        if self.cfg.profile_dir is not None:
+            self.cfg.profile_dir.mkdir(parents=True, exist_ok=True)
+            prof = self.cfg.profile_dir / f"worker-{self.token}.prof"
+            cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", module, "worker"]
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def metrics(self) -> dict[str, float] | None:
+        """The worker's counters and histogram sums from /metrics (None until its web server answers)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        out: dict[str, float] = {}
+        for name, value in _METRIC.findall(text):
+            out[name] = out.get(name, 0.0) + float(value)  # labelled counters are summed
+        return out
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchError(f"the worker exited with code {self.proc.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def cleanup(self) -> None:
+        """Delete this run's Redis keys and topics (best effort: a broker may refuse deletes)."""
+        asyncio.run(_delete_prefix(self.services.redis_url, self.prefix))
+        asyncio.run(_delete_topics(self.services.bootstrap, list(self.topics.values())))
+
+
+@contextlib.contextmanager
+def worker_run(services: Services, cfg: WorkerConfig, log_dir: Path) -> Iterator[WorkerRun]:
+    """A WorkerRun with its topics created; stopped and cleaned up on exit."""
+    run = WorkerRun(services, cfg, log_dir)
+    run.create_topics()
+    try:
+        yield run
+    finally:
+        run.stop()
+        run.cleanup()
+
+
+async def _delete_prefix(redis_url: str, prefix: str) -> int:
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(redis_url)
+    n = 0
+    try:
+        batch: list[bytes] = []
+        async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                n += await redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            n += await redis.unlink(*batch)
+    finally:
+        await redis.aclose()
+    return n
+
+
+async def _delete_topics(bootstrap: str, topics: list[str]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        await admin.delete_topics(topics)
+    except (KafkaError, OSError) as e:
+        log.debug("could not delete bench topics: %s", e)
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await admin.close()
+
+
+# ------------------------------------------------------------------------------------------ Kafka helpers
+
+
+def _message(sid: str, i: int, value: float) -> bytes:
+    return json.dumps({"series_id": sid, "ts": TS0 + 1000 * i, "value": value}).encode()
+
+
+def series_ids(n_series: int, tag: str = "s") -> list[str]:
+    return [f"bench-{tag}-{s:05d}" for s in range(n_series)]
+
+
+async def preload(bootstrap: str, topic: str, sids: list[str], start: int, stop: int, seed: int = 1) -> int:
+    """Points start..stop-1 of every series, interleaved (point i of all series, then i+1); returns the count."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
+    rng = np.random.default_rng(seed)
+    keys = [s.encode() for s in sids]
     try:
-        rng = np.random.default_rng(1)
         futures = []
-        for i in range(n_points):
-            for s in range(n_series):
-                sid = f"bench-{s}"
-                msg = {"series_id": sid, "ts": 1_700_000_000_000 + 1000 * i, "value": float(rng.normal())}
-                futures.append(await producer.send(topic, json.dumps(msg).encode(), key=sid.encode()))
+        for i in range(start, stop):
+            values = rng.normal(size=len(sids))
+            for sid, key, v in zip(sids, keys, values, strict=True):
+                futures.append(await producer.send(topic, _message(sid, i, float(v)), key=key))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+    return len(sids) * (stop - start)
 
 
-async def _count(bootstrap: str, topic: str, expected: int, timeout: float) -> tuple[float, float, int]:
+async def read_scores(bootstrap: str, topic: str, expected: int, timeout: float = 120.0) -> list[Any]:
+    """Every record of `topic` from the start, until `expected` records or `timeout` (records, not decoded)."""
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                                enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
     await consumer.start()
-    first = last = 0.0
-    n = 0
+    out: list[Any] = []
     deadline = time.monotonic() + timeout
     try:
-        while n < expected and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            got = sum(len(v) for v in batch.values())
-            if got:
-                now = time.perf_counter()
-                first = first or now
-                last = now
-                n += got
+        while len(out) < expected and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=100_000)).values():
+                out.extend(records)
     finally:
         await consumer.stop()
-    return first, last, n
+    return out
 
 
-def through_worker(
-    model: Path,
-    bootstrap: str,
-    redis_url: str,
-    n_series: int,
-    n_points: int,
-    batch: int,
-    threads: int,
-    timeout: float = 600.0,
-) -> dict[str, Any]:
-    """Pre-load the input topic, start one worker, time the scores it publishes."""
-    token = uuid.uuid4().hex[:8]
-    topics = {
-        "TELEMETRY": f"bench-tel-{token}",
-        "SCORES": f"bench-scores-{token}",
-        "ALERTS": f"bench-alerts-{token}",
-        "DLQ": f"bench-dlq-{token}",
-        "MODEL_UPDATES": f"bench-mu-{token}",
+# ------------------------------------------------------------------------------------------ throughput
+
+
+def _delta(a: dict[str, float], b: dict[str, float], name: str) -> float:
+    return b.get(name, 0.0) - a.get(name, 0.0)
+
+
+def wait_scored(run: WorkerRun, expected: int, timeout: float) -> list[tuple[float, dict[str, float]]]:
+    """Poll the worker's /metrics until it has scored `expected` points; returns (time, metrics) samples."""
+    samples: list[tuple[float, dict[str, float]]] = []
+    deadline = time.monotonic() + timeout
+    last_in, last_change = -1.0, time.monotonic()
+    while time.monotonic() < deadline:
+        run.check_alive()
+        m = run.metrics()
+        now = time.monotonic()
+        if m is not None:
+            samples.append((now, m))
+            if m.get("anomalybert_points_scored", 0) >= expected:
+                return samples
+            if m.get("anomalybert_points_in", 0) != last_in:
+                last_in, last_change = m.get("anomalybert_points_in", 0), now
+        if now - last_change > STALL_S:
+            raise BenchError(f"the worker stalled (no point consumed for {STALL_S:.0f}s):\n{run.log_tail()}")
+        time.sleep(0.25)
+    raise BenchError(f"the worker scored fewer than {expected} points within {timeout:.0f}s:\n{run.log_tail()}")
+
+
+def worker_breakdown(samples: list[tuple[float, dict[str, float]]], expected: int) -> dict[str, float]:
+    """From /metrics samples over the steady part: batch sizes and the share of wall time in ONNX Runtime."""
+    lo, hi = STEADY[0] * expected, STEADY[1] * expected
+    steady = [(t, m) for t, m in samples if lo <= m.get("anomalybert_points_scored", 0) <= hi]
+    if len(steady) < 2:
+        return {}
+    return _window_breakdown(steady[0], steady[-1])
+
+
+def _window_breakdown(a: tuple[float, dict[str, float]], b: tuple[float, dict[str, float]]) -> dict[str, float]:
+    """Batches, windows per inference and the inference share of wall time between two /metrics samples."""
+    (t0, m0), (t1, m1) = a, b
+    batches = _delta(m0, m1, "anomalybert_batch_size_count")
+    calls = _delta(m0, m1, "anomalybert_inference_windows_count")
+    return {
+        "points_per_s_from_metrics": _delta(m0, m1, "anomalybert_points_scored") / (t1 - t0),
+        "batches_per_s": batches / (t1 - t0),
+        "mean_batch_events": _delta(m0, m1, "anomalybert_batch_size_sum") / batches if batches else float("nan"),
+        "mean_windows_per_inference": _delta(m0, m1, "anomalybert_inference_windows_sum") / calls if calls else 0.0,
+        "mean_inference_ms": 1000 * _delta(m0, m1, "anomalybert_inference_seconds_sum") / calls if calls else 0.0,
+        "inference_share_of_wall": _delta(m0, m1, "anomalybert_inference_seconds_sum") / (t1 - t0),
     }
-    bundle = load_bundle(model)
-    lag = bundle.window_size - 1
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALYBERT_")}
-    env |= {
-        "ANOMALYBERT_KAFKA__BOOTSTRAP": bootstrap,
-        "ANOMALYBERT_KAFKA__GROUP_ID": f"bench-{token}",
-        "ANOMALYBERT_REDIS__URL": redis_url,
-        "ANOMALYBERT_REDIS__KEY_PREFIX": f"bench{token}:",
-        "ANOMALYBERT_MODEL__PATH": str(model),
-        "ANOMALYBERT_MODEL__THREADS": str(threads),
-        "ANOMALYBERT_SCORING__MAX_BATCH": str(batch),
-        "ANOMALYBERT_WORKER__WEB_ENABLED": "false",
-        "ANOMALYBERT_WORKER__LOG_LEVEL": "WARNING",
-        "ANOMALYBERT_KAFKA__PARTITIONS": "4",
+
+
+def measure_throughput(services: Services, cfg: WorkerConfig, n_series: int, n_points: int, log_dir: Path,
+                       timeout: float = 1800.0) -> dict[str, Any]:
+    """Warm S series up, write the rest of their P points at once, time the scores (see the module docstring)."""
+    t_run = time.perf_counter()
+    lag = served_lag(cfg)
+    window = load_bundle(cfg.model, verify=False).window_size
+    if n_points < window + 2:
+        raise ValueError(f"--points must be at least window_size + 2 = {window + 2} (W points of warm-up)")
+    expected = n_series * (n_points - lag)  # point i is final once point i+lag has arrived
+    # Warm-up: the first W points of every series, applied before the measured part: points before the
+    # first window make none, and the first window finalizes W-lag points at once. From then on every
+    # point makes one window and finalizes one point, and no batch mixes warm-up points of a slower
+    # partition with measured ones.
+    sids, first = series_ids(n_series), window
+    with worker_run(services, cfg, log_dir) as run:
+        run.start()
+        asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, 0, first))
+        asyncio.run(_states_at(services.redis_url, run.prefix, sids, first, timeout=timeout))
+        t_load = time.perf_counter()
+        asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, first, n_points))
+        load_s = time.perf_counter() - t_load
+        samples = wait_scored(run, expected, timeout)
+        records = asyncio.run(read_scores(services.bootstrap, run.topics["scores"], expected))
+    if len(records) < expected:
+        raise BenchError(f"{len(records)} of {expected} score messages found on the scores topic")
+    # The scores that points of the measured part made final: i + lag >= W.
+    measured = [r for r in records if (json.loads(r.value)["ts"] - TS0) // 1000 + lag >= first]
+    publish_ms = np.array([r.timestamp for r in measured], dtype=np.float64)
+    overall = len(measured) / max((publish_ms.max() - publish_ms.min()) / 1000, 1e-3)
+    steady = steady_rate(publish_ms)
+    return {
+        "series": n_series,
+        "points_per_series": n_points,
+        "points": n_series * n_points,
+        "scores": len(records),
+        "measured_scores": len(measured),
+        "score_lag": lag,
+        "preload_s": round(load_s, 2),
+        # A run too small for a steady part (all scores in one batch) falls back to the overall rate.
+        "points_per_s": steady if np.isfinite(steady) else overall,
+        "steady": bool(np.isfinite(steady)),
+        "overall_points_per_s": overall,
+        "timestamp_type": "create" if records[0].timestamp_type == 0 else "log_append",
+        "worker": worker_breakdown(samples, expected),
+        "wall_s": round(time.perf_counter() - t_run, 1),
     }
-    env |= {f"ANOMALYBERT_KAFKA__TOPICS__{k}": v for k, v in topics.items()}
-    from stream.kafka import ensure_topics
-    from stream.settings import KafkaSettings
-
-    asyncio.run(ensure_topics(KafkaSettings(bootstrap=bootstrap, partitions=4), list(topics.values())))
-    asyncio.run(_produce(bootstrap, topics["TELEMETRY"], n_series, n_points))
-    expected = n_series * (n_points - lag)
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stream", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-        try:
-            first, last, n = asyncio.run(_count(bootstrap, topics["SCORES"], expected, timeout))
-        finally:
-            proc.terminate()
-            proc.wait(30)
-    if n < expected:
-        raise RuntimeError(f"worker published {n} of {expected} scores within {timeout:.0f}s")
-    # Points accepted while the scores were flowing: all of them, less those scored before `first`.
-    return {"points": n, "seconds": last - first, "points_per_s": n / max(last - first, 1e-9)}
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", type=click.Path(path_type=Path), default=DEFAULT_BUNDLE_DIR, show_default=True)
-@click.option("--series", default=32, show_default=True, help="distinct series, interleaved")
-@click.option("--points", default=400, show_default=True, help="points per series")
-@click.option("--batch", default=256, show_default=True, help="max_batch of the worker = ORT batch size")
-@click.option("--threads", default=1, show_default=True, help="ONNX Runtime intra-op threads (both sides)")
-@click.option("--broker", default=None, help="bootstrap servers (default: start a local broker)")
-@click.option("--redis-url", default=None, help="default: the local Redis on 6379 (started when absent)")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the result here")
-def main(
-    model: Path,
-    series: int,
-    points: int,
-    batch: int,
-    threads: int,
-    broker: str | None,
-    redis_url: str | None,
-    json_path: Path | None,
-) -> None:
-    """Points/s through one worker vs bare ONNX Runtime windows/s, same bundle and batch size."""
-    logging.basicConfig(level=logging.WARNING)
-    from stream.localstack import local_stack
+# ------------------------------------------------------------------------------------------ latency
 
-    bundle = load_bundle(model, threads=threads)
-    ort = bare_ort(bundle, batch)
-    with local_stack(kafka_bootstrap=broker) as stack:
-        worker = through_worker(
-            model, stack.kafka_bootstrap, redis_url or stack.redis_url, series, points, batch, threads
-        )
-    result = {
-        "bundle": bundle.version,
-        "window_size": bundle.window_size,
-        "channels": bundle.channels,
-        "batch": batch,
-        "threads": threads,
-        "series": series,
-        "points_per_series": points,
-        "bare_ort_windows_per_s": round(ort, 1),
-        "worker_points_per_s": round(worker["points_per_s"], 1),
-        "worker_share_of_bare_ort": round(worker["points_per_s"] / ort, 3),
+
+async def _states_at(redis_url: str, prefix: str, sids: list[str], n: int, timeout: float) -> None:
+    """Until every series' stored point count (the state's first 8 bytes) is `n`."""
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            pipe = redis.pipeline(transaction=False)
+            for sid in sids:
+                pipe.getrange(f"{prefix}{{{sid}}}:st", 0, 7)
+            heads = await pipe.execute()
+            if all(len(h) == 8 and int.from_bytes(h, "big") == n for h in heads):
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"series did not reach {n} points in Redis within {timeout:.0f}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await redis.aclose()
+
+
+async def paced_send(bootstrap: str, topic: str, sids: list[str], start: int, stop: int, rate: float,
+                     seed: int = 2) -> dict[tuple[str, int], float]:
+    """Send points start..stop-1 of every series, interleaved, `rate` messages per second in total;
+    returns {(series_id, ts): wall-clock seconds just before send()}."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    rng = np.random.default_rng(seed)
+    sent: dict[tuple[str, int], float] = {}
+    futures = []
+    try:
+        t0, k = time.perf_counter(), 0
+        for i in range(start, stop):
+            values = rng.normal(size=len(sids))
+            for sid, v in zip(sids, values, strict=True):
+                delay = t0 + k / rate - time.perf_counter()
+                if delay > 0.0005:
+                    await asyncio.sleep(delay)
+                msg = _message(sid, i, float(v))
+                sent[(sid, TS0 + 1000 * i)] = time.time()
+                futures.append(await producer.send(topic, msg, key=sid.encode()))
+                k += 1
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return sent
+
+
+def measure_latency(services: Services, cfg: WorkerConfig, n_series: int, rate: float, seconds: float,
+                    log_dir: Path) -> dict[str, Any]:
+    """Send at `rate` points/s once every series has W points, for about `seconds` plus the time the lag
+    takes (the last `score_lag` points of each series only finalize earlier ones); per-score latencies."""
+    from stream.settings import ScoringSettings
+
+    t_run = time.perf_counter()
+    lag = served_lag(cfg)
+    window = load_bundle(cfg.model, verify=False).window_size
+    sids = series_ids(n_series, "lat")
+    # `seconds` worth of scored points, plus the lag's worth that only make earlier points final.
+    per_series = max(2, round(rate * seconds / n_series)) + lag
+    # Warm-up: W points, so that the first window fills and the worker has published before the measured
+    # part (its first produce to the scores topic fetches metadata and connects).
+    first, stop = window, window + per_series
+    expected = n_series * (stop - lag)
+    with worker_run(services, cfg, log_dir) as run:
+        run.start()
+        asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, 0, first))
+        asyncio.run(_states_at(services.redis_url, run.prefix, sids, first, timeout=120))
+        before = (time.monotonic(), run.metrics() or {})
+        sent = asyncio.run(paced_send(services.bootstrap, run.topics["telemetry"], sids, first, stop, rate))
+        samples = wait_scored(run, expected, timeout=60 + 2 * seconds)
+        records = asyncio.run(read_scores(services.bootstrap, run.topics["scores"], expected))
+    e2e, processing = [], []
+    for r in records:
+        msg = json.loads(r.value)
+        sid, ts = msg["series_id"], msg["ts"]
+        i = (ts - TS0) // 1000
+        if i < first:
+            continue  # the warm-up (sent as fast as possible, not at the rate)
+        e2e.append(r.timestamp - 1000 * sent[(sid, ts)])
+        processing.append(r.timestamp - 1000 * sent[(sid, TS0 + 1000 * (i + lag))])
+    return {
+        "series": n_series,
+        "score_lag": lag,
+        "max_wait_s": cfg.max_wait_s if cfg.max_wait_s is not None else ScoringSettings().max_wait_s,
+        "fetch_max_wait_ms": cfg.fetch_max_wait_ms if cfg.fetch_max_wait_ms is not None else FAUST_FETCH_MAX_WAIT_MS,
+        "rate_points_per_s": rate,
+        "points_sent": len(sent),
+        "samples": len(e2e),
+        "end_to_end_ms": percentiles(np.array(e2e)),
+        "processing_ms": percentiles(np.array(processing)),
+        "worker": _window_breakdown(before, samples[-1]),
+        "wall_s": round(time.perf_counter() - t_run, 1),
     }
-    click.echo(f"{'bundle':<28}{bundle.version} (W={bundle.window_size}, C={bundle.channels})")
-    click.echo(f"{'batch size':<28}{batch}")
-    click.echo(f"{'bare ONNX Runtime':<28}{ort:>12,.0f} windows/s")
-    click.echo(
-        f"{'one worker (end to end)':<28}{worker['points_per_s']:>12,.0f} points/s "
-        f"({worker['points']} points in {worker['seconds']:.1f}s)"
-    )
-    if json_path:
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------ fetch wait
+
+
+def patch_fetch_wait(ms: int) -> None:
+    """Make the worker's group consumer wait at most `ms` for a fetch (faust 0.15 passes a fixed 1500).
+
+    A broker that honours `fetch_min_bytes=1` (Apache Kafka) answers a fetch as soon as one record is
+    there, so this changes nothing there; the Tansu test broker holds a fetch for a good part of the
+    wait instead, which adds hundreds of milliseconds to every point's latency. For measuring only:
+    `python -m stream.bench worker` is the worker with this patch applied from BENCH_FETCH_MAX_WAIT_MS.
+    """
+    import aiokafka
+
+    original = aiokafka.AIOKafkaConsumer.__init__
+
+    def init(self: Any, *topics: Any, **kwargs: Any) -> None:
+        if kwargs.get("group_id"):  # the worker's group consumer, not its group-less readers
+            kwargs["fetch_max_wait_ms"] = ms
+        original(self, *topics, **kwargs)
+
+    aiokafka.AIOKafkaConsumer.__init__ = init  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
+    from stream.__main__ import main
+
+    if os.environ.get(FETCH_WAIT_ENV):
+        patch_fetch_wait(int(os.environ[FETCH_WAIT_ENV]))
     main()

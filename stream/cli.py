@@ -68,6 +68,10 @@ def run_worker(settings: Any) -> None:
     checked = startup_checks(settings)
     app, _runtime = build_app(settings, checked)
     worker = faust.Worker(app, loglevel=settings.worker.log_level, quiet=True)
+    # At WARNING and above, faust's terminal spinner sets the root logger to DEBUG so that every record
+    # spins it: every library's debug call (aiokafka logs each message sent) then builds a LogRecord,
+    # a few percent of the worker's CPU. The worker runs in containers; it needs no spinner.
+    worker.spinner = None
     worker.execute_from_commandline()
 
 

@@ -4,6 +4,7 @@ the producer's partition for a key, and a group-less reader for checking what a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 from collections.abc import Iterable
@@ -66,8 +67,11 @@ def faust_credentials(cfg: KafkaSettings) -> Any:
     return None
 
 
+@functools.lru_cache(maxsize=65536)
 def partition_for(key: bytes, partitions: int) -> int:
-    """The partition aiokafka's default partitioner (and the Java client's) picks for a key."""
+    """The partition aiokafka's default partitioner (and the Java client's) picks for a key.
+
+    Cached: murmur2 is pure Python, and the publisher asks for every series in every batch."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 

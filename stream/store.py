@@ -175,13 +175,9 @@ class Store:
         """States and threshold overrides of many series in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for sid in series_ids:
-            pipe.get(self.key(sid, "st"))
-            pipe.get(self.key(sid, "thr"))
+            pipe.mget(self.key(sid, "st"), self.key(sid, "thr"))  # one slot: the keys share the hash tag
         raw = await pipe.execute()
-        out = {}
-        for i, sid in enumerate(series_ids):
-            out[sid] = Loaded(raw[2 * i], _float_or_none(raw[2 * i + 1], sid))
-        return out
+        return {sid: Loaded(st, _float_or_none(thr, sid)) for sid, (st, thr) in zip(series_ids, raw, strict=True)}
 
     async def save(self, writes: Sequence[Write]) -> dict[str, WriteResult]:
         """Compare-and-set every series' state and append its outbox entries, one round trip for all.
@@ -189,9 +185,12 @@ class Store:
         The index entry goes first in the same pipeline so that a crash cannot leave a non-empty outbox
         that no sweep would find."""
         pipe = self.redis.pipeline(transaction=False)
+        indexed: dict[int, list[str]] = {}
         for w in writes:
             if w.entries:
-                pipe.sadd(self.index_key(w.partition), w.series_id)
+                indexed.setdefault(w.partition, []).append(w.series_id)
+        for partition, sids in indexed.items():
+            pipe.sadd(self.index_key(partition), *sids)
         for w in writes:
             keys = [self.key(w.series_id, "st"), self.key(w.series_id, "ob"), self.key(w.series_id, "cl")]
             args = [
@@ -205,7 +204,7 @@ class Store:
                 *w.entries,
             ]
             await self._write(keys=keys, args=args, client=pipe)
-        raw = (await pipe.execute())[sum(1 for w in writes if w.entries) :]
+        raw = (await pipe.execute())[len(indexed) :]
         return {w.series_id: _write_result(r) for w, r in zip(writes, raw, strict=True)}
 
     async def claim(self, marks: dict[str, str]) -> dict[str, WriteResult]:

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "training.commands", "training.registry_commands", "training.retrain_commands", "training.eval_commands",
     "training.user_commands",
     "stream.cli",
+    "training.bench_commands",
 )
 
 

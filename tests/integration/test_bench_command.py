@@ -1,0 +1,49 @@
+"""`anomalybert bench` end to end on tiny sizes: it runs and its JSON carries every figure (no timing checks).
+
+The int8 part is left out here to keep this under a minute (each measurement starts a worker); the int8
+bundle and the accuracy comparison have their own unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.bundles import tiny_bundle
+from training.cli import cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_writes_every_figure(services, tmp_path: Path) -> None:
+    model = tiny_bundle(tmp_path / "tiny")  # W=16, no calibrated lag: the default lag is 15
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(cli, [
+        "bench", "--model", str(model), "--series", "2", "--points", "100", "--latency-series", "2",
+        "--latency-seconds", "1", "--memory-series", "50", "--no-quantize",
+        "--bootstrap", services.kafka_bootstrap, "--redis-url", services.redis_url, "--output", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "Targets" in res.output
+
+    r = json.loads(out.read_text())
+    assert {"machine", "command", "settings", "services", "bundles", "redis", "targets", "elapsed_s"} <= set(r)
+    assert r["machine"]["cpus"] >= 1 and r["machine"]["cpu"]
+    assert set(r["bundles"]) == {"fp32"} and "accuracy" not in r
+    for b in r["bundles"].values():
+        assert b["window_size"] == 16 and b["default_score_lag"] == 15 and b["bare_ort_windows_per_s"] > 0
+        (tp,) = b["throughput"]
+        assert tp["series"] == 2 and tp["points"] == 200 and tp["scores"] == 2 * (100 - 15)
+        assert tp["points_per_s"] > 0 and tp["efficiency"] > 0
+        assert [lat["score_lag"] for lat in b["latency"]] == [0, 15]
+        for lat in b["latency"]:
+            assert lat["samples"] > 0 and lat["rate_points_per_s"] > 0
+            assert set(lat["end_to_end_ms"]) == set(lat["processing_ms"]) == {"p50", "p95", "p99", "max"}
+    assert [m["score_lag"] for m in r["redis"]] == [0, 15]
+    for m in r["redis"]:
+        assert m["series"] == 50 and m["state_bytes"] > 0 and m["memory_usage_per_series"] > m["state_bytes"]
+        assert m["keys_per_series"] == 1
+    kinds = {t["target"].split()[0] for t in r["targets"]}
+    assert kinds == {"pipeline", "p99", "Redis"} and all(t["met"] in (True, False, None) for t in r["targets"])

@@ -1,0 +1,31 @@
+"""The benchmark's arithmetic: steady rate, percentiles, steady-state size; no timing of anything."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stream.bench import percentiles, steady_rate
+from stream.bench_memory import steady_state
+from stream.state import Geometry, SeriesState
+
+
+def test_steady_rate_ignores_a_slow_start_and_end() -> None:
+    # 1000 messages/s in the middle; a slow first and last 5 %.
+    t = np.concatenate([np.linspace(0, 5000, 50), 5000 + np.arange(900) * 1.0, 5900 + np.linspace(0, 5000, 50)])
+    assert abs(steady_rate(t) - 1000.0) < 20
+    assert np.isnan(steady_rate(np.full(10, 42.0)))  # all in one millisecond: no steady part
+
+
+def test_percentiles_of_a_known_sample() -> None:
+    p = percentiles(np.arange(1, 101, dtype=float))
+    assert p["max"] == 100 and abs(p["p50"] - 50.5) < 1e-9 and 95 <= p["p95"] <= 96 and 99 <= p["p99"] <= 100
+    assert np.isnan(percentiles(np.array([]))["p99"])
+
+
+def test_steady_state_has_a_full_buffer_and_lag_pending_points() -> None:
+    g = Geometry(window=64, stride=1, lag=63, channels=1)
+    blob = steady_state(g, np.random.default_rng(0), version="2026-11-26T05-09-45Z-969075")
+    s = SeriesState.decode(blob)
+    assert s.n == 127 and len(s.ts) == 64 and len(s.sums) == 63 and s.version == "2026-11-26T05-09-45Z-969075"
+    lag0 = steady_state(Geometry(64, 1, 0, 1), np.random.default_rng(0), version="2026-11-26T05-09-45Z-969075")
+    assert len(lag0) < len(blob)

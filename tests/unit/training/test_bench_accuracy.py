@@ -1,0 +1,61 @@
+"""int8 vs fp32 accuracy comparison and the benchmark's target verdicts, on tiny bundles and made-up results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from model.quantize import quantize_bundle
+from tests.bundles import tiny_bundle
+from training.bench_accuracy import compare, nab_dev, synthetic_dev
+from training.bench_report import targets
+
+
+def test_compare_scores_both_bundles_on_the_same_points(tmp_path: Path) -> None:
+    fp32 = tiny_bundle(tmp_path / "fp32")
+    quantize_bundle(fp32, tmp_path / "int8")
+    data = synthetic_dev(n_points=300, per_scenario=1)
+    r = compare(fp32, tmp_path / "int8", data)
+    assert r["series"] == 8 and r["points"] == 2400 and r["anomalous_points"] > 0
+    for k in ("roc_auc", "best_f1_oracle", "mean_file_roc_auc"):
+        assert 0 <= r["fp32"][k] <= 1 and 0 <= r["int8"][k] <= 1
+        assert abs(r["delta"][k] - (r["int8"][k] - r["fp32"][k])) < 1e-12
+    assert 0 <= r["score_abs_diff"]["mean"] <= r["score_abs_diff"]["max"] < 0.05
+    assert 0 <= r["flag_disagreement"] <= 1
+    same = compare(fp32, fp32, data)
+    assert same["score_abs_diff"]["max"] == 0 and same["delta"]["roc_auc"] == 0
+
+
+def test_nab_dev_labels_rows_inside_the_windows(tmp_path: Path) -> None:
+    (tmp_path / "data" / "realX").mkdir(parents=True)
+    (tmp_path / "data" / "realY").mkdir(parents=True)
+    (tmp_path / "labels").mkdir()
+    rows = "\n".join(f"2014-01-01 00:{m:02d}:00,{m}" for m in range(10))
+    (tmp_path / "data" / "realX" / "a.csv").write_text("timestamp,value\n" + rows + "\n")
+    (tmp_path / "data" / "realY" / "b.csv").write_text("timestamp,value\n" + rows + "\n")  # no windows
+    windows = {"realX/a.csv": [["2014-01-01 00:03:00.000000", "2014-01-01 00:05:00.000000"]], "realY/b.csv": []}
+    (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps(windows))
+    (s,) = nab_dev(tmp_path, 6)
+    assert s.name == "realX/a" and s.labels.tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0]
+    assert np.array_equal(s.values, np.arange(10.0))
+
+
+def test_targets_report_each_figure_against_its_limit() -> None:
+    result = {
+        "bundles": {"fp32": {
+            "throughput": [{"series": 1, "efficiency": 0.85, "steady": True},
+                           {"series": 100, "efficiency": 0.7, "steady": True},
+                           {"series": 2, "efficiency": 9.0, "steady": False}],
+            "latency": [{"score_lag": 0, "series": 100, "rate_points_per_s": 500.0,
+                         "end_to_end_ms": {"p99": 42.0}},
+                        {"score_lag": 63, "series": 100, "rate_points_per_s": 500.0,
+                         "end_to_end_ms": {"p99": 9000.0}}]}},
+        "redis": [{"score_lag": 0, "window_size": 64, "channels": 1, "used_memory_per_series": 1100.0},
+                  {"score_lag": 63, "window_size": 64, "channels": 1, "used_memory_per_series": 2100.0}],
+    }
+    verdicts = [(t["where"], t["met"]) for t in targets(result)]
+    assert verdicts == [("1 series", True), ("100 series", False), ("2 series (no steady part)", None),
+                        ("100 series at 500/s", True),
+                        ("score_lag 0", True), ("score_lag 63", False)]

@@ -1,0 +1,285 @@
+"""`anomalybert bench`: a bundle in (and its int8 copy), throughput, latency, Redis memory and the int8
+accuracy change out, as terminal tables and a JSON file.
+
+Import-light at module level (click only). The measuring code is `stream.bench` (worker runs, torch-free),
+`stream.bench_memory`, `model.quantize` and `training.bench_accuracy`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+# Measured points per throughput run when --points is not given; each series gets W points of warm-up
+# first, and at least 32 measured ones, so that large S still has a steady part.
+SCORED_POINTS_TARGET = 20_000
+MIN_SCORED_PER_SERIES = 32
+
+
+def auto_points(n_series: int, window: int) -> int:
+    """Points per series: W of warm-up, then enough measured points in total for a steady part."""
+    return window + max(MIN_SCORED_PER_SERIES, math.ceil(SCORED_POINTS_TARGET / n_series))
+
+
+def _series_list(_ctx: Any, _param: Any, value: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError as e:
+        raise click.BadParameter(f"a comma-separated list of integers, got {value!r}") from e
+    if not out or min(out) < 1:
+        raise click.BadParameter("at least one series count, every one >= 1")
+    return out
+
+
+@click.command("bench")
+@click.option("--model", type=click.Path(path_type=Path), default=None, metavar="BUNDLE",
+              help="Bundle directory, its model.onnx, or a registry with `current` [default: the shipped one].")
+@click.option("--series", default="1,100,1000", show_default=True, callback=_series_list, metavar="S,S,..",
+              help="Series counts of the throughput runs (e.g. 1,100,10000).")
+@click.option("--points", type=click.IntRange(min=2), default=None, metavar="P",
+              help=f"Points per series in each throughput run, the first W of them warm-up "
+                   f"[default: W + max({MIN_SCORED_PER_SERIES}, {SCORED_POINTS_TARGET} / S)].")
+@click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True,
+              help="The worker's max_batch, and the batch of the bare ONNX Runtime run.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="ONNX Runtime intra-op threads (worker and bare run alike).")
+@click.option("--quantize/--no-quantize", default=True, show_default=True,
+              help="Also measure an int8 copy of the bundle (ONNX Runtime dynamic quantization) and its "
+                   "accuracy change.")
+@click.option("--latency-series", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Series in the latency runs.")
+@click.option("--latency-seconds", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              help="Paced sending time of each latency run.")
+@click.option("--max-wait", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="The worker's scoring.max_wait_s (longest wait to fill a batch) [default: the worker's].")
+@click.option("--fetch-max-wait-ms", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Latency runs only: the worker's consumer fetch wait, which faust fixes at 1500 ms. Apache "
+                   "Kafka answers a fetch as soon as a record is there, whatever the wait; the local Tansu broker "
+                   "holds it, which adds hundreds of ms. 1500 measures the worker exactly as shipped.")
+@click.option("--memory-series", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Series written to Redis for the memory figure.")
+@click.option("--nab", "nab_path", type=click.Path(path_type=Path), default=Path("../shared/data/nab"),
+              show_default=True, help="NAB folder for the int8 accuracy check (skipped when absent).")
+@click.option("--nab-files", type=click.IntRange(min=0), default=6, show_default=True,
+              help="NAB files in the accuracy check (the shortest labelled file of each category).")
+@click.option("--bootstrap", default=None, metavar="HOST:PORT",
+              help="Kafka bootstrap servers to use [default: start the local broker].")
+@click.option("--redis-url", default=None, metavar="URL",
+              help="Redis to use [default: the one on 127.0.0.1:6379, started when absent].")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs/bench.json"),
+              show_default=True, help="JSON result.")
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run each worker under cProfile and keep its .prof file here.")
+def bench(**options: Any) -> None:
+    """Measure what the stream costs: throughput, latency and Redis memory through the real broker, Redis
+    and one worker, beside the bare ONNX Runtime speed of the same bundle, for the bundle and its int8 copy.
+
+    \b
+    1. Points/s of one worker with S series (steady part), and bare ONNX Runtime windows/s at the same
+       batch size in the same run; their ratio is the pipeline efficiency.
+    2. Latency from a point's send to its score's publish (p50/p95/p99) at half the measured maximum
+       rate, with score_lag 0 and with the bundle's default lag.
+    3. Redis bytes per active series (INFO memory before and after writing N series).
+    4. The same for an int8 copy of the bundle, and its accuracy change on synthetic and NAB dev data.
+
+    \b
+    Examples:
+      anomalybert bench
+      anomalybert bench --series 1,100,10000 --output runs/bench-10k.json
+      anomalybert bench --no-quantize --series 100 --max-wait 0.005
+    """
+    from rich.console import Console
+
+    from training.bench_report import print_tables
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    plan = Plan(**options)
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(width=160, highlight=False)
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="anomalybert-bench-"))
+    try:
+        result = run_bench(plan, work, console.print)
+    except Exception:
+        console.print(f"[red]bench failed[/red]; worker logs kept in {work}")
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    plan.output.parent.mkdir(parents=True, exist_ok=True)
+    plan.output.write_text(json.dumps(_plain(result), indent=1, allow_nan=False) + "\n")
+    print_tables(console, result)
+    console.print(f"result written to [bold]{plan.output}[/bold] ({result['elapsed_s']} s)")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The command's options."""
+
+    model: Path | None
+    series: list[int]
+    points: int | None
+    batch: int
+    threads: int
+    quantize: bool
+    latency_series: int
+    latency_seconds: float
+    max_wait: float | None
+    fetch_max_wait_ms: int
+    memory_series: int
+    nab_path: Path
+    nab_files: int
+    bootstrap: str | None
+    redis_url: str | None
+    output: Path
+    profile_dir: Path | None
+
+    def settings(self) -> dict[str, Any]:
+        return {"series": self.series, "points": self.points, "batch": self.batch, "threads": self.threads,
+                "latency_series": self.latency_series, "latency_seconds": self.latency_seconds,
+                "max_wait_s": self.max_wait, "latency_fetch_max_wait_ms": self.fetch_max_wait_ms,
+                "memory_series": self.memory_series, "nab_files": self.nab_files, "quantize": self.quantize}
+
+
+def _plain(o: Any) -> Any:
+    """numpy scalars to Python ones and NaN to None, so that the JSON is strict."""
+    import numpy as np
+
+    if isinstance(o, dict):
+        return {k: _plain(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_plain(v) for v in o]
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
+@contextlib.contextmanager
+def _services(bootstrap: str | None, redis_url: str | None) -> Any:
+    from stream.bench import Services
+
+    if bootstrap and redis_url:
+        yield Services(bootstrap, redis_url), f"given ({bootstrap})"
+        return
+    from stream.localstack import local_stack
+
+    with local_stack(kafka_bootstrap=bootstrap) as stack:
+        broker = f"given ({bootstrap})" if bootstrap else f"local Tansu ({stack.kafka_bootstrap})"
+        yield Services(stack.kafka_bootstrap, redis_url or stack.redis_url), broker
+
+
+def run_bench(plan: Plan, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """Every measurement of `plan`; worker logs and the int8 bundle go under `work`. Returns the result."""
+    from model.bundle import DEFAULT_BUNDLE_DIR, resolve_bundle_dir
+    from training.bench_report import machine, targets
+
+    fp32 = resolve_bundle_dir(plan.model or DEFAULT_BUNDLE_DIR)
+    bundles = {"fp32": fp32}
+    if plan.quantize:
+        from model.quantize import quantize_bundle
+
+        say("quantizing to int8 (ONNX Runtime dynamic quantization)")
+        quantize_bundle(fp32, work / "int8")
+        bundles["int8"] = work / "int8"
+    result: dict[str, Any] = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "command": _command(), "machine": machine(), "settings": plan.settings(),
+                              "bundles": {}}
+    with _services(plan.bootstrap, plan.redis_url) as (services, broker):
+        result["services"] = {"broker": broker, "redis_url": services.redis_url,
+                              "redis_version": _redis_version(services.redis_url)}
+        for name, path in bundles.items():
+            result["bundles"][name] = _measure_bundle(plan, work, name, path, services, say)
+        result["redis"] = _measure_redis(fp32, services.redis_url, plan.memory_series, say)
+    if plan.quantize:
+        from training.bench_accuracy import accuracy_change
+
+        say("accuracy of int8 vs fp32 on dev data")
+        result["accuracy"] = accuracy_change(fp32, bundles["int8"], plan.nab_path, plan.nab_files)
+    result["targets"] = targets(result)
+    return result
+
+
+def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any,
+                    say: Callable[[str], None]) -> dict[str, Any]:
+    from model.bundle import load_bundle
+    from model.quantize import quantized_from
+    from stream.bench import WorkerConfig, bare_ort, measure_latency, measure_throughput, served_lag
+
+    bundle = load_bundle(path, threads=plan.threads)
+    cfg = WorkerConfig(model=path, batch=plan.batch, threads=plan.threads, max_wait_s=plan.max_wait,
+                       profile_dir=plan.profile_dir)
+    lag = served_lag(cfg)
+    say(f"[bold]{name}[/bold]: bare ONNX Runtime, batch {plan.batch}")
+    ort = bare_ort(bundle, plan.batch)
+    out: dict[str, Any] = {
+        "version": bundle.version, "window_size": bundle.window_size, "stride": bundle.stride,
+        "channels": bundle.channels, "default_score_lag": lag, "quantized_from": quantized_from(bundle.manifest),
+        "model_bytes": (bundle.directory / "model.onnx").stat().st_size, "bare_ort_windows_per_s": ort,
+        "throughput": [], "latency": [],
+    }
+    for s in plan.series:
+        p = plan.points or auto_points(s, bundle.window_size)
+        say(f"[bold]{name}[/bold]: throughput, {s} series x {p} points")
+        r = measure_throughput(services, cfg, s, p, work)
+        r["efficiency"] = r["points_per_s"] * bundle.stride / ort
+        out["throughput"].append(r)
+    rates = {r["series"]: r["points_per_s"] for r in out["throughput"]}
+    # Half the measured maximum; never above half the bare model's speed (tiny runs have no steady part).
+    rate = 0.5 * min(rates.get(plan.latency_series, max(rates.values())), ort * bundle.stride)
+    for lat_lag in sorted({0, lag}):
+        say(f"[bold]{name}[/bold]: latency, score_lag {lat_lag}, {plan.latency_series} series at {rate:.0f}/s")
+        lcfg = replace(cfg, score_lag=lat_lag, fetch_max_wait_ms=plan.fetch_max_wait_ms)
+        out["latency"].append(measure_latency(services, lcfg, plan.latency_series, rate, plan.latency_seconds,
+                                              work))
+    return out
+
+
+def _measure_redis(path: Path, redis_url: str, n_series: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    from model.bundle import load_bundle
+    from stream.bench import WorkerConfig, served_lag
+    from stream.bench_memory import measure_memory
+    from stream.state import Geometry
+
+    bundle = load_bundle(path)
+    lag = served_lag(WorkerConfig(path))
+    out = []
+    for lat_lag in sorted({0, lag}):
+        say(f"Redis memory, {n_series} series, score_lag {lat_lag}")
+        g = Geometry(bundle.window_size, bundle.stride, lat_lag, bundle.channels)
+        out.append(measure_memory(redis_url, g, n_series, bundle.version))
+    return out
+
+
+def _redis_version(url: str) -> str:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return str(client.info("server").get("redis_version", "?"))
+    finally:
+        client.close()
+
+
+def _command() -> str:
+    """The command line, as typed, when run through the `anomalybert` entry point."""
+    if Path(sys.argv[0]).name == "anomalybert":
+        return shlex.join(["anomalybert", *sys.argv[1:]])
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+COMMANDS: list[click.Command] = [bench]

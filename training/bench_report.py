@@ -1,0 +1,162 @@
+"""Benchmark results in -> the machine description, the targets verdicts and the terminal tables out."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+# (name, what it compares, limit): the issue's targets, reported against, never assumed.
+TARGET_EFFICIENCY = 0.8
+TARGET_P99_MS = 50.0
+TARGET_BYTES_PER_SERIES = 2048
+
+
+def machine() -> dict[str, Any]:
+    """CPU model and count, OS, Python and ONNX Runtime versions."""
+    import onnxruntime
+
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu or platform.processor(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target figure with its verdict."""
+    out = []
+    for name, b in result["bundles"].items():
+        for t in b["throughput"]:
+            steady = t.get("steady", True)  # a run too small for a steady part says nothing either way
+            out.append({"target": f"pipeline efficiency >= {TARGET_EFFICIENCY}", "bundle": name,
+                        "where": f"{t['series']} series" + ("" if steady else " (no steady part)"),
+                        "value": t["efficiency"], "met": t["efficiency"] >= TARGET_EFFICIENCY if steady else None})
+        for lat in b["latency"]:
+            if lat["score_lag"] == 0:
+                p99 = lat["end_to_end_ms"]["p99"]
+                out.append({"target": f"p99 latency < {TARGET_P99_MS:.0f} ms at half load, score_lag 0",
+                            "bundle": name, "where": f"{lat['series']} series at {lat['rate_points_per_s']:.0f}/s",
+                            "value": p99, "met": p99 < TARGET_P99_MS})
+    for m in result["redis"]:
+        if m["channels"] == 1:
+            v = m["used_memory_per_series"]
+            out.append({"target": f"Redis < {TARGET_BYTES_PER_SERIES} B per series (W={m['window_size']}, C=1)",
+                        "bundle": "any", "where": f"score_lag {m['score_lag']}", "value": v,
+                        "met": v < TARGET_BYTES_PER_SERIES})
+    return out
+
+
+def _f(v: Any, digits: int = 0) -> str:
+    if v is None or v != v:
+        return "–"
+    return f"{v:,.{digits}f}"
+
+
+def _ok(met: bool | None) -> str:
+    if met is None:
+        return "n/a"
+    return "[green]met[/green]" if met else "[red]missed[/red]"
+
+
+def print_tables(console: Any, result: dict[str, Any]) -> None:
+    """The throughput, latency, memory, accuracy and target tables."""
+    m = result["machine"]
+    console.print(f"[bold]machine[/bold] {m['cpu']}, {m['cpus']} CPUs; onnxruntime {m['onnxruntime']}, "
+                  f"Python {m['python']}; broker {result['services']['broker']}, Redis "
+                  f"{result['services']['redis_version']}")
+    for name, b in result["bundles"].items():
+        console.print(f"[bold]{name}[/bold] {b['version']} (W={b['window_size']}, C={b['channels']}, "
+                      f"{b['model_bytes'] / 1e6:.2f} MB graph; default score_lag {b['default_score_lag']})")
+    _throughput(console, result)
+    _latency(console, result)
+    _memory(console, result)
+    if result.get("accuracy"):
+        _accuracy(console, result["accuracy"])
+    _targets(console, result["targets"])
+
+
+def _throughput(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    s = result["settings"]
+    t = Table(title="Throughput: one worker, end to end", caption=(
+        f"batch {s['batch']}, {s['threads']} ORT thread(s); points/s over the middle 80% of the scores by "
+        "their Kafka timestamps; efficiency = points/s / bare ORT windows/s (stride 1: one window per point); "
+        "ORT share = the worker's inference time / wall time over the same part"))
+    for c in ("bundle", "series", "points", "points/s", "bare ORT win/s", "efficiency", "events/batch",
+              "windows/inference", "ORT share"):
+        t.add_column(c, justify="left" if c == "bundle" else "right", no_wrap=True)
+    for name, b in result["bundles"].items():
+        for r in b["throughput"]:
+            w = r.get("worker", {})
+            t.add_row(name, _f(r["series"]), _f(r["points"]), _f(r["points_per_s"]),
+                      _f(b["bare_ort_windows_per_s"]), _f(r["efficiency"], 2), _f(w.get("mean_batch_events")),
+                      _f(w.get("mean_windows_per_inference")), _f(w.get("inference_share_of_wall"), 2))
+    console.print(t)
+
+
+def _latency(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    t = Table(title="Latency at about half the measured maximum rate (ms)", caption=(
+        "end to end: the point's send() to its score's Kafka timestamp (the worker's produce); with "
+        "score_lag L it includes waiting for the L later points of the series. processing: from the send() "
+        "of the point that made the score final."))
+    for c in ("bundle", "score_lag", "series", "rate/s", "samples", "e2e p50", "p95", "p99",
+              "processing p50", "p95 ", "p99 "):
+        t.add_column(c, justify="left" if c == "bundle" else "right", no_wrap=True)
+    for name, b in result["bundles"].items():
+        for r in b["latency"]:
+            e, p = r["end_to_end_ms"], r["processing_ms"]
+            t.add_row(name, str(r["score_lag"]), _f(r["series"]), _f(r["rate_points_per_s"]), _f(r["samples"]),
+                      _f(e["p50"], 1), _f(e["p95"], 1), _f(e["p99"], 1), _f(p["p50"], 1), _f(p["p95"], 1),
+                      _f(p["p99"], 1))
+    console.print(t)
+
+
+def _memory(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    t = Table(title="Redis memory per active series (steady state)", caption=(
+        "used_memory: growth of INFO memory used_memory / series (other clients of the same Redis add "
+        "noise); MEMORY USAGE: mean over a sample of the keys; state: the encoded state value alone"))
+    for c in ("score_lag", "W", "C", "series", "state bytes", "used_memory B/series", "MEMORY USAGE B/series"):
+        t.add_column(c, justify="right", no_wrap=True)
+    for r in result["redis"]:
+        t.add_row(str(r["score_lag"]), str(r["window_size"]), str(r["channels"]), _f(r["series"]),
+                  _f(r["state_bytes"]), _f(r["used_memory_per_series"]), _f(r["memory_usage_per_series"]))
+    console.print(t)
+
+
+def _accuracy(console: Any, acc: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    t = Table(title="int8 vs fp32 on dev data (per point; best F1 is an oracle threshold)")
+    for c in ("data", "points", "metric", "fp32", "int8", "change"):
+        t.add_column(c, justify="left" if c in ("data", "metric") else "right", no_wrap=True)
+    for data, r in acc.items():
+        for k in ("roc_auc", "best_f1_oracle", "mean_file_roc_auc"):
+            t.add_row(data, _f(r["points"]), k, _f(r["fp32"][k], 4), _f(r["int8"][k], 4), _f(r["delta"][k], 4))
+        d = r["score_abs_diff"]
+        t.add_row(data, "", "|score diff| mean / p99 / max", "", "",
+                  f"{d['mean']:.4f} / {d['p99']:.4f} / {d['max']:.4f}")
+        t.add_row(data, "", "flags that differ at the threshold", "", "", f"{r['flag_disagreement']:.4%}")
+    console.print(t)
+
+
+def _targets(console: Any, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    t = Table(title="Targets")
+    for c in ("target", "bundle", "where", "value", "verdict"):
+        t.add_column(c, justify="right" if c == "value" else "left", no_wrap=True)
+    for r in rows:
+        digits = 2 if "efficiency" in r["target"] else (1 if "ms" in r["target"] else 0)
+        t.add_row(r["target"], r["bundle"], r["where"], _f(r["value"], digits), _ok(r["met"]))
+    console.print(t)
