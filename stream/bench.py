@@ -400,7 +400,7 @@ def measure_throughput(services: Services, cfg: WorkerConfig, n_series: int, n_p
     with worker_run(services, cfg, log_dir) as run:
         run.start()
         asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, 0, first))
-        asyncio.run(_states_at(services.redis_url, run.prefix, sids, first, timeout=timeout))
+        asyncio.run(_states_at(run, sids, first, timeout=timeout))
         t_load = time.perf_counter()
         asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, first, n_points))
         load_s = time.perf_counter() - t_load
@@ -434,22 +434,23 @@ def measure_throughput(services: Services, cfg: WorkerConfig, n_series: int, n_p
 # ------------------------------------------------------------------------------------------ latency
 
 
-async def _states_at(redis_url: str, prefix: str, sids: list[str], n: int, timeout: float) -> None:
-    """Until every series' stored point count (the state's first 8 bytes) is `n`."""
+async def _states_at(run: WorkerRun, sids: list[str], n: int, timeout: float) -> None:
+    """Until every series' stored point count (the state's first 8 bytes) is `n`; fails if the worker dies."""
     from redis.asyncio import Redis
 
-    redis = Redis.from_url(redis_url)
+    redis = Redis.from_url(run.services.redis_url)
     deadline = time.monotonic() + timeout
     try:
         while True:
+            run.check_alive()
             pipe = redis.pipeline(transaction=False)
             for sid in sids:
-                pipe.getrange(f"{prefix}{{{sid}}}:st", 0, 7)
+                pipe.getrange(f"{run.prefix}{{{sid}}}:st", 0, 7)
             heads = await pipe.execute()
             if all(len(h) == 8 and int.from_bytes(h, "big") == n for h in heads):
                 return
             if time.monotonic() > deadline:
-                raise BenchError(f"series did not reach {n} points in Redis within {timeout:.0f}s")
+                raise BenchError(f"series did not reach {n} points in Redis within {timeout:.0f}s:\n{run.log_tail()}")
             await asyncio.sleep(0.2)
     finally:
         await redis.aclose()
@@ -503,7 +504,7 @@ def measure_latency(services: Services, cfg: WorkerConfig, n_series: int, rate: 
     with worker_run(services, cfg, log_dir) as run:
         run.start()
         asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, 0, first))
-        asyncio.run(_states_at(services.redis_url, run.prefix, sids, first, timeout=120))
+        asyncio.run(_states_at(run, sids, first, timeout=120))
         before = (time.monotonic(), run.metrics() or {})
         sent = asyncio.run(paced_send(services.bootstrap, run.topics["telemetry"], sids, first, stop, rate))
         samples = wait_scored(run, expected, timeout=60 + 2 * seconds)

@@ -63,6 +63,8 @@ def _series_list(_ctx: Any, _param: Any, value: str) -> list[int]:
               help="Series in the latency runs.")
 @click.option("--latency-seconds", type=click.FloatRange(min=1), default=10.0, show_default=True,
               help="Paced sending time of each latency run.")
+@click.option("--latency-rate", type=click.FloatRange(min=1), default=None, metavar="N",
+              help="Points/s of the latency runs [default: half the measured maximum at --latency-series].")
 @click.option("--max-wait", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="The worker's scoring.max_wait_s (longest wait to fill a batch) [default: the worker's].")
 @click.option("--fetch-max-wait-ms", type=click.IntRange(min=0), default=10, show_default=True,
@@ -137,6 +139,7 @@ class Plan:
     quantize: bool
     latency_series: int
     latency_seconds: float
+    latency_rate: float | None
     max_wait: float | None
     fetch_max_wait_ms: int
     memory_series: int
@@ -150,6 +153,7 @@ class Plan:
     def settings(self) -> dict[str, Any]:
         return {"series": self.series, "points": self.points, "batch": self.batch, "threads": self.threads,
                 "latency_series": self.latency_series, "latency_seconds": self.latency_seconds,
+                "latency_rate": self.latency_rate,
                 "max_wait_s": self.max_wait, "latency_fetch_max_wait_ms": self.fetch_max_wait_ms,
                 "memory_series": self.memory_series, "nab_files": self.nab_files, "quantize": self.quantize}
 
@@ -240,12 +244,12 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
         out["throughput"].append(r)
     rates = {r["series"]: r["points_per_s"] for r in out["throughput"]}
     # Half the measured maximum; never above half the bare model's speed (tiny runs have no steady part).
-    rate = 0.5 * min(rates.get(plan.latency_series, max(rates.values())), ort * bundle.stride)
+    rate = plan.latency_rate or 0.5 * min(rates.get(plan.latency_series, max(rates.values())), ort * bundle.stride)
     for lat_lag in sorted({0, lag}):
         say(f"[bold]{name}[/bold]: latency, score_lag {lat_lag}, {plan.latency_series} series at {rate:.0f}/s")
         lcfg = replace(cfg, score_lag=lat_lag, fetch_max_wait_ms=plan.fetch_max_wait_ms)
-        out["latency"].append(measure_latency(services, lcfg, plan.latency_series, rate, plan.latency_seconds,
-                                              work))
+        lat = measure_latency(services, lcfg, plan.latency_series, rate, plan.latency_seconds, work)
+        out["latency"].append({**lat, "half_load": plan.latency_rate is None})
     return out
 
 
