@@ -18,6 +18,9 @@ class ModelConfig:
     stride: int = 1
     dropout: float = 0.1
     channels: int = 1
+    # Also feed each window standardized by its own mean and spread (computed inside the graph): the shape
+    # of a window next to its level. Made for the `series` normalization scope.
+    window_features: bool = False
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:

@@ -78,12 +78,26 @@ class EncoderLayer(nn.Module):
         return x + self.ff(self.ln2(x))
 
 
+# Variance floor of the in-graph window standardization: a window flatter than 0.1 (in the units of its
+# input) keeps its small wiggles small instead of blowing them up to unit spread.
+WINDOW_FEATURE_EPS = 1e-2
+
+
+def window_standardize(x: torch.Tensor) -> torch.Tensor:
+    """Each window (B, W, C) minus its mean, over its standard deviation (floored)."""
+    centred = x - x.mean(dim=1, keepdim=True)
+    return centred / torch.sqrt(centred.pow(2).mean(dim=1, keepdim=True) + WINDOW_FEATURE_EPS)
+
+
 class Encoder(nn.Module):
-    """Embedding, positions and the layer stack: (B, W, C) -> (B, W, D). Frozen when finetuning."""
+    """Embedding, positions and the layer stack: (B, W, C) -> (B, W, D). Frozen when finetuning.
+
+    With `window_features` the embedding sees `[x, window_standardize(x)]` (2C inputs per timestep)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.embed = nn.Linear(cfg.channels, cfg.d_model)
+        self.window_features = cfg.window_features
+        self.embed = nn.Linear(cfg.channels * (2 if cfg.window_features else 1), cfg.d_model)
         self.register_buffer("positions", sinusoidal_positions(cfg.window_size, cfg.d_model), persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
@@ -91,6 +105,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = x.shape[1]
+        if self.window_features:
+            x = torch.cat([x, window_standardize(x)], dim=-1)
         h = self.drop(self.embed(x) + self.positions[:w])  # (B, W, D)
         for layer in self.layers:
             h = layer(h)

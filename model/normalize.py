@@ -1,24 +1,41 @@
 """Normalizers (numpy only): fitted offline, saved in checkpoints and bundles, applied identically online.
 
 Three kinds (`minmax`, the default, `zscore`, and `robust`: median and interquartile range, so that one
-extreme point does not set the scale it is measured in) and two scopes:
+extreme point does not set the scale it is measured in) and three scopes:
 - `global`: statistics fitted once on the training data, per channel. Right when training and serving
   data share a scale.
 - `window`: statistics of each window on its own, per channel. Scale-free: `a * x + b` (a > 0) gives
   the same normalized window as `x`, so one model serves series of any scale.
+- `series` (kind `zscore` only): each point is standardized, when it arrives, by the running mean and
+  standard deviation of its own series' history (exponentially weighted, `halflife` points; see
+  `RunningStats`). Scale-free like `window`, but a window keeps its level and spread relative to the
+  series' long history, which a per-window normalization removes. The normalization happens point by
+  point before windowing (`prepare_series`; the worker keeps the statistics in the series state), so
+  `transform` of an already prepared window only casts it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 Kind = Literal["minmax", "zscore", "robust"]
-Scope = Literal["global", "window"]
+Scope = Literal["global", "window", "series"]
 KINDS: tuple[str, ...] = ("minmax", "zscore", "robust")
-SCOPES: tuple[str, ...] = ("global", "window")
+SCOPES: tuple[str, ...] = ("global", "window", "series")
+
+# Series scope: defaults of the running statistics.
+DEFAULT_HALFLIFE = 1000.0
+# Points before deviations are winsorized in the running update (the spread is not yet reliable).
+RUNNING_WARMUP = 32
+# A deviation enters the running update clipped to +-RUNNING_CLIP_K running standard deviations, so one
+# extreme point (or an anomaly) barely moves the statistics it is measured against.
+RUNNING_CLIP_K = 5.0
+# Standardized values are clipped to +-SERIES_CLIP (a flat series that starts to move would give +-inf).
+SERIES_CLIP = 20.0
 
 # Robust kind: spread = IQR / 1.349 (the standard deviation for Gaussian data), at least this share of the
 # standard deviation (windows whose IQR is 0, e.g. sparse counts), and outputs clipped to +-ROBUST_CLIP.
@@ -42,20 +59,41 @@ class Normalizer:
     scope: Scope = "global"
     offset: list[float] = field(default_factory=list)
     scale: list[float] = field(default_factory=list)
+    halflife: float = DEFAULT_HALFLIFE  # series scope only
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"normalization kind must be one of {KINDS}, got {self.kind!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"normalization scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.scope == "series" and self.kind != "zscore":
+            raise ValueError(f"the series scope supports kind 'zscore' only, got {self.kind!r}")
+        if not self.halflife >= 1.0:
+            raise ValueError(f"halflife must be >= 1 point, got {self.halflife}")
 
     @property
     def fitted(self) -> bool:
-        return self.scope == "window" or bool(self.scale)
+        return self.scope != "global" or bool(self.scale)
+
+    @property
+    def pointwise(self) -> bool:
+        """True when values are normalized point by point, with series state, before windowing."""
+        return self.scope == "series"
+
+    def prepare_series(self, values: np.ndarray, stats: RunningStats | None = None) -> np.ndarray:
+        """Values (T, C) or (T,) of one series -> what windows are cut from. Standardized by the running
+        statistics for the series scope (continuing `stats` when given, which is updated in place);
+        unchanged for the other scopes, whose normalization is per window (`transform`)."""
+        if not self.pointwise:
+            return values
+        v = np.asarray(values, dtype=np.float64)
+        v2 = v.reshape(len(v), -1)
+        stats = stats if stats is not None else RunningStats.empty(v2.shape[1])
+        return stats.standardize(v2, self.halflife).reshape(v.shape)
 
     def fit(self, values: np.ndarray) -> Normalizer:
-        """Fit global statistics on training values (T, C) or (T,). A no-op for the window scope."""
-        if self.scope == "window":
+        """Fit global statistics on training values (T, C) or (T,). A no-op for the window and series scopes."""
+        if self.scope != "global":
             return self
         v = np.asarray(values, dtype=np.float64)
         v = v.reshape(len(v), -1)  # (T, C)
@@ -78,6 +116,8 @@ class Normalizer:
         x = np.asarray(windows, dtype=np.float64)
         if x.ndim != 3:
             raise ValueError(f"expected windows of shape (batch, window, channels), got {x.shape}")
+        if self.scope == "series":
+            return x.astype(np.float32)  # standardized point by point already (prepare_series)
         if self.scope == "window":
             offset, spread = self._stats(x, axis=1)  # (B, C) each
             magnitude = np.abs(x).max(axis=1)
@@ -92,7 +132,10 @@ class Normalizer:
         return out.astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "scope": self.scope, "offset": self.offset, "scale": self.scale}
+        out: dict[str, Any] = {"kind": self.kind, "scope": self.scope, "offset": self.offset, "scale": self.scale}
+        if self.scope == "series":
+            out["halflife"] = self.halflife
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normalizer:
@@ -101,4 +144,63 @@ class Normalizer:
             scope=data.get("scope", "global"),
             offset=[float(x) for x in data.get("offset", [])],
             scale=[float(x) for x in data.get("scale", [])],
+            halflife=float(data.get("halflife", DEFAULT_HALFLIFE)),
         )
+
+
+@dataclass
+class RunningStats:
+    """Running mean and variance of one series, per channel: the state of the series scope.
+
+    Point `x` is standardized by the statistics of the points before it, `z = (x - mean) / std` (clipped
+    to +-SERIES_CLIP; 0 for the first two points), and then added with weight `a = max(1 / n, alpha)`,
+    `alpha = 1 - 0.5 ** (1 / halflife)`: a plain running mean for the first ~1.44 halflife points, then an
+    exponentially weighted one. After RUNNING_WARMUP points a deviation enters the update clipped to
+    +-RUNNING_CLIP_K std. The worker applies the same `standardize` to each point as it arrives, so
+    offline and online values agree exactly (float64).
+    """
+
+    count: int
+    mean: np.ndarray  # (C,) float64
+    var: np.ndarray  # (C,) float64
+
+    @classmethod
+    def empty(cls, channels: int) -> RunningStats:
+        return cls(0, np.zeros(channels), np.zeros(channels))
+
+    def standardize(self, values: np.ndarray, halflife: float) -> np.ndarray:
+        """Standardize values (T, C) in order and absorb them; returns float64 (T, C)."""
+        v = np.asarray(values, dtype=np.float64)
+        alpha = 1.0 - 0.5 ** (1.0 / halflife)
+        out = np.empty_like(v)
+        if v.shape[1] == 1:  # the common case, in plain floats (several times faster than numpy scalars)
+            n, m, var = self.count, float(self.mean[0]), float(self.var[0])
+            for t, x in enumerate(v[:, 0].tolist()):
+                n, m, var, out[t, 0] = _step(n, m, var, x, alpha)
+            self.count, self.mean, self.var = n, np.array([m]), np.array([var])
+            return out
+        for c in range(v.shape[1]):
+            n, m, var = self.count, float(self.mean[c]), float(self.var[c])
+            for t, x in enumerate(v[:, c].tolist()):
+                n, m, var, out[t, c] = _step(n, m, var, x, alpha)
+            self.mean[c], self.var[c] = m, var
+        self.count += len(v)
+        return out
+
+
+def _step(n: int, mean: float, var: float, x: float, alpha: float) -> tuple[int, float, float, float]:
+    """One point of `RunningStats.standardize`: (count, mean, var, z) after point `x`."""
+    if n == 0:
+        return 1, x, 0.0, 0.0
+    std = math.sqrt(var)
+    d = x - mean
+    if n == 1 or d == 0.0:
+        z = 0.0  # a single point has no spread yet
+    elif std <= _FLAT_RTOL * (abs(mean) + 1.0):
+        z = math.copysign(SERIES_CLIP, d)  # a flat history that moves
+    else:
+        z = max(-SERIES_CLIP, min(SERIES_CLIP, d / std))
+        if n >= RUNNING_WARMUP:
+            d = max(-RUNNING_CLIP_K * std, min(RUNNING_CLIP_K * std, d))
+    a = max(1.0 / (n + 1), alpha)
+    return n + 1, mean + a * d, (1.0 - a) * (var + a * d * d), z

@@ -23,7 +23,7 @@ from stream.metrics import Metrics
 from stream.processor import Processor
 from stream.publish import Publisher
 from stream.reload import Reloader
-from stream.scorer import Scorer, Served
+from stream.scorer import Scorer, Served, geometry_of
 from stream.settings import Settings, resolve_score_lag
 from stream.state import Geometry
 from stream.store import Store, connect
@@ -51,7 +51,7 @@ def load_checked_bundle(settings: Settings) -> tuple[Bundle, Geometry]:
         lag = resolve_score_lag(settings.scoring, bundle.window_size, bundle.stride, calibrated)
     except ValueError as e:
         raise StartupError(str(e)) from e
-    return bundle, Geometry(bundle.window_size, bundle.stride, lag, bundle.channels)
+    return bundle, geometry_of(bundle, lag)
 
 
 async def check_services(settings: Settings) -> dict[str, int]:

@@ -18,9 +18,8 @@ from typing import Any
 from model.bundle import Bundle, load_bundle, read_manifest, resolve_bundle_dir
 from model.errors import BundleError
 from stream.metrics import Metrics
-from stream.scorer import Scorer, Served
+from stream.scorer import Scorer, Served, geometry_of
 from stream.settings import Settings, resolve_score_lag
-from stream.state import Geometry
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class Reloader:
             lag = resolve_score_lag(self.settings.scoring, bundle.window_size, bundle.stride, calibrated)
         except ValueError as e:
             raise BundleError(str(e)) from e
-        return Served(bundle, Geometry(bundle.window_size, bundle.stride, lag, bundle.channels))
+        return Served(bundle, geometry_of(bundle, lag))
 
     async def poll(self) -> None:
         """Timer body: the fallback when an announcement was missed."""

@@ -13,6 +13,12 @@ from model.bundle import Bundle
 from stream.state import Geometry
 
 
+def geometry_of(bundle: Bundle, lag: int) -> Geometry:
+    """The state geometry a bundle is served with at `lag`."""
+    norm = bundle.normalizer
+    return Geometry(bundle.window_size, bundle.stride, lag, bundle.channels, norm.halflife if norm.pointwise else 0.0)
+
+
 @dataclass(frozen=True)
 class Served:
     """A bundle and the aggregation geometry it is served with: swapped together, read together."""

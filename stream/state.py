@@ -15,6 +15,12 @@ have at least one window score, with the old version's partial average (n_window
 windows), then starts a new "era" for the new geometry: the buffered points are kept, and the era's
 first window ends at `era_end = max(base + W' - 1, n)`, playing the role that the first full window
 (W-1) plays for a new series. Offline parity holds within an era.
+
+Point-by-point normalization (a bundle with the `series` normalization scope, `Geometry.halflife > 0`):
+the state also keeps the running statistics (`model.normalize.RunningStats`) and, beside the raw
+buffer, the standardized model inputs (float32, what ONNX Runtime receives); windows are cut from those.
+Each accepted point is standardized once, on arrival, exactly as `Normalizer.prepare_series` does
+offline. A swap to such a model from one without it starts the statistics from the buffered points.
 """
 
 from __future__ import annotations
@@ -25,15 +31,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.normalize import RunningStats
 from model.windows import check_lag, included_offsets
 from stream.alerts import AlertState
 from stream.errors import CorruptState
 
-FORMAT = 2
+FORMAT = 3
+_READS = (2, 3)  # format 2 (before point-by-point normalization) is read as halflife 0
 _HEAD = struct.Struct(">Q")  # n: also the compare-and-set token, so it comes first
 # format, flags, W, stride, lag, C, buffered, pending, last_ts, era_end, alert run/start/peak_ts/peak,
 # model threshold, version length (the version's UTF-8 bytes follow)
-_BODY = struct.Struct("<BBHHHHHHqqIqqddB")
+_BODY2 = struct.Struct("<BBHHHHHHqqIqqddB")
+# format 3 appends: halflife, running-statistics count
+_BODY = struct.Struct("<BBHHHHHHqqIqqddBdQ")
 _FLAG_OPEN = 1
 _FLAG_TS_DELTA32 = 2
 _FLAG_HAS_TS = 4
@@ -41,17 +51,25 @@ _FLAG_HAS_TS = 4
 
 @dataclass(frozen=True)
 class Geometry:
-    """Window size, stride, aggregation lag and channel count: what a stored state must agree with."""
+    """Window size, stride, aggregation lag, channel count and the half-life of point-by-point
+    normalization (0: none): what a stored state must agree with."""
 
     window: int
     stride: int
     lag: int
     channels: int
+    halflife: float = 0.0
 
     def __post_init__(self) -> None:
         check_lag(self.window, self.stride, self.lag)
         if self.channels < 1:
             raise ValueError(f"channels must be >= 1, got {self.channels}")
+        if self.halflife and self.halflife < 1.0:
+            raise ValueError(f"halflife must be 0 (none) or >= 1, got {self.halflife}")
+
+    @property
+    def pointwise(self) -> bool:
+        return self.halflife > 0
 
 
 @dataclass
@@ -95,6 +113,8 @@ class SeriesState:
     version: str = ""  # the model version whose scores `sums` hold
     threshold: float = 0.5  # that model's own threshold (overrides are applied by the caller)
     era_end: int = -1  # index where the current era's first window ends; -1: W-1 (a new series)
+    stats: RunningStats | None = None  # pointwise geometry only
+    inputs: np.ndarray | None = None  # (k, C) float32 standardized `values`; pointwise geometry only
     _open_step: bool = False
     _catch_up: int | None = None  # set by swap(): the next push also yields era windows ending before n
 
@@ -103,6 +123,14 @@ class SeriesState:
             self.values = np.empty((0, self.geometry.channels), np.float64)
         if self.era_end < 0:
             self.era_end = self.geometry.window - 1
+        if self.geometry.pointwise and self.stats is None:
+            self._restart_stats()
+
+    def _restart_stats(self) -> None:
+        """Running statistics from the buffered points on (a new series: from its first point)."""
+        assert self.values is not None
+        self.stats = RunningStats.empty(self.geometry.channels)
+        self.inputs = self.stats.standardize(self.values, self.geometry.halflife).astype(np.float32)
 
     @property
     def first_pending(self) -> int:
@@ -134,6 +162,9 @@ class SeriesState:
         vals = np.asarray(values, dtype=np.float64).reshape(len(ts), g.channels)[keep]
         self.ts = np.concatenate([self.ts, np.asarray(ts, dtype=np.int64)[keep]])
         self.values = np.concatenate([self.values, vals])
+        if self.stats is not None and self.inputs is not None:
+            z = self.stats.standardize(vals, g.halflife).astype(np.float32)
+            self.inputs = np.concatenate([self.inputs, z])
         self.sums = np.concatenate([self.sums, np.zeros(m)])
         self.counts = np.concatenate([self.counts, np.zeros(m, np.int64)])
         self.n, self.last_ts = n_old + m, last
@@ -145,7 +176,8 @@ class SeriesState:
         g = self.geometry
         if len(ends) == 0:
             return np.empty((0, g.window, g.channels))
-        view = np.lib.stride_tricks.sliding_window_view(self.values, g.window, axis=0)  # (L-W+1, C, W)
+        source = self.inputs if self.inputs is not None else self.values
+        view = np.lib.stride_tricks.sliding_window_view(source, g.window, axis=0)  # (L-W+1, C, W)
         return view[ends - (g.window - 1) - self.base].transpose(0, 2, 1)  # (K, W, C)
 
     def apply(self, step: Step, scores: np.ndarray) -> list[FinalPoint]:
@@ -194,6 +226,8 @@ class SeriesState:
             self.sums, self.counts = self.sums[n_final - p0 :], self.counts[n_final - p0 :]
         k = min(len(self.ts), g.window)
         self.ts, self.values = self.ts[len(self.ts) - k :], self.values[len(self.values) - k :]
+        if self.inputs is not None:
+            self.inputs = self.inputs[len(self.inputs) - k :]
         return out
 
     def swap(self, geometry: Geometry, version: str, threshold: float) -> list[FinalPoint]:
@@ -209,7 +243,13 @@ class SeriesState:
         n_final = p0 + int(covered[-1]) + 1 if len(covered) else p0
         finals = self._emit(p0, n_final)
         base = self.n - len(self.ts)  # oldest buffered point: the buffer is the last min(n, W_old) points
+        was_pointwise = self.geometry.pointwise
         self.geometry, self.version, self.threshold = geometry, version, threshold
+        if not geometry.pointwise:
+            self.stats = self.inputs = None
+        elif not was_pointwise:
+            self._restart_stats()
+        # pointwise to pointwise: the statistics go on (a new half-life applies from the next point)
         # The era's first window lies in the buffer and covers the oldest point still pending (it then
         # counts for all of its points, as a new series' first window does).
         self.era_end = max(base + geometry.window - 1, self.first_pending)
@@ -224,6 +264,10 @@ class SeriesState:
         g, a = self.geometry, self.alert
         version = self.version.encode()[:255]
         flags = (_FLAG_OPEN if a.is_open else 0) | (_FLAG_HAS_TS if self.last_ts is not None else 0)
+        stats_bytes = b""
+        if self.stats is not None and self.inputs is not None:
+            stats_bytes = b"".join([self.stats.mean.astype("<f8").tobytes(), self.stats.var.astype("<f8").tobytes(),
+                                    self.inputs.astype("<f4").tobytes()])
         ts_bytes = b""
         if len(self.ts):
             deltas = np.diff(self.ts)
@@ -249,6 +293,8 @@ class SeriesState:
             a.peak_score,
             self.threshold,
             len(version),
+            g.halflife,
+            self.stats.count if self.stats is not None else 0,
         )
         return b"".join(
             [
@@ -257,6 +303,7 @@ class SeriesState:
                 version,
                 ts_bytes,
                 self.values.astype("<f8").tobytes(),
+                stats_bytes,
                 self.sums.astype("<f8").tobytes(),
                 self.counts.astype("<u2").tobytes(),
             ]
@@ -275,12 +322,18 @@ class SeriesState:
 def _decode(blob: bytes) -> SeriesState:
     (n,) = _HEAD.unpack_from(blob, 0)
     (fmt,) = struct.unpack_from("<B", blob, _HEAD.size)
-    if fmt != FORMAT:
-        raise CorruptState(f"state format {fmt}, this worker reads {FORMAT}")
-    (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
-     vlen) = _BODY.unpack_from(blob, _HEAD.size)
-    g = Geometry(w, stride, lag, c)
-    pos = _HEAD.size + _BODY.size
+    if fmt not in _READS:
+        raise CorruptState(f"state format {fmt}, this worker reads {_READS}")
+    halflife, stats_count = 0.0, 0
+    if fmt == 2:
+        (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
+         vlen) = _BODY2.unpack_from(blob, _HEAD.size)
+        pos = _HEAD.size + _BODY2.size
+    else:
+        (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
+         vlen, halflife, stats_count) = _BODY.unpack_from(blob, _HEAD.size)
+        pos = _HEAD.size + _BODY.size
+    g = Geometry(w, stride, lag, c, halflife)
     version = blob[pos:pos + vlen].decode()
     pos += vlen
     if flags & _FLAG_TS_DELTA32 and k:
@@ -293,13 +346,20 @@ def _decode(blob: bytes) -> SeriesState:
         pos += 8 * k
     values = np.frombuffer(blob, "<f8", k * c, pos).reshape(k, c).astype(np.float64)
     pos += 8 * k * c
+    stats = inputs = None
+    if g.pointwise:
+        mean = np.frombuffer(blob, "<f8", c, pos).astype(np.float64)
+        var = np.frombuffer(blob, "<f8", c, pos + 8 * c).astype(np.float64)
+        inputs = np.frombuffer(blob, "<f4", k * c, pos + 16 * c).reshape(k, c).astype(np.float32)
+        stats = RunningStats(stats_count, mean, var)
+        pos += 16 * c + 4 * k * c
     sums = np.frombuffer(blob, "<f8", p, pos).astype(np.float64)
     counts = np.frombuffer(blob, "<u2", p, pos + 8 * p).astype(np.int64)
     if pos + 10 * p != len(blob):
         raise CorruptState(f"state length {len(blob)} disagrees with its header (n={n})")
     alert = AlertState(bool(flags & _FLAG_OPEN), run, start_ts, peak_ts, peak)
     return SeriesState(g, n, last_ts if flags & _FLAG_HAS_TS else None, ts, values, sums, counts, alert,
-                       version, threshold, era_end)
+                       version, threshold, era_end, stats, inputs)
 
 
 def _new_window_ends(n_old: int, n_new: int, era_end: int, stride: int) -> np.ndarray:

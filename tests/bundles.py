@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from model.config import ModelConfig
 
 TINY = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, window_size=16, dropout=0.0)
 
 
-def tiny_bundle(path: Path, seed: int = 0, cfg: ModelConfig = TINY, threshold: float = 0.5) -> Path:
-    """Export a random-weight AnomalyBERT with window-scope min-max normalization to `path`."""
+def tiny_bundle(path: Path, seed: int = 0, cfg: ModelConfig = TINY, threshold: float = 0.5,
+                normalizer: Any = None) -> Path:
+    """Export a random-weight AnomalyBERT to `path`, by default with window-scope min-max normalization."""
     import torch
 
     from model.checkpoint import Checkpoint
@@ -19,6 +21,6 @@ def tiny_bundle(path: Path, seed: int = 0, cfg: ModelConfig = TINY, threshold: f
     from model.normalize import Normalizer
 
     torch.manual_seed(seed)
-    ckpt = Checkpoint(AnomalyBERT(cfg).eval(), Normalizer(scope="window"), threshold=threshold)
+    ckpt = Checkpoint(AnomalyBERT(cfg).eval(), normalizer or Normalizer(scope="window"), threshold=threshold)
     directory, _ = export_bundle(ckpt, path)
     return directory

@@ -257,14 +257,14 @@ def _measure_redis(path: Path, redis_url: str, n_series: int, say: Callable[[str
     from model.bundle import load_bundle
     from stream.bench import WorkerConfig, served_lag
     from stream.bench_memory import measure_memory
-    from stream.state import Geometry
+    from stream.scorer import geometry_of
 
     bundle = load_bundle(path)
     lag = served_lag(WorkerConfig(path))
     out = []
     for lat_lag in sorted({0, lag}):
         say(f"Redis memory, {n_series} series, score_lag {lat_lag}")
-        g = Geometry(bundle.window_size, bundle.stride, lat_lag, bundle.channels)
+        g = geometry_of(bundle, lat_lag)
         out.append(measure_memory(redis_url, g, n_series, bundle.version))
     return out
 

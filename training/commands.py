@@ -16,7 +16,7 @@ import click
 
 from model.config import ModelConfig
 from model.errors import DataError
-from model.normalize import KINDS, SCOPES
+from model.normalize import DEFAULT_HALFLIFE, KINDS, SCOPES, Normalizer
 from training.synth import MIN_SAMPLES, SCENARIOS
 
 _DEFAULTS = ModelConfig()
@@ -83,14 +83,21 @@ def _model_config(options: dict[str, Any]) -> ModelConfig:
 @click.option("--stride", type=click.IntRange(min=1),
               help=f"Step between windows, in training and in serving [{_DEFAULTS.stride}].")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), help=f"[{_DEFAULTS.dropout}]")
+@click.option("--window-features/--no-window-features", default=None,
+              help="Also feed each window standardized by its own statistics (in the graph); for "
+                   "--scope series [off].")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
               help="Peak AdamW learning rate (one cycle: warm-up, then cosine decay).")
 @click.option("--normalization", type=click.Choice(KINDS),
               help="Normalizer kind [minmax; with --finetune: the checkpoint's].")
 @click.option("--scope", type=click.Choice(SCOPES),
-              help="Normalizer statistics: per window (scale-free, serves series of any scale) or "
-                   "global (fitted on the training data) [window; with --finetune: the checkpoint's].")
+              help="Normalizer statistics: per window (scale-free, serves series of any scale), per "
+                   "series (running mean and std of each series' history, zscore only; the worker "
+                   "keeps them in Redis) or global (fitted on the training data) "
+                   "[window; with --finetune: the checkpoint's].")
+@click.option("--halflife", type=click.FloatRange(min=1.0),
+              help="--scope series: half-life of the running statistics, in points [1000].")
 @click.option("--val-fraction", default=0.2, show_default=True,
               type=click.FloatRange(0.0, 1.0, max_open=True),
               help="Tail of each series held out for validation loss, ROC-AUC and the threshold.")
@@ -105,7 +112,7 @@ def _model_config(options: dict[str, Any]) -> ModelConfig:
 @click.option("--verbose", "-v", is_flag=True, help="Log details.")
 def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val_fraction: float, seed: int,
           score_lag: int | None, finetune: Path | None, normalization: str | None, scope: str | None,
-          progress: bool | None, verbose: bool, **arch: Any) -> None:
+          halflife: float | None, progress: bool | None, verbose: bool, **arch: Any) -> None:
     """Train a model (or finetune one) on labelled CSV data and save a checkpoint.
 
     Loss is binary cross-entropy between the per-point scores and `probability`, over overlapping
@@ -126,12 +133,18 @@ def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val
         if given := [k for k, v in arch.items() if v is not None]:
             raise click.UsageError(f"--finetune keeps the checkpoint's architecture; drop "
                                    f"{', '.join('--' + k.replace('_', '-') for k in given)}")
-        if normalization is not None or scope is not None:
+        if normalization is not None or scope is not None or halflife is not None:
             raise click.UsageError("--finetune keeps the checkpoint's normalization; "
-                                   "drop --normalization/--scope")
+                                   "drop --normalization/--scope/--halflife")
     cfg = _model_config(arch)
+    kind = normalization or ("zscore" if scope == "series" else "minmax")
+    try:
+        Normalizer(kind=kind, scope=scope or "window", halflife=halflife or DEFAULT_HALFLIFE)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed,
-                     normalization=normalization or "minmax", scope=scope or "window",
+                     normalization=kind, scope=scope or "window",
+                     halflife=halflife or DEFAULT_HALFLIFE,
                      finetune=str(finetune) if finetune else None, progress=progress,
                      score_lag=score_lag)
     series = load_series(data, labels=True)

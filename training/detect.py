@@ -31,11 +31,15 @@ WindowScorer = Callable[[np.ndarray], np.ndarray]  # raw windows (B, W, C) -> sc
 
 
 def score_series(score_windows: WindowScorer, values: np.ndarray, window_size: int, stride: int,
-                 score_lag: int | None = None) -> np.ndarray:
+                 score_lag: int | None = None, normalizer: Normalizer | None = None) -> np.ndarray:
     """Per-point scores (T,) of one series: the mean of the scores of the windows covering each point.
 
+    `normalizer`: the model's, when its normalization runs point by point before windowing (the series
+    scope; `Normalizer.prepare_series`); None when `values` are already prepared or it need not.
     NaN marks points no window covers (only possible at the end of a series when stride > 1).
     """
+    if normalizer is not None:
+        values = normalizer.prepare_series(values)
     windows = make_windows(values, window_size, stride)  # (N, W, C)
     parts = [score_windows(windows[i:i + BATCH]) for i in range(0, len(windows), BATCH)]
     window_scores = np.concatenate(parts) if parts else np.empty((0, window_size), np.float32)
@@ -88,12 +92,14 @@ class Detector:
 
             ckpt = load_checkpoint(path)
             self._score_windows: WindowScorer = TorchScorer(ckpt)
+            self.normalizer = ckpt.normalizer
             cfg, self.threshold = ckpt.config, ckpt.threshold
             self.window_size, self.stride = cfg.window_size, cfg.stride
             calibrated = ckpt.calibration.get("score_lag")
         else:
             bundle = load_bundle(path, threads=threads)
             self._score_windows = bundle.score_windows
+            self.normalizer = bundle.normalizer
             self.threshold = bundle.threshold
             self.window_size, self.stride = bundle.window_size, bundle.stride
             calibrated = bundle.manifest.calibration.details.get("score_lag")
@@ -105,7 +111,8 @@ class Detector:
 
     def score(self, values: np.ndarray) -> np.ndarray:
         """Per-point anomaly scores (T,) in [0, 1] of one series of at least `window_size` points."""
-        return score_series(self._score_windows, values, self.window_size, self.stride, self.score_lag)
+        return score_series(self._score_windows, values, self.window_size, self.stride, self.score_lag,
+                            self.normalizer)
 
     def detect(self, series: Series, n: int = 10) -> list[dict[str, Any]]:
         """The top-`n` points of a series as `{timestamp, value, score}`, highest score first."""

@@ -100,12 +100,13 @@ def model_window_scores(bundle: Bundle, values: np.ndarray, stride: int) -> list
     others under the max).
     """
     v = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    prep = bundle.normalizer.prepare_series  # point by point for the series scope, else unchanged
     if v.shape[1] == bundle.channels:
-        return [_score_windows(bundle, make_windows(v, bundle.window_size, stride))]
+        return [_score_windows(bundle, make_windows(prep(v), bundle.window_size, stride))]
     if bundle.channels != 1:
         raise DataError(f"bundle expects {bundle.channels} channels, data has {v.shape[1]}")
     varying = [c for c in range(v.shape[1]) if np.ptp(v[:, c]) > 0]
-    return [_score_windows(bundle, make_windows(v[:, c], bundle.window_size, stride)) for c in varying]
+    return [_score_windows(bundle, make_windows(prep(v[:, c]), bundle.window_size, stride)) for c in varying]
 
 
 def model_point_scores(window_scores: list[np.ndarray], n_points: int, window_size: int, stride: int,

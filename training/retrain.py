@@ -18,6 +18,7 @@ import numpy as np
 
 from model.config import ModelConfig
 from model.errors import DataError
+from model.normalize import Normalizer
 from training.calibrate import best_f1_threshold, roc_auc
 from training.data import Series
 from training.detect import score_series
@@ -130,11 +131,12 @@ class GateResult:
     n_anomalous: int
 
 
-def gate_metrics(score_windows: WindowScorer, gate: list[Series], window_size: int, stride: int) -> GateResult:
+def gate_metrics(score_windows: WindowScorer, gate: list[Series], window_size: int, stride: int,
+                 normalizer: Normalizer | None = None) -> GateResult:
     """ROC-AUC and best F1 (over thresholds) of per-point scores, computed as `detect` scores them."""
     scores, labels = [], []
     for s in gate:
-        sc = score_series(score_windows, s.values, window_size, stride)
+        sc = score_series(score_windows, s.values, window_size, stride, normalizer=normalizer)
         ok = ~np.isnan(sc)
         scores.append(sc[ok])
         labels.append(s.label[ok])  # type: ignore[index]
@@ -207,14 +209,16 @@ def run_retrain(raw: list[Series], current_dir: Path, plan: RetrainPlan) -> Retr
               cfg.window_size - 1)
     tc = TrainConfig(epochs=plan.epochs, batch_size=plan.batch_size, lr=plan.lr, seed=plan.seed,
                      normalization=current.normalizer.kind, scope=current.normalizer.scope,
+                     halflife=current.normalizer.halflife,
                      finetune=str(base_ckpt) if plan.finetune else None, progress=plan.progress,
                      score_lag=max(lag, cfg.stride - 1))
     log.info("retraining on %d series (%d points), gate slice %d series",
              len(train_series), sum(len(s) for s in train_series), len(gate))
     candidate = train(train_series, cfg, tc)
     candidate.training_data["base_version"] = current.version
-    current_result = gate_metrics(current.score_windows, gate, current.window_size, current.stride)
-    new_result = gate_metrics(TorchScorer(candidate), gate, cfg.window_size, cfg.stride)
+    current_result = gate_metrics(current.score_windows, gate, current.window_size, current.stride,
+                                  current.normalizer)
+    new_result = gate_metrics(TorchScorer(candidate), gate, cfg.window_size, cfg.stride, candidate.normalizer)
     candidate.metrics["gate"] = {"candidate": new_result.__dict__, "current": current_result.__dict__,
                                  "base_version": current.version}
     return RetrainOutcome(candidate, current_result, new_result,

@@ -22,7 +22,7 @@ from model.checkpoint import Checkpoint, load_checkpoint
 from model.config import ModelConfig
 from model.encoder import AnomalyBERT
 from model.errors import DataError
-from model.normalize import Normalizer
+from model.normalize import DEFAULT_HALFLIFE, Normalizer
 from model.windows import check_lag, make_windows
 from training.calibrate import bce, best_f1_threshold, roc_auc
 from training.data import Series, require_length
@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     normalization: str = "minmax"
     scope: str = "window"
+    halflife: float = DEFAULT_HALFLIFE  # series scope: half-life of the running statistics, in points
     finetune: str | None = None  # checkpoint whose encoder is kept frozen
     score_lag: int | None = None  # lag of the validation scores and the threshold; None = window_size - 1
     progress: bool | None = None  # progress bar: None = only on a terminal
@@ -93,13 +94,13 @@ def split_point(n: int, window_size: int, val_fraction: float) -> int:
     return max(cut, min(n, window_size))
 
 
-def _holdout(s: Series, cut: int, cfg: ModelConfig) -> Holdout | None:
+def _holdout(s: Series, values: np.ndarray, cut: int, cfg: ModelConfig) -> Holdout | None:
     if cut >= len(s):
         return None
     # Start on the series' window grid so the windows here are exactly the full series' windows.
     start = max(0, cut - cfg.window_size + 1) // cfg.stride * cfg.stride
     assert s.probability is not None and s.label is not None
-    return Holdout(s.values[start:], cut - start, s.probability[cut:], s.label[cut:])
+    return Holdout(values[start:], cut - start, s.probability[cut:], s.label[cut:])
 
 
 def prepare(series: list[Series], cfg: ModelConfig, normalizer: Normalizer, val_fraction: float) -> Prepared:
@@ -107,12 +108,16 @@ def prepare(series: list[Series], cfg: ModelConfig, normalizer: Normalizer, val_
     require_length(series, cfg.window_size)
     cuts = [split_point(len(s), cfg.window_size, val_fraction) for s in series]
     normalizer.fit(np.concatenate([s.values[:c] for s, c in zip(series, cuts, strict=True)]))
+    # The series scope standardizes point by point with running statistics, over the whole series in
+    # order (as the worker does), so the held-out tail continues the statistics of the head.
+    prepared = [normalizer.prepare_series(s.values) for s in series]
     xs, ys = [], []
-    for s, cut in zip(series, cuts, strict=True):
+    for s, values, cut in zip(series, prepared, cuts, strict=True):
         assert s.probability is not None
-        xs.append(make_windows(s.values[:cut], cfg.window_size, cfg.stride))  # (N, W, 1)
+        xs.append(make_windows(values[:cut], cfg.window_size, cfg.stride))  # (N, W, 1)
         ys.append(make_windows(s.probability[:cut], cfg.window_size, cfg.stride)[..., 0])  # (N, W)
-    holdouts = [h for s, c in zip(series, cuts, strict=True) if (h := _holdout(s, c, cfg)) is not None]
+    holdouts = [h for s, v, c in zip(series, prepared, cuts, strict=True)
+                if (h := _holdout(s, v, c, cfg)) is not None]
     x = torch.from_numpy(normalizer.transform(np.concatenate(xs)))
     y = torch.from_numpy(np.concatenate(ys).astype(np.float32))
     return Prepared(x, y, holdouts)
@@ -121,7 +126,8 @@ def prepare(series: list[Series], cfg: ModelConfig, normalizer: Normalizer, val_
 def holdout_scores(scorer: Callable[[np.ndarray], np.ndarray], holdouts: list[Holdout],
                    cfg: ModelConfig, score_lag: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(scores, probability, label) of every held-out point that a window covers, each point's score
-    aggregated at `score_lag` as the worker would (None: every covering window)."""
+    aggregated at `score_lag` as the worker would (None: every covering window). The holdout values are
+    already prepared (`Normalizer.prepare_series`)."""
     parts = []
     for h in holdouts:
         scores = score_series(scorer, h.values, cfg.window_size, cfg.stride, score_lag)[h.first:]
@@ -144,11 +150,13 @@ def fingerprint(series: list[Series]) -> str:
 
 def _model(cfg: ModelConfig, tc: TrainConfig) -> tuple[AnomalyBERT, Normalizer]:
     if tc.finetune is None:
-        return AnomalyBERT(cfg), Normalizer(kind=tc.normalization, scope=tc.scope)  # type: ignore[arg-type]
+        return AnomalyBERT(cfg), Normalizer(kind=tc.normalization, scope=tc.scope,  # type: ignore[arg-type]
+                                            halflife=tc.halflife)
     base = load_checkpoint(tc.finetune)
     base.model.freeze_encoder()
     # Same kind and scope as the encoder was trained with; refitted on the new data.
-    return base.model, Normalizer(kind=base.normalizer.kind, scope=base.normalizer.scope)
+    return base.model, Normalizer(kind=base.normalizer.kind, scope=base.normalizer.scope,
+                                  halflife=base.normalizer.halflife)
 
 
 def _frozen_features(model: AnomalyBERT, x: torch.Tensor, batch: int = 512) -> torch.Tensor:

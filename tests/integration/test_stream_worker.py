@@ -44,7 +44,8 @@ T0 = 1_732_600_000_000
 def offline_scores(bundle_dir: Path, values: np.ndarray, lag: int) -> np.ndarray:
     bundle = load_bundle(bundle_dir)
     w, s = bundle.window_size, bundle.stride
-    scores, _ = aggregate(bundle.score_windows(make_windows(values, w, s)), len(values), w, s, lag)
+    windows = make_windows(bundle.normalizer.prepare_series(values), w, s)  # series scope: point by point first
+    scores, _ = aggregate(bundle.score_windows(windows), len(values), w, s, lag)
     return scores
 
 

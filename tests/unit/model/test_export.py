@@ -15,6 +15,7 @@ from model.config import ModelConfig
 from model.encoder import AnomalyBERT
 from model.export import export_bundle
 from model.normalize import Normalizer
+from model.windows import make_windows
 from training.detect import TorchScorer
 
 CFG = ModelConfig(n_layers=2, d_model=32, n_heads=4, d_ff=64, window_size=24)
@@ -61,3 +62,18 @@ def test_output_must_be_a_directory_or_model_onnx(exported: tuple[Checkpoint, Pa
         export_bundle(exported[0], tmp_path / "other.onnx")
     directory, _ = export_bundle(exported[0], tmp_path / "b2" / "model.onnx")
     assert (directory / "manifest.json").is_file() and directory == tmp_path / "b2"
+
+
+def test_series_scope_with_window_features_exports_and_matches(tmp_path: Path) -> None:
+    """The series-scope model: windows are standardized point by point before the graph; the graph adds
+    the per-window standardized copy itself (window_features)."""
+    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, window_size=16, window_features=True)
+    torch.manual_seed(4)
+    ckpt = Checkpoint(AnomalyBERT(cfg).eval(), Normalizer("zscore", "series", halflife=50.0), threshold=0.5)
+    directory, manifest = export_bundle(ckpt, tmp_path / "bundle")
+    bundle = load_bundle(directory)
+    assert bundle.normalizer.pointwise and bundle.normalizer.halflife == 50.0
+    assert manifest.config.window_features
+    values = np.random.default_rng(0).normal(size=200) * 30 + 5
+    windows = make_windows(bundle.normalizer.prepare_series(values), 16, 1)
+    np.testing.assert_allclose(bundle.score_windows(windows), TorchScorer(ckpt)(windows), rtol=0, atol=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.normalize import Normalizer
+from model.normalize import SERIES_CLIP, Normalizer, RunningStats
 from model.windows import make_windows
 
 
@@ -81,3 +81,46 @@ def test_unfitted_global_and_unknown_kinds_are_refused() -> None:
         Normalizer(kind="median")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="scope"):
         Normalizer(scope="series")  # type: ignore[arg-type]
+
+
+def test_series_scope_standardizes_by_the_running_history() -> None:
+    norm = Normalizer("zscore", "series", halflife=200.0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(100.0, 5.0, size=3000)
+    x[2500] += 80.0  # 16 standard deviations
+    z = norm.prepare_series(x)
+    assert z.shape == x.shape and z[0] == 0.0 and z[1] == 0.0
+    assert abs(z[500:2500].mean()) < 0.1 and 0.9 < z[500:2500].std() < 1.1  # unit scale after warm-up
+    assert 14.0 < z[2500] < 18.0  # measured against the history before it
+    assert abs(z[2501:2600]).max() < 5.0  # the update is winsorized: one outlier barely moves the scale
+    # Scale-free: a*x + b gives the same standardized series.
+    np.testing.assert_allclose(norm.prepare_series(3.0 * x - 7.0), z, atol=1e-9)
+
+
+def test_series_scope_continues_across_chunks_and_handles_flat_history() -> None:
+    norm = Normalizer("zscore", "series", halflife=30.0)
+    x = np.r_[np.full(50, 2.0), np.random.default_rng(1).normal(size=100)]
+    whole = norm.prepare_series(x)
+    stats = RunningStats.empty(1)
+    parts = [norm.prepare_series(x[a:b], stats) for a, b in [(0, 7), (7, 60), (60, 150)]]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert stats.count == 150
+    assert np.all(whole[:50] == 0.0) and whole[50] in (SERIES_CLIP, -SERIES_CLIP)  # flat, then it moves
+    assert np.all(np.abs(whole) <= SERIES_CLIP)
+    # (T, C) works channel by channel.
+    two = norm.prepare_series(np.stack([x, 2 * x], axis=1))
+    np.testing.assert_allclose(two[:, 0], whole) and np.testing.assert_allclose(two[:, 1], whole)
+
+
+def test_series_scope_settings_and_round_trip() -> None:
+    norm = Normalizer("zscore", "series", halflife=123.0)
+    assert norm.fitted and norm.pointwise
+    assert Normalizer.from_dict(norm.to_dict()) == norm
+    w = np.arange(24.0).reshape(2, 12, 1)
+    assert norm.transform(w).dtype == np.float32 and np.array_equal(norm.transform(w), w)  # prepared already
+    with pytest.raises(ValueError, match="supports kind .zscore. only"):
+        Normalizer("minmax", "series")
+    with pytest.raises(ValueError, match="halflife"):
+        Normalizer("zscore", "series", halflife=0.5)
+    first = w[0]
+    assert Normalizer("zscore", "window").prepare_series(first) is first  # other scopes: unchanged

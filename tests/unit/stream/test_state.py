@@ -183,3 +183,74 @@ def test_a_swap_refuses_another_channel_count() -> None:
     state = SeriesState(Geometry(4, 1, 3, 1))
     with pytest.raises(ValueError, match="channel count"):
         state.swap(Geometry(4, 1, 3, 2), "v2", 0.5)
+
+
+# Point-by-point normalization (series scope): the state standardizes each point on arrival.
+
+
+@pytest.mark.parametrize("window,stride,lag,channels", [(8, 1, 7, 1), (8, 1, 0, 1), (16, 4, 5, 1), (8, 3, 2, 3)])
+def test_pointwise_stream_equals_offline_prepare_series(window: int, stride: int, lag: int, channels: int) -> None:
+    from model.normalize import Normalizer
+
+    rng = np.random.default_rng(window + stride + lag + channels)
+    t = 300
+    values = rng.normal(3.0, 2.0, size=(t, channels)) + np.linspace(0, 5, t)[:, None]
+    values[150] += 40.0  # an outlier: clipped in the update, so both sides must agree on the clipping too
+    ts = np.arange(t, dtype=np.int64) * 1000
+    chunks = []
+    while sum(chunks) < t:
+        chunks.append(int(rng.integers(1, 2 * window)))
+    g = Geometry(window, stride, lag, channels, halflife=50.0)
+    got = stream_through(values, ts, g, chunks)
+
+    prepared = Normalizer(kind="zscore", scope="series", halflife=50.0).prepare_series(values).astype(np.float32)
+    offline, counts = aggregate(fake_scores(make_windows(prepared, window, stride)), t, window, stride, lag)
+    assert sorted(got) == list(range(t - lag))
+    for i in range(t - lag):
+        assert got[i][0] == pytest.approx(offline[i], abs=1e-12)
+        assert got[i][1] == counts[i]
+
+
+def test_pointwise_state_roundtrips_and_reads_format_2() -> None:
+    g = Geometry(8, 1, 3, 1, halflife=100.0)
+    state = SeriesState(g, version="v1")
+    state.apply(state.push(list(range(20)), np.arange(20.0)), np.full((13, 8), 0.5, np.float32))
+    back = SeriesState.decode(state.encode())
+    assert back.geometry == g and back.stats is not None and back.inputs is not None
+    assert back.stats.count == 20 and back.stats.mean == pytest.approx(state.stats.mean)
+    assert np.array_equal(back.inputs, state.inputs) and np.array_equal(back.values, state.values)
+    # A state written before point-by-point normalization existed (format 2) is still read.
+    import struct
+
+    from stream import state as st
+
+    plain = SeriesState(Geometry(4, 1, 3, 1), version="v0")
+    plain.apply(plain.push([1, 2, 3, 4, 5], np.arange(5.0)), np.full((2, 4), 0.5, np.float32))
+    blob = plain.encode()
+    head, body = blob[: st._HEAD.size], blob[st._HEAD.size :]
+    fields = list(st._BODY.unpack_from(body))
+    old = head + struct.pack("<B", 2) + st._BODY2.pack(*fields[:16])[1:] + body[st._BODY.size :]
+    back = SeriesState.decode(old)
+    assert back.geometry == Geometry(4, 1, 3, 1) and back.version == "v0" and back.stats is None
+    assert np.array_equal(back.values, plain.values) and np.array_equal(back.sums, plain.sums)
+
+
+def test_swap_into_and_out_of_pointwise_normalization() -> None:
+    from model.normalize import Normalizer
+
+    plain, pointwise = Geometry(8, 1, 7, 1), Geometry(8, 1, 7, 1, halflife=20.0)
+    values = np.arange(12.0) ** 1.5
+    state = SeriesState(plain, version="v1")
+    state.apply(state.push(list(range(12)), values), np.full((5, 8), 0.5, np.float32))
+    assert state.stats is None and state.inputs is None
+    state.swap(pointwise, "v2", 0.5)
+    # Statistics start from the buffered points (the last W), as for a series that began there.
+    expect = Normalizer(kind="zscore", scope="series", halflife=20.0).prepare_series(values[-8:, None])
+    assert state.stats is not None and state.stats.count == 8
+    assert np.array_equal(state.inputs, expect.astype(np.float32))
+    step = state.push([12], [20.0])
+    assert step.windows.dtype == np.float32 and step.windows[-1, -1, 0] == state.inputs[-1, 0]
+    state.apply(step, np.full((len(step.ends), 8), 0.5, np.float32))
+    state.swap(plain, "v3", 0.5)
+    assert state.stats is None and state.inputs is None
+    assert SeriesState.decode(state.encode()).geometry == plain

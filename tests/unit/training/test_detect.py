@@ -100,3 +100,21 @@ def test_bundle_detection_never_imports_torch(bundle_dir: Path, tmp_path: Path) 
             f"r = Detector({str(bundle_dir)!r}).detect_file({str(csv)!r}, 3); "
             "assert len(r) == 3; assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_series_scope_bundle_is_standardized_point_by_point(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from model.normalize import Normalizer
+    from tests.bundles import TINY, tiny_bundle
+
+    directory = tiny_bundle(tmp_path / "series", cfg=replace(TINY, window_features=True),
+                            normalizer=Normalizer("zscore", "series", halflife=40.0))
+    s = _series(n=300)
+    bundle = load_bundle(directory)
+    prepared = bundle.normalizer.prepare_series(s.values)
+    expected, _ = aggregate(bundle.score_windows(make_windows(prepared, 16, 1)), len(s), 16, 1, 15)
+    got = Detector(directory).score(s.values)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-7)
+    raw, _ = aggregate(bundle.score_windows(make_windows(s.values, 16, 1)), len(s), 16, 1, 15)
+    assert np.abs(got - raw).max() > 1e-3  # the raw windows would not give these scores
