@@ -17,6 +17,7 @@ import click
 from model.config import ModelConfig
 from model.errors import DataError
 from model.normalize import DEFAULT_HALFLIFE, KINDS, SCOPES, Normalizer
+from training.calibrate import DEFAULT_THRESHOLD_BETA
 from training.synth import MIN_SAMPLES, SCENARIOS
 
 _DEFAULTS = ModelConfig()
@@ -106,18 +107,22 @@ def _model_config(options: dict[str, Any]) -> ModelConfig:
 @click.option("--score-lag", type=click.IntRange(min=0),
               help="Lag at which validation scores points and the threshold is calibrated; recorded in "
                    "the checkpoint as the worker's default lag [window_size - 1].")
+@click.option("--threshold-beta", default=DEFAULT_THRESHOLD_BETA, show_default=True,
+              type=click.FloatRange(min=0.0, min_open=True),
+              help="The stored threshold maximizes F-beta on the validation tails: below 1 favours "
+                   "precision (fewer, more trustworthy alerts), 1 is best F1.")
 @click.option("--finetune", type=click.Path(dir_okay=False, path_type=Path),
               help="Start from this checkpoint: keep its encoder frozen and train a new head only.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on a terminal only].")
 @click.option("--verbose", "-v", is_flag=True, help="Log details.")
 def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val_fraction: float, seed: int,
           score_lag: int | None, finetune: Path | None, normalization: str | None, scope: str | None,
-          halflife: float | None, progress: bool | None, verbose: bool, **arch: Any) -> None:
+          halflife: float | None, threshold_beta: float, progress: bool | None, verbose: bool, **arch: Any) -> None:
     """Train a model (or finetune one) on labelled CSV data and save a checkpoint.
 
     Loss is binary cross-entropy between the per-point scores and `probability`, over overlapping
     windows. Prints training loss, validation loss and ROC-AUC per epoch; the stored threshold is the
-    best-F1 threshold on the validation tails.
+    best F-beta threshold on the validation tails (--threshold-beta).
 
     \b
     Examples:
@@ -144,7 +149,7 @@ def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val
         raise click.UsageError(str(e)) from e
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed,
                      normalization=kind, scope=scope or "window",
-                     halflife=halflife or DEFAULT_HALFLIFE,
+                     halflife=halflife or DEFAULT_HALFLIFE, threshold_beta=threshold_beta,
                      finetune=str(finetune) if finetune else None, progress=progress,
                      score_lag=score_lag)
     series = load_series(data, labels=True)

@@ -19,7 +19,7 @@ import numpy as np
 from model.config import ModelConfig
 from model.errors import DataError
 from model.normalize import Normalizer
-from training.calibrate import best_f1_threshold, roc_auc
+from training.calibrate import DEFAULT_THRESHOLD_BETA, best_f1_threshold, roc_auc
 from training.data import Series
 from training.detect import score_series
 from training.synth import MIN_SAMPLES, inject_anomalies
@@ -190,6 +190,14 @@ class RetrainOutcome:
     base_version: str
 
 
+def _threshold_beta(current: Any) -> float:
+    """The F-beta the current model's threshold was chosen with (best F1 for older bundles)."""
+    cal = current.manifest.calibration
+    if cal.method == "best_f1_validation":
+        return 1.0
+    return float(cal.details.get("beta", DEFAULT_THRESHOLD_BETA))
+
+
 def run_retrain(raw: list[Series], current_dir: Path, plan: RetrainPlan) -> RetrainOutcome:
     """Train a candidate (finetuning the current model, or from scratch) and gate it against the current one."""
     from model.bundle import CHECKPOINT_FILE, load_bundle
@@ -209,7 +217,7 @@ def run_retrain(raw: list[Series], current_dir: Path, plan: RetrainPlan) -> Retr
               cfg.window_size - 1)
     tc = TrainConfig(epochs=plan.epochs, batch_size=plan.batch_size, lr=plan.lr, seed=plan.seed,
                      normalization=current.normalizer.kind, scope=current.normalizer.scope,
-                     halflife=current.normalizer.halflife,
+                     halflife=current.normalizer.halflife, threshold_beta=_threshold_beta(current),
                      finetune=str(base_ckpt) if plan.finetune else None, progress=plan.progress,
                      score_lag=max(lag, cfg.stride - 1))
     log.info("retraining on %d series (%d points), gate slice %d series",

@@ -24,7 +24,7 @@ from model.encoder import AnomalyBERT
 from model.errors import DataError
 from model.normalize import DEFAULT_HALFLIFE, Normalizer
 from model.windows import check_lag, make_windows
-from training.calibrate import bce, best_f1_threshold, roc_auc
+from training.calibrate import DEFAULT_THRESHOLD_BETA, bce, best_fbeta_threshold, roc_auc
 from training.data import Series, require_length
 from training.detect import TorchScorer, score_series
 
@@ -49,11 +49,14 @@ class TrainConfig:
     halflife: float = DEFAULT_HALFLIFE  # series scope: half-life of the running statistics, in points
     finetune: str | None = None  # checkpoint whose encoder is kept frozen
     score_lag: int | None = None  # lag of the validation scores and the threshold; None = window_size - 1
+    threshold_beta: float = DEFAULT_THRESHOLD_BETA  # the threshold maximizes F-beta on validation
     progress: bool | None = None  # progress bar: None = only on a terminal
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        if not self.threshold_beta > 0:
+            raise ValueError(f"threshold_beta must be > 0, got {self.threshold_beta}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -237,7 +240,7 @@ def train(series: list[Series], cfg: ModelConfig, tc: TrainConfig,
         log.info("epoch %d: %s", epoch, stats)
         if on_epoch:
             on_epoch(stats)
-    threshold, calibration = best_f1_threshold(scores, label)
+    threshold, calibration = best_fbeta_threshold(scores, label, tc.threshold_beta)
     calibration["score_lag"] = lag
     return Checkpoint(
         model=model.eval(), normalizer=normalizer, threshold=threshold, calibration=calibration,

@@ -101,7 +101,7 @@ def test_export_to_model_onnx_path(workdir: Path, tmp_path: Path, cli: Run) -> N
     code, out, _ = cli(["export", "-m", str(workdir / "m.pt"), "-o", str(tmp_path / "b" / "model.onnx")])
     assert code == 0 and "max |diff|" in out
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["window_size"] == 16 and manifest["calibration"]["method"] == "best_f1_validation"
+    assert manifest["window_size"] == 16 and manifest["calibration"]["method"] == "best_fbeta_validation"
     code, _, err = cli(["export", "-m", str(workdir / "m.pt"), "-o", str(tmp_path / "x.onnx")])
     assert code == 2 and "model.onnx" in err
 

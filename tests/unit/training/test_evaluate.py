@@ -99,3 +99,19 @@ def test_tiny_series_is_refused(bundle) -> None:
 
     with pytest.raises(DataError, match="fewer than the model window"):
         score_series(bundle, Series("x", np.zeros(5), np.zeros(5), 1), EvalConfig((ModelVariant(0),)))
+
+
+def test_series_scope_bundle_is_evaluated_on_point_by_point_standardized_values(tmp_path) -> None:
+    from model.normalize import Normalizer
+
+    bundle = load_bundle(tiny_bundle(tmp_path / "series", normalizer=Normalizer("zscore", "series", halflife=50.0)))
+    series = make_series(channels=2)
+    lag = 4
+    out = score_series(bundle, series, EvalConfig((ModelVariant(lag),), baselines=False, channel_reduce="max"))
+    per_channel = []
+    for c in range(2):
+        prepared = bundle.normalizer.prepare_series(series.values[:, c])  # each channel its own statistics
+        ws = bundle.score_windows(make_windows(prepared, 16, 1))
+        per_channel.append(aggregate(ws, series.n_points, 16, 1, lag)[0])
+    np.testing.assert_allclose(out.detectors[ModelVariant(lag).name].scores, np.max(per_channel, axis=0),
+                               rtol=1e-6)

@@ -16,7 +16,7 @@ from model.encoder import AnomalyBERT
 from model.errors import DataError
 from model.normalize import Normalizer
 from tests.bundles import TINY
-from training.calibrate import best_f1_threshold
+from training.calibrate import DEFAULT_THRESHOLD_BETA, best_f1_threshold, best_fbeta_threshold
 from training.data import Series, load_series
 from training.detect import TorchScorer, score_series
 from training.synth import write_scenarios
@@ -73,15 +73,33 @@ def test_finetuning_keeps_the_encoder_and_trains_a_new_head(series: list[Series]
     assert tuned.training_data["settings"]["finetune"] == str(tmp_path / "base.pt")
 
 
-def test_threshold_is_the_best_f1_on_the_held_out_tails(series: list[Series]) -> None:
+def test_threshold_is_the_best_f_beta_on_the_held_out_tails(series: list[Series]) -> None:
     ckpt = train(series, TINY, FAST)
     holdouts = prepare(series, TINY, Normalizer(scope="window"), FAST.val_fraction).holdouts
     scores, _, label = holdout_scores(TorchScorer(ckpt), holdouts, TINY)
     assert len(label) == sum(len(s) - split_point(len(s), 16, 0.2) for s in series)
-    expected, details = best_f1_threshold(scores, label)
+    expected, details = best_fbeta_threshold(scores, label, DEFAULT_THRESHOLD_BETA)
     assert ckpt.threshold == pytest.approx(expected)
-    assert ckpt.calibration["method"] == "best_f1_validation"
-    assert ckpt.calibration["f1"] == pytest.approx(details["f1"])
+    assert ckpt.calibration["method"] == "best_fbeta_validation" and ckpt.calibration["beta"] == 0.25
+    assert ckpt.calibration["f_beta"] == pytest.approx(details["f_beta"])
+    # beta = 1 is best F1; a precision-weighted threshold is never below it.
+    f1_ckpt = train(series, TINY, dataclasses.replace(FAST, threshold_beta=1.0))
+    assert f1_ckpt.threshold == pytest.approx(best_f1_threshold(scores, label)[0])
+    assert f1_ckpt.calibration["method"] == "best_f1_validation"
+
+
+def test_f_beta_threshold_on_a_hand_computed_case() -> None:
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.9])
+    label = np.array([0, 1, 0, 1, 1])
+    # Flagging >= 0.2: precision 3/4, recall 1, F1 0.857 (the best F1); >= 0.4: precision 1, recall 2/3,
+    # F1 0.8 but F0.25 = 1.0625 * (2/3) / (1/16 + 2/3) = 0.971, the best F0.25.
+    t1, d1 = best_f1_threshold(scores, label)
+    assert t1 == 0.2 and d1["f1"] == pytest.approx(6 / 7)
+    t, d = best_fbeta_threshold(scores, label, 0.25)
+    assert t == 0.4 and d["f_beta"] == pytest.approx(1.0625 * (2 / 3) / (1 / 16 + 2 / 3))
+    assert d["precision"] == 1.0 and d["recall"] == pytest.approx(2 / 3) and d["f1"] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="beta"):
+        best_fbeta_threshold(scores, label, 0.0)
 
 
 def test_threshold_is_calibrated_and_recorded_at_the_chosen_score_lag(series: list[Series]) -> None:
@@ -90,7 +108,7 @@ def test_threshold_is_calibrated_and_recorded_at_the_chosen_score_lag(series: li
     holdouts = prepare(series, TINY, Normalizer(scope="window"), tc.val_fraction).holdouts
     scores, _, label = holdout_scores(TorchScorer(ckpt), holdouts, TINY, score_lag=4)
     assert ckpt.calibration["score_lag"] == 4
-    assert ckpt.threshold == pytest.approx(best_f1_threshold(scores, label)[0])
+    assert ckpt.threshold == pytest.approx(best_fbeta_threshold(scores, label, DEFAULT_THRESHOLD_BETA)[0])
     assert train(series, TINY, dataclasses.replace(FAST, epochs=1)).calibration["score_lag"] == 15
     with pytest.raises(ValueError, match="score_lag"):
         train(series, TINY, dataclasses.replace(FAST, epochs=1, score_lag=16))
