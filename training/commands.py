@@ -267,4 +267,45 @@ def export(model_path: Path, output: Path) -> None:
                f"ONNX vs PyTorch max |diff| {max_diff:.2e})")
 
 
-COMMANDS = [generate, train, detect, export]
+@click.command("calibrate")
+@click.option("--model", "-m", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint (.pt) whose threshold to choose again.")
+@click.option("--data", "-d", required=True, type=click.Path(path_type=Path),
+              help="Labelled CSV file or directory; its validation tails (--val-fraction) are used.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint to write (the same weights, the new threshold).")
+@click.option("--score-lag", type=click.IntRange(min=0),
+              help="Lag the worker will serve the model with [window_size - 1].")
+@click.option("--threshold-beta", default=DEFAULT_THRESHOLD_BETA, show_default=True,
+              type=click.FloatRange(min=0.0, min_open=True), help="The threshold maximizes F-beta.")
+@click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True,
+              max_open=True), help="Tail of each series used for calibration.")
+def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None, threshold_beta: float,
+              val_fraction: float) -> None:
+    """Choose a checkpoint's threshold again, without training: best F-beta at a score lag on labelled data.
+
+    For serving a model at another lag, or with another precision/recall balance. With the training data
+    it stores the threshold that `train` with the same --score-lag and --threshold-beta stores.
+
+    \b
+    Example:
+      anomalybert calibrate --model model.pt --data data/val --score-lag 0 --output model-lag0.pt
+    """
+    from model.checkpoint import load_checkpoint
+    from training.data import load_series
+    from training.train import recalibrate
+
+    try:
+        ckpt = recalibrate(load_checkpoint(model_path), load_series(data, labels=True), score_lag, threshold_beta,
+                           val_fraction)
+    except ValueError as e:
+        if isinstance(e, DataError):
+            raise
+        raise click.BadParameter(str(e), param_hint="--score-lag") from e
+    ckpt.save(output)
+    cal = ckpt.calibration
+    click.echo(f"saved {output} (threshold {ckpt.threshold:.4f} at score_lag {cal['score_lag']}, "
+               f"{cal['method']}; was {cal['recalibrated']['previous_threshold']:.4f})")
+
+
+COMMANDS = [generate, train, detect, export, calibrate]

@@ -250,3 +250,33 @@ def train(series: list[Series], cfg: ModelConfig, tc: TrainConfig,
                        "n_train_windows": len(data.x), "sha256": fingerprint(series),
                        "settings": {k: v for k, v in asdict(tc).items() if k != "progress"}},
     )
+
+
+def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, beta: float,
+                val_fraction: float = 0.2) -> Checkpoint:
+    """The same model with its threshold chosen again: best F-beta at `score_lag` on the validation tails
+    of `series` (split as `train` splits them). With the training data and split this is the threshold
+    `train --score-lag L --threshold-beta B` stores, without training again."""
+    cfg = ckpt.config
+    lag = cfg.window_size - 1 if score_lag is None else score_lag
+    check_lag(cfg.window_size, cfg.stride, lag)
+    if any(s.probability is None for s in series):
+        raise DataError("calibration needs labels: every file must carry 'probability' or 'anomaly_tag'")
+    normalizer = Normalizer.from_dict(ckpt.normalizer.to_dict())  # global statistics stay the model's
+    holdouts = prepare(series, cfg, normalizer, val_fraction).holdouts if normalizer.scope != "global" else \
+        _global_holdouts(series, cfg, ckpt.normalizer, val_fraction)
+    scores, _, label = holdout_scores(TorchScorer(ckpt), holdouts, cfg, lag)
+    threshold, calibration = best_fbeta_threshold(scores, label, beta)
+    calibration |= {"score_lag": lag, "val_roc_auc": roc_auc(scores, label),
+                    "recalibrated": {"data_sha256": fingerprint(series), "previous_threshold": ckpt.threshold,
+                                     "previous": ckpt.calibration}}
+    return Checkpoint(model=ckpt.model, normalizer=ckpt.normalizer, threshold=threshold, calibration=calibration,
+                      metrics=ckpt.metrics, training_data=ckpt.training_data)
+
+
+def _global_holdouts(series: list[Series], cfg: ModelConfig, normalizer: Normalizer,
+                     val_fraction: float) -> list[Holdout]:
+    """Validation tails for a global-scope model, keeping its fitted statistics."""
+    require_length(series, cfg.window_size)
+    cuts = [split_point(len(s), cfg.window_size, val_fraction) for s in series]
+    return [h for s, c in zip(series, cuts, strict=True) if (h := _holdout(s, s.values, c, cfg)) is not None]

@@ -184,3 +184,38 @@ def test_console_script_help_is_complete_and_light() -> None:
         assert "Usage: anomalybert" in out
     probe = "import sys, training.commands; assert not {'torch', 'pandas'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=ROOT)
+
+
+def test_train_series_scope_then_calibrate_at_another_lag(workdir: Path, tmp_path: Path, cli: Run) -> None:
+    from model.checkpoint import load_checkpoint
+    from training.calibrate import best_fbeta_threshold
+    from training.train import holdout_scores, prepare
+
+    data = str(workdir / "data")
+    code, out, _ = cli(["train", "-d", data, "-o", str(tmp_path / "s.pt"), "-e", "1", "--no-progress",
+                        "--scope", "series", "--halflife", "50", "--window-features", "--score-lag", "15",
+                        *TINY_ARGS])
+    assert code == 0, out
+    ckpt = load_checkpoint(tmp_path / "s.pt")
+    assert ckpt.normalizer.to_dict() == {"kind": "zscore", "scope": "series", "offset": [], "scale": [],
+                                         "halflife": 50.0}
+    assert ckpt.config.window_features and ckpt.calibration["beta"] == 0.25
+    code, out, _ = cli(["calibrate", "-m", str(tmp_path / "s.pt"), "-d", data, "--score-lag", "0",
+                        "--threshold-beta", "1", "-o", str(tmp_path / "s0.pt")])
+    assert code == 0 and "at score_lag 0" in out, out
+    again = load_checkpoint(tmp_path / "s0.pt")
+    from training.data import load_series
+
+    holdouts = prepare(load_series(Path(data), labels=True), ckpt.config, ckpt.normalizer, 0.2).holdouts
+    from training.detect import TorchScorer
+
+    scores, _, label = holdout_scores(TorchScorer(ckpt), holdouts, ckpt.config, 0)
+    assert again.threshold == best_fbeta_threshold(scores, label, 1.0)[0]
+    assert again.calibration["score_lag"] == 0 and again.calibration["recalibrated"]["previous_threshold"] == \
+        ckpt.threshold
+    code, _, err = cli(["calibrate", "-m", str(tmp_path / "s.pt"), "-d", data, "--score-lag", "99",
+                        "-o", str(tmp_path / "bad.pt")])
+    assert code == 2 and "--score-lag" in err
+    code, _, err = cli(["train", "-d", data, "-o", str(tmp_path / "x.pt"), "--scope", "series",
+                        "--normalization", "minmax", *TINY_ARGS])
+    assert code == 2 and "zscore" in err
