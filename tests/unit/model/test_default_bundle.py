@@ -13,9 +13,14 @@ from training.synth import generate, scenario_rng
 def test_default_bundle_loads_and_is_scale_free() -> None:
     bundle = load_bundle()  # hash, schema and a smoke inference
     assert bundle.directory == DEFAULT_BUNDLE_DIR
-    assert bundle.manifest.normalization["scope"] == "window"
-    assert bundle.manifest.calibration.method == "best_f1_validation"
+    assert bundle.manifest.normalization["scope"] == "series"
+    assert bundle.manifest.calibration.method == "best_fbeta_validation"
+    assert bundle.manifest.calibration.details["score_lag"] == 0
     assert (DEFAULT_BUNDLE_DIR / "model.onnx").stat().st_size < 5_000_000
+    # Scale-free: a*x + b scores like x (to float32 rounding), so one model serves every series.
+    x = generate("collective_anomaly", 600, scenario_rng(7, "collective_anomaly", 0)).values
+    detector = Detector()
+    np.testing.assert_allclose(detector.score(1e4 * x - 300.0), detector.score(x), atol=1e-4)
 
 
 def test_default_model_ranks_spikes_first_on_unseen_data() -> None:
