@@ -131,6 +131,13 @@ class ScoringSettings(_Section):
     # 0.05 s put every point's wait for its batch on top of the processing (p50 ~130 ms); 0.005 s gives
     # p50 ~20 ms. Under full load batches then hold ~200 events instead of 256: about 3 % fewer points/s.
     max_wait_s: float = Field(0.005, gt=0, description="longest wait to fill a batch")
+    pipeline_depth: int = Field(
+        2,
+        ge=1,
+        le=2,
+        description="batches in flight: 2 overlaps one batch's inference with the next one's parse, load and "
+        "push and the previous one's write; 1 processes one batch at a time",
+    )
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="global override of the bundle's")
     thresholds: dict[str, float] = Field(default_factory=dict, description="per-series threshold overrides")
     max_series_id_length: int = Field(256, ge=1, le=4096)

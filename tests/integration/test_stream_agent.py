@@ -71,13 +71,13 @@ async def test_agent_acks_only_after_the_batch_is_written(agent_app: Any) -> Non
 
     async def gated_ready(send: Any) -> Any:
         processor = await real_ready(send)
-        original = processor.process
+        original = processor.write
 
-        async def process(events: Any) -> None:
-            await gate.wait()  # hold the batch "in processing"
-            await original(events)
+        async def write(staged: Any) -> list[str]:
+            await gate.wait()  # hold the batch "in processing", before its write
+            return await original(staged)
 
-        processor.process = process
+        processor.write = write
         return processor
 
     runtime.ready = gated_ready
@@ -112,15 +112,15 @@ async def test_agent_retries_a_failed_batch_before_acknowledging(agent_app: Any)
     async def flaky_ready(send: Any) -> Any:
         processor = await real_ready(send)
         if not getattr(processor, "_flaky", False):
-            original = processor.process
+            original = processor.write
 
-            async def process(events: Any) -> None:
+            async def write(staged: Any) -> list[str]:
                 if failures["left"]:
                     failures["left"] -= 1
                     raise ConnectionError("redis went away")
-                await original(events)
+                return await original(staged)
 
-            processor.process, processor._flaky = process, True
+            processor.write, processor._flaky = write, True
         return processor
 
     runtime.ready = flaky_ready
