@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from model.bundle import Bundle, load_bundle
 from model.errors import BundleError
 from stream.errors import StartupError
-from stream.kafka import PartitionReader, ensure_topics, faust_credentials
+from stream.kafka import PartitionReader, ensure_topics, faust_credentials, faust_transport
 from stream.metrics import Metrics
 from stream.processor import Processor
 from stream.publish import Publisher
@@ -186,6 +186,8 @@ def build_app(settings: Settings, checked: Checked, runtime: Runtime | None = No
         store="memory://",
         stream_wait_empty=True,
     )
+    # Our transport subclass (for the consumer's fetch wait), set before anything builds the default one.
+    app.transport = faust_transport(k.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     runtime = runtime or Runtime(settings, checked)
     register(app, settings, runtime)
     if settings.model.reload:
