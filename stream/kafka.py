@@ -94,6 +94,28 @@ def faust_transport(fetch_max_wait_ms: int) -> type:
     return Transport
 
 
+def faust_monitor() -> type:
+    """faust's Monitor sensor without its per-message bookkeeping (a few dict updates and clock reads for
+    every message in and out: ~4 % of the worker's event loop under load). The worker keeps its own metrics
+    (`stream.metrics`); faust's offset and lag tracking, which its consumer calls directly, stays."""
+    from faust.sensors import Monitor
+
+    class LeanMonitor(Monitor):
+        def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+            return None
+
+        def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+            return None
+
+        def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None) -> None:
+            return None
+
+        def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+            return None
+
+    return LeanMonitor
+
+
 @functools.lru_cache(maxsize=65536)
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition aiokafka's default partitioner (and the Java client's) picks for a key.

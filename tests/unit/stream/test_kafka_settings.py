@@ -1,4 +1,4 @@
-"""The worker's consumer fetch wait: from the settings into the aiokafka consumer that faust builds."""
+"""The faust side of the worker: the consumer fetch wait from the settings, the lean Monitor."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ async def test_worker_consumer_gets_the_fetch_wait(tmp_path: Path) -> None:
         consumer = app.consumer._thread._create_worker_consumer(app.transport)
         assert consumer._fetch_max_wait_ms == 7
         assert consumer._group_id == settings.kafka.group_id
+        assert type(app.monitor).__name__ == "LeanMonitor"
         await consumer.stop()  # never started: only releases its client
     finally:
         runtime.scorer.close()
