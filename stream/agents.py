@@ -1,11 +1,12 @@
-"""The `score_telemetry` agent (raw telemetry bytes in, batches handed to the Processor), the outbox sweep
-timer and the /metrics page.
+"""The `score_telemetry` agent (raw telemetry bytes in, batches handed to the Processor through the
+`Pipeline`), the outbox sweep timer and the /metrics page.
 
 Acknowledgement: faust's `take()` acknowledges a batch's events in a `finally` block, i.e. also when the
 body raised or was cancelled (a shutdown mid-batch), which would let faust commit offsets of points that
 were never written. The agent therefore uses `noack_take()` (the same batching without the implicit
-acks) and acknowledges each event itself, after the state, outbox and outputs are written. An error it
-cannot retry stops the process without acknowledging, so the batch is redelivered after the restart.
+acks) and acknowledges each event itself, after the state, outbox and outputs are written (the pipeline
+does, in batch order). An error it cannot retry stops the process without acknowledging, so the batch is
+redelivered after the restart.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from stream.errors import StateConflict
-from stream.processor import RawEvent
+from stream.pipeline import EXIT_UNEXPECTED, Pipeline
+from stream.processor import Processor, RawEvent, Staged
 
 log = logging.getLogger(__name__)
-
-EXIT_UNEXPECTED = 70  # EX_SOFTWARE
 
 
 def raw_event(event: Any) -> RawEvent:
@@ -73,41 +73,56 @@ def register(app: Any, settings: Any, runtime: Any) -> None:
         fut = await app.producer.send(topic, key, value, partition, None, None)
         return offset_of(fut)
 
-    async def process_until_done(events: list[RawEvent]) -> None:
+    async def redo_until_done(processor: Processor, staged: Staged, error: BaseException | None) -> None:
+        """Apply a batch from what Redis holds, retrying Redis and broker errors with backoff."""
         delay = worker.retry_backoff_s
         while True:
-            try:
-                processor = await runtime.ready(send)
-                async with runtime.lock:
-                    await processor.process(events)
-                return
-            except retryable as e:
+            if error is not None:
                 runtime.metrics.retries.inc()
                 log.warning(
                     "batch of %d (first %s[%d]@%d) failed, retrying in %.1fs: %s: %s",
-                    len(events),
-                    events[0].topic,
-                    events[0].partition,
-                    events[0].offset,
+                    len(staged.events),
+                    staged.events[0].topic,
+                    staged.events[0].partition,
+                    staged.events[0].offset,
                     delay,
-                    type(e).__name__,
-                    e,
+                    type(error).__name__,
+                    error,
                 )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            try:
+                async with runtime.lock:
+                    await processor.redo(staged)
+                return
+            except retryable as e:
+                error = e
+
+    async def ready() -> Processor:
+        delay = worker.retry_backoff_s
+        while True:
+            try:
+                return await runtime.ready(send)
+            except retryable as e:
+                runtime.metrics.retries.inc()
+                log.warning("worker start-up failed, retrying in %.1fs: %s: %s", delay, type(e).__name__, e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
     async def score_telemetry(stream: Any) -> None:
-        async for events in stream.noack_take(scoring.max_batch, within=scoring.max_wait_s):
-            try:
-                await process_until_done([raw_event(ev) for ev in events])
-            except asyncio.CancelledError:
-                raise  # shutting down: the batch stays unacknowledged and is redelivered
-            except Exception:  # noqa: BLE001 - the boundary: anything else is a bug; do not ack, do not go on
-                log.critical("unexpected error processing a batch; exiting without acknowledging it", exc_info=True)
-                logging.shutdown()
-                os._exit(EXIT_UNEXPECTED)
-            for ev in events:
-                await stream.ack(ev)
+        pipeline = Pipeline(ready, redo_until_done, stream.ack, runtime.lock, retryable, scoring.max_batch,
+                            depth=scoring.pipeline_depth)
+        try:
+            async for events in stream.noack_take(scoring.max_batch, within=scoring.max_wait_s):
+                await pipeline.put(events, [raw_event(ev) for ev in events])
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the boundary: anything else is a bug; do not ack, do not go on
+            log.critical("unexpected error starting a batch; exiting without acknowledging it", exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_UNEXPECTED)
+        finally:
+            pipeline.cancel()  # stopping: batches still in flight stay unacknowledged and are redelivered
 
     app.agent(telemetry, name="score_telemetry")(score_telemetry)
 

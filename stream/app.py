@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from model.bundle import Bundle, load_bundle
 from model.errors import BundleError
 from stream.errors import StartupError
-from stream.kafka import PartitionReader, ensure_topics, faust_credentials
+from stream.kafka import PartitionReader, ensure_topics, faust_credentials, faust_monitor, faust_transport
 from stream.metrics import Metrics
 from stream.processor import Processor
 from stream.publish import Publisher
@@ -185,7 +185,10 @@ def build_app(settings: Settings, checked: Checked, runtime: Runtime | None = No
         datadir=str(datadir),
         store="memory://",
         stream_wait_empty=True,
+        Monitor=faust_monitor(),
     )
+    # Our transport subclass (for the consumer's fetch wait), set before anything builds the default one.
+    app.transport = faust_transport(k.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     runtime = runtime or Runtime(settings, checked)
     register(app, settings, runtime)
     if settings.model.reload:

@@ -49,8 +49,6 @@ TS0 = 1_700_000_000_000  # first point's ts (epoch ms); points are one second ap
 STEADY = (0.1, 0.9)  # share of the scores, by count, between which throughput is measured
 STALL_S = 60.0  # no new point consumed for this long: the run failed
 
-FETCH_WAIT_ENV = "BENCH_FETCH_MAX_WAIT_MS"
-FAUST_FETCH_MAX_WAIT_MS = 1500  # what faust 0.15 passes to its consumer, not configurable
 _METRIC = re.compile(r"^(anomalybert_[a-z_]+?)(?:_total)? ([0-9.e+-]+)$", re.M)
 
 
@@ -76,7 +74,7 @@ class WorkerConfig:
     score_lag: int | None = None
     max_wait_s: float | None = None
     profile_dir: Path | None = None  # run the worker under cProfile, one .prof file per run
-    fetch_max_wait_ms: int | None = None  # see `patch_fetch_wait`; None: the worker as shipped
+    fetch_max_wait_ms: int | None = None  # the worker's kafka.fetch_max_wait_ms; None: its default
 
 
 def bare_ort(bundle: Bundle, batch: int, seconds: float = 5.0) -> float:
@@ -171,6 +169,8 @@ class WorkerRun:
             env["ANOMALYBERT_SCORING__SCORE_LAG"] = str(c.score_lag)
         if c.max_wait_s is not None:
             env["ANOMALYBERT_SCORING__MAX_WAIT_S"] = str(c.max_wait_s)
+        if c.fetch_max_wait_ms is not None:
+            env["ANOMALYBERT_KAFKA__FETCH_MAX_WAIT_MS"] = str(c.fetch_max_wait_ms)
         env |= {f"ANOMALYBERT_KAFKA__TOPICS__{k.upper()}": v for k, v in self.topics.items()}
         return env
 
@@ -187,9 +187,6 @@ class WorkerRun:
         self.web_port = free_port()
         env = self.env()
         module = "stream"
-        if self.cfg.fetch_max_wait_ms is not None:
-            module = "stream.bench"
-            env[FETCH_WAIT_ENV] = str(self.cfg.fetch_max_wait_ms)
         cmd = [sys.executable, "-m", module, "worker"]
         if self.cfg.profile_dir is not None:
             self.cfg.profile_dir.mkdir(parents=True, exist_ok=True)
@@ -489,7 +486,7 @@ def measure_latency(services: Services, cfg: WorkerConfig, n_series: int, rate: 
                     log_dir: Path) -> dict[str, Any]:
     """Send at `rate` points/s once every series has W points, for about `seconds` plus the time the lag
     takes (the last `score_lag` points of each series only finalize earlier ones); per-score latencies."""
-    from stream.settings import ScoringSettings
+    from stream.settings import KafkaSettings, ScoringSettings
 
     t_run = time.perf_counter()
     lag = served_lag(cfg)
@@ -522,7 +519,8 @@ def measure_latency(services: Services, cfg: WorkerConfig, n_series: int, rate: 
         "series": n_series,
         "score_lag": lag,
         "max_wait_s": cfg.max_wait_s if cfg.max_wait_s is not None else ScoringSettings().max_wait_s,
-        "fetch_max_wait_ms": cfg.fetch_max_wait_ms if cfg.fetch_max_wait_ms is not None else FAUST_FETCH_MAX_WAIT_MS,
+        "fetch_max_wait_ms": (cfg.fetch_max_wait_ms if cfg.fetch_max_wait_ms is not None
+                              else KafkaSettings().fetch_max_wait_ms),
         "rate_points_per_s": rate,
         "points_sent": len(sent),
         "samples": len(e2e),
@@ -531,34 +529,3 @@ def measure_latency(services: Services, cfg: WorkerConfig, n_series: int, rate: 
         "worker": _window_breakdown(before, samples[-1]),
         "wall_s": round(time.perf_counter() - t_run, 1),
     }
-
-
-# ------------------------------------------------------------------------------------------ fetch wait
-
-
-def patch_fetch_wait(ms: int) -> None:
-    """Make the worker's group consumer wait at most `ms` for a fetch (faust 0.15 passes a fixed 1500).
-
-    A broker that honours `fetch_min_bytes=1` (Apache Kafka) answers a fetch as soon as one record is
-    there, so this changes nothing there; the Tansu test broker holds a fetch for a good part of the
-    wait instead, which adds hundreds of milliseconds to every point's latency. For measuring only:
-    `python -m stream.bench worker` is the worker with this patch applied from BENCH_FETCH_MAX_WAIT_MS.
-    """
-    import aiokafka
-
-    original = aiokafka.AIOKafkaConsumer.__init__
-
-    def init(self: Any, *topics: Any, **kwargs: Any) -> None:
-        if kwargs.get("group_id"):  # the worker's group consumer, not its group-less readers
-            kwargs["fetch_max_wait_ms"] = ms
-        original(self, *topics, **kwargs)
-
-    aiokafka.AIOKafkaConsumer.__init__ = init  # type: ignore[method-assign]
-
-
-if __name__ == "__main__":
-    from stream.__main__ import main
-
-    if os.environ.get(FETCH_WAIT_ENV):
-        patch_fetch_wait(int(os.environ[FETCH_WAIT_ENV]))
-    main()

@@ -9,10 +9,11 @@ outbox entries already written are published by whoever holds the claim.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -62,8 +63,36 @@ def _fresh(served: Served) -> SeriesState:
     return SeriesState(served.geometry, version=served.bundle.version, threshold=served.bundle.threshold)
 
 
+@dataclass
+class Chained:
+    """A series' state as an earlier batch of the pipeline left it in memory, and the compare-and-set token
+    that batch's write leaves in Redis: the next batch pushes onto it instead of loading it."""
+
+    state: SeriesState
+    expected: bytes
+
+
+@dataclass
+class Staged:
+    """One batch on its way through the stages: parsed, loaded, pushed (inference queued), finished, written."""
+
+    events: Sequence[RawEvent]
+    groups: dict[str, list[tuple[int, Telemetry]]]
+    dead: list[tuple[bytes | None, DeadLetter]]
+    served: Served | None = None
+    loaded: dict[str, Loaded] = field(default_factory=dict)
+    series: dict[str, _Series] = field(default_factory=dict)
+    inference: asyncio.Future | None = None
+    writes: list[Write] = field(default_factory=list)
+
+
 class Processor:
-    """Applies batches; holds no per-series state between batches (Redis does)."""
+    """Applies batches; holds no per-series state between batches (Redis does).
+
+    A batch goes through `parse`, `load`, `start` (push points, queue windows for inference), `finish`
+    (scores in, final points and encoded states out) and `write` (state + outbox, publish). `process` runs
+    them one after the other; `stream.pipeline` overlaps one batch's inference with the next one's parse,
+    load and push, handing states over in memory (`Chained`)."""
 
     def __init__(
         self,
@@ -81,24 +110,39 @@ class Processor:
 
     async def process(self, events: Sequence[RawEvent]) -> None:
         """Apply one batch. Raises only on Redis / broker errors; the caller retries the whole batch."""
-        self.metrics.batch_size.observe(len(events))
-        self.metrics.points_in.inc(len(events))
-        groups, dead = self._parse(events, self.scorer.served.geometry.channels)
-        if dead:
-            await self.publisher.dead_letters(dead)
-        pending = groups
+        await self.redo(self.parse(events))
+
+    async def redo(self, staged: Staged) -> None:
+        """Apply a parsed batch from what Redis holds; series that lose the compare-and-set are reloaded and
+        redone. Raises only on Redis / broker errors."""
+        pending, dead = staged.groups, staged.dead
         for _ in range(MAX_CAS_ATTEMPTS):
-            if not pending:
+            if not pending and not dead:
                 break
-            lost = await self._apply(pending)
+            attempt = Staged(staged.events, pending, dead)
+            dead = []
+            await self.load(attempt)
+            self.start(attempt, {})
+            await self.finish(attempt)
+            lost = await self.write(attempt)
             self.metrics.state_conflicts.inc(len(lost))
-            pending = {sid: groups[sid] for sid in lost}
+            pending = {sid: staged.groups[sid] for sid in lost}
         else:
             raise StateConflict(f"{len(pending)} series kept losing the compare-and-set; retrying the batch")
+        self.observe_end_to_end(staged.events)
+
+    def observe_end_to_end(self, events: Sequence[RawEvent]) -> None:
         now = time.time()
         for ev in events:
             if ev.timestamp_ms:
                 self.metrics.end_to_end.observe(max(0.0, now - ev.timestamp_ms / 1000))
+
+    def parse(self, events: Sequence[RawEvent]) -> Staged:
+        """Validate and group by series (in arrival order); invalid messages become dead letters."""
+        self.metrics.batch_size.observe(len(events))
+        self.metrics.points_in.inc(len(events))
+        groups, dead = self._parse(events, self.scorer.served.geometry.channels)
+        return Staged(events, groups, dead)
 
     def _parse(
         self, events: Sequence[RawEvent], channels: int
@@ -129,26 +173,53 @@ class Processor:
             groups.setdefault(point.series_id, []).append((ev.partition, point))
         return groups, dead
 
-    async def _apply(self, groups: dict[str, list[tuple[int, Telemetry]]]) -> list[str]:
-        """Load, push, score, finalize, write, publish. Returns the series that lost the compare-and-set."""
-        served = self.scorer.served  # one model for the whole batch, even if a swap happens meanwhile
-        bundle = served.bundle
-        loaded = await self.store.load(list(groups))
-        series = {sid: self._prepare(sid, pts, loaded[sid], served) for sid, pts in groups.items()}
-        steps = [s.step for s in series.values() if s.step is not None and len(s.step.windows)]
-        windows = np.concatenate([st.windows for st in steps]) if steps else np.empty((0,))
-        self.metrics.windows_per_batch.observe(len(windows))
-        scores = await self.scorer.score(windows, bundle) if steps else np.empty((0, served.geometry.window))
+    async def load(self, staged: Staged) -> None:
+        """Stored states and threshold overrides of the batch's series, one round trip. (A chained series'
+        stored state is not used, but its threshold override is: operators may change it at any time.)"""
+        if staged.groups:
+            staged.loaded = await self.store.load(list(staged.groups))
+
+    def start(self, staged: Staged, chained: dict[str, Chained]) -> None:
+        """Push every series' points onto its state (`chained` ones: the in-memory state an earlier batch
+        left) and queue the completed windows for inference, all on one model."""
+        served = staged.served = self.scorer.served  # one model for the whole batch, even if a swap happens
+        for sid, pts in staged.groups.items():
+            c = chained.get(sid)
+            hand_over = (c.state, c.expected) if c is not None else None
+            staged.series[sid] = self._prepare(sid, pts, staged.loaded[sid], served, hand_over)
+        steps = [s.step for s in staged.series.values() if s.step is not None and len(s.step.windows)]
         if steps:
-            self.metrics.inference_latency.observe(self.scorer.last_latency_s)
-        writes, pos = [], 0
-        for sid, s in series.items():
+            windows = np.concatenate([st.windows for st in steps])
+            self.metrics.windows_per_batch.observe(len(windows))
+            staged.inference = self.scorer.submit(windows, served.bundle)
+
+    async def finish(self, staged: Staged) -> dict[str, Chained]:
+        """Scores in -> final points, outbox entries and encoded states (`staged.writes`). Returns the series
+        states as the next batch may chain them (those that this batch writes)."""
+        assert staged.served is not None
+        bundle = staged.served.bundle
+        scores = np.empty((0, staged.served.geometry.window))
+        if staged.inference is not None:
+            scores, seconds = await staged.inference
+            self.metrics.inference_latency.observe(seconds)
+        chained, pos = {}, 0
+        for sid, s in staged.series.items():
             if s.step is None or s.state is None or s.step.accepted == 0:
                 continue
             k = len(s.step.windows)
-            entries = self._finalize(sid, s, scores[pos : pos + k], bundle.version, loaded[sid].threshold)
+            entries = self._finalize(sid, s, scores[pos : pos + k], bundle.version, staged.loaded[sid].threshold)
             pos += k
-            writes.append(Write(sid, s.expected, s.state.encode(), entries, s.partition, self.publisher.marks(sid)))
+            blob = s.state.encode()
+            staged.writes.append(Write(sid, s.expected, blob, entries, s.partition, self.publisher.marks(sid)))
+            chained[sid] = Chained(s.state, blob[:8])
+        return chained
+
+    async def write(self, staged: Staged) -> list[str]:
+        """Dead letters, then every series' state and outbox (compare-and-set), then the claimed outboxes
+        published. Returns the series that lost the compare-and-set (their writes did not apply)."""
+        if staged.dead:
+            await self.publisher.dead_letters(staged.dead)
+        writes = staged.writes
         if not writes:
             return []
         results = await self.store.save(writes)
@@ -158,7 +229,7 @@ class Processor:
                 self._count(w.entries)
         await self.publisher.publish(
             {sid: r for sid, r in results.items() if r.written},
-            {sid: series[sid].partition for sid in results},
+            {sid: staged.series[sid].partition for sid in results},
         )
         return lost
 
@@ -170,10 +241,14 @@ class Processor:
             else:
                 self.metrics.alerts.labels("open" if b'"state":"open"' in e else "closed").inc()
 
-    def _prepare(self, sid: str, pts: list[tuple[int, Telemetry]], loaded: Loaded, served: Served) -> _Series:
+    def _prepare(self, sid: str, pts: list[tuple[int, Telemetry]], loaded: Loaded, served: Served,
+                 chained: tuple[SeriesState, bytes] | None = None) -> _Series:
         s = _Series(partition=pts[-1][0], points=[p for _, p in pts])
-        s.expected = loaded.blob[:8] if loaded.blob else b""
-        s.state = self._decode(sid, loaded.blob, served)
+        if chained is not None:
+            s.state, s.expected = chained
+        else:
+            s.expected = loaded.blob[:8] if loaded.blob else b""
+            s.state = self._decode(sid, loaded.blob, served)
         version, g = served.bundle.version, served.geometry
         if s.state.version != version or s.state.geometry != g:
             old = (s.state.version, s.state.threshold)

@@ -109,8 +109,7 @@ class Publisher:
                 done.setdefault(telemetry_partition[sid], []).append(sid)
             elif n_left < 0:
                 log.warning("series %r: outbox claim was taken over while publishing", sid)
-        for p, sids in done.items():
-            await self.store.unindex(p, sids)
+        await self.store.unindex_many(done)
         return len(futures)
 
     async def _already_published(self, stale: dict[str, WriteResult]) -> set[tuple]:

@@ -93,10 +93,10 @@ def parse_telemetry(raw: bytes | None, key: bytes | None, channels: int, max_id_
         )
     if key and key != point.series_id.encode():
         raise InvalidRecord("key_mismatch", "message key differs from series_id (the key must be the series id)")
-    got = len(point.channels)
-    if got != channels:
-        raise InvalidRecord("channels_mismatch", f"{got} channel(s), the model expects {channels}")
-    if not all(math.isfinite(x) for x in point.channels):  # belt and braces: allow_inf_nan covers JSON input
+    values = point.channels
+    if len(values) != channels:
+        raise InvalidRecord("channels_mismatch", f"{len(values)} channel(s), the model expects {channels}")
+    if not all(map(math.isfinite, values)):  # belt and braces: allow_inf_nan covers JSON input
         raise InvalidRecord("invalid_field", "values must be finite")
     return point
 

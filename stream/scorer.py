@@ -46,16 +46,28 @@ class Scorer:
     def swap(self, served: Served) -> None:
         self.served = served
 
+    def submit(self, windows: np.ndarray, bundle: Bundle | None = None) -> asyncio.Future:
+        """Queue windows for the executor thread now; the future gives (scores, seconds ONNX Runtime took).
+
+        Submitted at once (not when awaited), so a pipelined caller can queue batch N+1's windows while
+        batch N is still being scored; the one thread scores them in submission order."""
+        bundle = bundle or self.served.bundle
+        loop = asyncio.get_running_loop()
+        if len(windows) == 0:
+            done = loop.create_future()
+            done.set_result((np.empty((0, bundle.window_size), np.float32), 0.0))
+            return done
+        return loop.run_in_executor(self._executor, self._timed_run, bundle, windows)
+
     async def score(self, windows: np.ndarray, bundle: Bundle | None = None) -> np.ndarray:
         """Score windows with `bundle` (default: the current one) in the executor thread."""
-        bundle = bundle or self.served.bundle
-        if len(windows) == 0:
-            return np.empty((0, bundle.window_size), np.float32)
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-        out = await loop.run_in_executor(self._executor, self._run, bundle, windows)
-        self.last_latency_s = time.perf_counter() - t0
+        out, self.last_latency_s = await self.submit(windows, bundle)
         return out
+
+    def _timed_run(self, bundle: Bundle, windows: np.ndarray) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        out = self._run(bundle, windows)
+        return out, time.perf_counter() - t0
 
     def _run(self, bundle: Bundle, windows: np.ndarray) -> np.ndarray:
         step = self.max_inference_batch

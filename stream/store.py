@@ -239,8 +239,19 @@ class Store:
         return {p: sorted(m.decode() for m in members) for p, members in zip(partitions, raw, strict=True)}
 
     async def unindex(self, partition: int, series_ids: Sequence[str]) -> None:
-        if series_ids:
-            await self.redis.srem(self.index_key(partition), *series_ids)
+        await self.unindex_many({partition: series_ids})
+
+    async def unindex_many(self, series_ids: dict[int, Sequence[str]]) -> None:
+        """Drop series from the outbox index of their telemetry partitions, one round trip for all."""
+        todo = {p: sids for p, sids in series_ids.items() if sids}
+        if len(todo) == 1:
+            ((p, sids),) = todo.items()
+            await self.redis.srem(self.index_key(p), *sids)
+        elif todo:
+            pipe = self.redis.pipeline(transaction=False)
+            for p, sids in todo.items():
+                pipe.srem(self.index_key(p), *sids)
+            await pipe.execute()
 
     async def set_threshold(self, series_id: str, threshold: float | None) -> None:
         """Operators' per-series override (also settable with redis-cli SET P{sid}:thr 0.7)."""

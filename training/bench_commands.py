@@ -67,10 +67,10 @@ def _series_list(_ctx: Any, _param: Any, value: str) -> list[int]:
               help="Points/s of the latency runs [default: half the measured maximum at --latency-series].")
 @click.option("--max-wait", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="The worker's scoring.max_wait_s (longest wait to fill a batch) [default: the worker's].")
-@click.option("--fetch-max-wait-ms", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Latency runs only: the worker's consumer fetch wait, which faust fixes at 1500 ms. Apache "
+@click.option("--fetch-max-wait-ms", type=click.IntRange(min=0), default=None, metavar="MS",
+              help="Latency runs only: the worker's kafka.fetch_max_wait_ms [default: the worker's, 10]. Apache "
                    "Kafka answers a fetch as soon as a record is there, whatever the wait; the local Tansu broker "
-                   "holds it, which adds hundreds of ms. 1500 measures the worker exactly as shipped.")
+                   "holds it, which adds up to the wait to every point (1500 is faust's own fixed value).")
 @click.option("--memory-series", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Series written to Redis for the memory figure.")
 @click.option("--nab", "nab_path", type=click.Path(path_type=Path), default=Path("../shared/data/nab"),
@@ -141,7 +141,7 @@ class Plan:
     latency_seconds: float
     latency_rate: float | None
     max_wait: float | None
-    fetch_max_wait_ms: int
+    fetch_max_wait_ms: int | None
     memory_series: int
     nab_path: Path
     nab_files: int

@@ -71,13 +71,13 @@ async def test_agent_acks_only_after_the_batch_is_written(agent_app: Any) -> Non
 
     async def gated_ready(send: Any) -> Any:
         processor = await real_ready(send)
-        original = processor.process
+        original = processor.write
 
-        async def process(events: Any) -> None:
-            await gate.wait()  # hold the batch "in processing"
-            await original(events)
+        async def write(staged: Any) -> list[str]:
+            await gate.wait()  # hold the batch "in processing", before its write
+            return await original(staged)
 
-        processor.process = process
+        processor.write = write
         return processor
 
     runtime.ready = gated_ready
@@ -112,15 +112,15 @@ async def test_agent_retries_a_failed_batch_before_acknowledging(agent_app: Any)
     async def flaky_ready(send: Any) -> Any:
         processor = await real_ready(send)
         if not getattr(processor, "_flaky", False):
-            original = processor.process
+            original = processor.write
 
-            async def process(events: Any) -> None:
+            async def write(staged: Any) -> list[str]:
                 if failures["left"]:
                     failures["left"] -= 1
                     raise ConnectionError("redis went away")
-                await original(events)
+                return await original(staged)
 
-            processor.process, processor._flaky = process, True
+            processor.write, processor._flaky = write, True
         return processor
 
     runtime.ready = flaky_ready
@@ -138,3 +138,86 @@ async def test_agent_retries_a_failed_batch_before_acknowledging(agent_app: Any)
     assert all(e.message.acked for e in events) and failures["left"] == 0
     assert runtime.metrics.retries._value.get() == 2
     assert [m["ts"] for t, _, m in runtime.sent if t == names.topics["scores"]] == [0, 1]
+
+
+async def _run_agent(app: Any, runtime: Any, points: dict[str, int], until: int) -> None:
+    """Put `points[sid]` points of every series (interleaved) through the agent; wait until all are acked."""
+    agent = app.agents["score_telemetry"]
+    async with agent.test_context() as ctx:
+        events = []
+        for i in range(max(points.values())):
+            for sid, n in points.items():
+                if i < n:
+                    msg = {"series_id": sid, "ts": i, "value": float((i * 7) % 11)}
+                    events.append(await ctx.put(json.dumps(msg).encode(), key=sid.encode()))
+        for _ in range(until):
+            if all(e.message.acked for e in events):
+                break
+            await asyncio.sleep(0.05)
+        assert all(e.message.acked for e in events)
+
+
+def _scores(runtime: Any, names: Any, sid: str) -> list[tuple[int, float]]:
+    return [(m["ts"], m["score"]) for t, _, m in runtime.sent if t == names.topics["scores"] and m["series_id"] == sid]
+
+
+async def test_pipelined_batches_give_the_outputs_of_one_batch_at_a_time(agent_app: Any) -> None:
+    app, runtime, names = agent_app
+    runtime.settings.scoring.max_batch = 8  # many batches, each series in most of them
+    chained: list[int] = []
+    real_ready = runtime.ready
+
+    async def spying_ready(send: Any) -> Any:
+        processor = await real_ready(send)
+        if not getattr(processor, "_spied", False):
+            original = processor.start
+
+            def start(staged: Any, handed_over: Any) -> None:
+                chained.append(len(handed_over))
+                original(staged, handed_over)
+
+            processor.start, processor._spied = start, True
+        return processor
+
+    runtime.ready = spying_ready
+    runtime.settings.scoring.pipeline_depth = 1
+    await _run_agent(app, runtime, {"p1": 60, "q1": 45}, until=400)
+    runtime.settings.scoring.pipeline_depth = 2
+    await _run_agent(app, runtime, {"p2": 60, "q2": 45}, until=400)
+    await runtime.close()
+    for one, two, n in (("p1", "p2", 60), ("q1", "q2", 45)):
+        assert [ts for ts, _ in _scores(runtime, names, two)] == list(range(n - 15))  # in order, once each
+        a, b = _scores(runtime, names, one), _scores(runtime, names, two)
+        assert [ts for ts, _ in a] == [ts for ts, _ in b]
+        assert [v for _, v in a] == pytest.approx([v for _, v in b], abs=1e-6)
+    assert max(chained) > 0, "no batch pushed onto the states the batch before it left in memory"
+
+
+async def test_a_failed_write_in_the_pipeline_redoes_that_batch_and_the_next_from_redis(agent_app: Any) -> None:
+    app, runtime, names = agent_app
+    runtime.settings.scoring.max_batch = 8
+    runtime.settings.worker.retry_backoff_s = 0.01
+    real_ready = runtime.ready
+    calls = {"n": 0}
+
+    async def flaky_ready(send: Any) -> Any:
+        processor = await real_ready(send)
+        if not getattr(processor, "_flaky", False):
+            original = processor.write
+
+            async def write(staged: Any) -> list[str]:
+                calls["n"] += 1
+                if calls["n"] in (3, 7):  # after the first batches, while later ones are staged on their states
+                    await original(staged)  # written, then the reply is "lost": the batch is redone
+                    raise ConnectionError("redis went away")
+                return await original(staged)
+
+            processor.write, processor._flaky = write, True
+        return processor
+
+    runtime.ready = flaky_ready
+    await _run_agent(app, runtime, {"r": 70, "s": 50}, until=400)
+    await runtime.close()
+    assert [ts for ts, _ in _scores(runtime, names, "r")] == list(range(70 - 15))
+    assert [ts for ts, _ in _scores(runtime, names, "s")] == list(range(50 - 15))
+    assert runtime.metrics.retries._value.get() == 2

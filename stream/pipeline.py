@@ -1,0 +1,189 @@
+"""Batches of consumed events in -> processed and acknowledged in order, two at a time: while ONNX Runtime
+scores batch N in its executor thread, the event loop parses, loads and pushes batch N+1 and writes and
+publishes batch N-1's results.
+
+Why it keeps the processing guarantees:
+- Per-series order: batch N+1 pushes its points only after batch N has applied its scores, onto the state
+  N left in memory (`Chained`), and its compare-and-set expects the token N's write leaves. Series that N
+  does not write are taken from Redis, loaded after batch N-1 was fully written (and every series'
+  threshold override is loaded afresh for every batch).
+- Writes, publishes and acknowledgements stay sequential: batch N+1 writes only after batch N has written,
+  published and acknowledged, and acknowledges only after its own write.
+- Anything unusual (a Redis or broker error, a lost compare-and-set) ends the overlap: the batch is redone
+  from what Redis holds, one attempt after the other with backoff, exactly as without the pipeline, and
+  the batch after it, whose push may rest on a state that was never stored, is redone the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.processor import Chained, Processor, RawEvent, Staged
+
+log = logging.getLogger(__name__)
+
+EXIT_UNEXPECTED = 70  # EX_SOFTWARE
+
+
+@dataclass(eq=False)
+class _Batch:
+    """One batch in flight and the two hand-overs the next batch waits for."""
+
+    events: Sequence[Any]
+    raw: list[RawEvent]
+    # The series states the next batch may push onto (None: it must not chain any, e.g. after an error).
+    applied: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # True when the batch was written exactly as staged; False when it was redone from Redis.
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Pipeline:
+    """Runs at most `depth` batches at once through a `Processor`, overlapping their stages.
+
+    `ready()` gives the processor (created on first use); `redo(staged)` applies a batch sequentially from
+    Redis with retries and backoff until it is written (the agent's retry loop); `ack(event)` acknowledges
+    one consumed event; `lock` serializes writes with the outbox sweep."""
+
+    def __init__(
+        self,
+        ready: Callable[[], Awaitable[Processor]],
+        redo: Callable[[Processor, Staged, BaseException | None], Awaitable[None]],
+        ack: Callable[[Any], Awaitable[Any]],
+        lock: asyncio.Lock,
+        retryable: tuple[type[BaseException], ...],
+        max_batch: int,
+        depth: int = 2,
+    ) -> None:
+        self._ready, self._redo, self._ack, self._lock = ready, redo, ack, lock
+        self._retryable = retryable
+        self.max_batch = max_batch
+        self._slots = asyncio.Semaphore(depth)
+        self._last: _Batch | None = None
+        self._tasks: set[asyncio.Task] = set()
+        # Consumed events not yet in a batch: they pile up while the pipeline is full, so batches grow with
+        # the load (up to max_batch) instead of being cut by the consumer's batching wait.
+        self._queue: deque[tuple[Any, RawEvent]] = deque()
+        self._queued = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._runner: asyncio.Task | None = None
+
+    async def put(self, events: Sequence[Any], raw: Sequence[RawEvent]) -> None:
+        """Queue consumed events; waits while two batches' worth are queued already."""
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._start_batches())
+        await self._room.wait()
+        self._queue.extend(zip(events, raw, strict=True))
+        self._queued.set()
+        if len(self._queue) >= 2 * self.max_batch:
+            self._room.clear()
+
+    def cancel(self) -> None:
+        """Stop every batch in flight; none of them is acknowledged (they are redelivered)."""
+        for task in [self._runner, *self._tasks]:
+            if task is not None:
+                task.cancel()
+
+    async def _start_batches(self) -> None:
+        """Whenever fewer than `depth` batches are in flight, start one with what is queued."""
+        try:
+            await self._batches()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the boundary, as in _run
+            log.critical("unexpected error starting a batch; exiting without acknowledging it", exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_UNEXPECTED)
+
+    async def _batches(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                await self._queued.wait()
+                processor = await self._ready()
+            except BaseException:
+                self._slots.release()
+                raise
+            take = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            if not self._queue:
+                self._queued.clear()
+            if len(self._queue) < 2 * self.max_batch:
+                self._room.set()
+            batch, prev = _Batch([ev for ev, _ in take], [r for _, r in take]), self._last
+            self._last = batch
+            task = asyncio.create_task(self._run(processor, batch, prev))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, processor: Processor, batch: _Batch, prev: _Batch | None) -> None:
+        try:
+            await self._process(processor, batch, prev)
+            for ev in batch.events:
+                await self._ack(ev)
+        except asyncio.CancelledError:
+            raise  # shutting down: the batch stays unacknowledged and is redelivered
+        except Exception:  # noqa: BLE001 - the boundary: anything else is a bug; do not ack, do not go on
+            log.critical("unexpected error processing a batch; exiting without acknowledging it", exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_UNEXPECTED)
+        finally:
+            for fut in (batch.applied, batch.done):
+                if not fut.done():
+                    fut.set_result(None if fut is batch.applied else False)
+            self._slots.release()
+
+    async def _process(self, processor: Processor, batch: _Batch, prev: _Batch | None) -> None:
+        staged = processor.parse(batch.raw)
+        try:
+            chained = await self._stage(processor, staged, prev)
+        except self._retryable as e:
+            batch.applied.set_result(None)
+            await self._after(prev)
+            await self._redo(processor, staged, e)
+            batch.done.set_result(False)
+            return
+        batch.applied.set_result(chained)
+        if not await self._after(prev):
+            # The previous batch was redone from Redis: states this one pushed onto may never have been
+            # stored as they were. Nothing of this batch is written yet; redo it from Redis too.
+            await self._redo(processor, staged, None)
+            batch.done.set_result(False)
+            return
+        try:
+            async with self._lock:
+                lost = await processor.write(staged)
+        except self._retryable as e:
+            await self._redo(processor, staged, e)
+            batch.done.set_result(False)
+            return
+        if lost:
+            processor.metrics.state_conflicts.inc(len(lost))
+            await self._redo(processor, _only(staged, lost), None)
+        else:
+            processor.observe_end_to_end(staged.events)
+        batch.done.set_result(not lost)
+
+    async def _stage(self, processor: Processor, staged: Staged, prev: _Batch | None) -> dict[str, Chained]:
+        """Load, push onto the previous batch's states, queue inference, finish: everything but the write."""
+        await processor.load(staged)
+        chained: dict[str, Chained] = {}
+        if prev is not None:
+            chained = await asyncio.shield(prev.applied) or {}
+        processor.start(staged, chained)
+        return await processor.finish(staged)
+
+    @staticmethod
+    async def _after(prev: _Batch | None) -> bool:
+        """Wait until the previous batch is written and acknowledged; True if it was written as staged."""
+        return prev is None or bool(await asyncio.shield(prev.done))
+
+
+def _only(staged: Staged, series: list[str]) -> Staged:
+    """The part of a parsed batch that belongs to `series` (no dead letters: those are sent)."""
+    return Staged(staged.events, {sid: staged.groups[sid] for sid in series}, [])
