@@ -262,9 +262,10 @@ def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, b
     check_lag(cfg.window_size, cfg.stride, lag)
     if any(s.probability is None for s in series):
         raise DataError("calibration needs labels: every file must carry 'probability' or 'anomaly_tag'")
-    normalizer = Normalizer.from_dict(ckpt.normalizer.to_dict())  # global statistics stay the model's
-    holdouts = prepare(series, cfg, normalizer, val_fraction).holdouts if normalizer.scope != "global" else \
-        _global_holdouts(series, cfg, ckpt.normalizer, val_fraction)
+    # A copy: `prepare` refits a global normalizer, but the holdouts it returns are raw values for that
+    # scope (prepared only for the series scope) and are scored with the checkpoint's own normalizer.
+    normalizer = Normalizer.from_dict(ckpt.normalizer.to_dict())
+    holdouts = prepare(series, cfg, normalizer, val_fraction).holdouts
     scores, _, label = holdout_scores(TorchScorer(ckpt), holdouts, cfg, lag)
     threshold, calibration = best_fbeta_threshold(scores, label, beta)
     calibration |= {"score_lag": lag, "val_roc_auc": roc_auc(scores, label),
@@ -273,10 +274,3 @@ def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, b
     return Checkpoint(model=ckpt.model, normalizer=ckpt.normalizer, threshold=threshold, calibration=calibration,
                       metrics=ckpt.metrics, training_data=ckpt.training_data)
 
-
-def _global_holdouts(series: list[Series], cfg: ModelConfig, normalizer: Normalizer,
-                     val_fraction: float) -> list[Holdout]:
-    """Validation tails for a global-scope model, keeping its fitted statistics."""
-    require_length(series, cfg.window_size)
-    cuts = [split_point(len(s), cfg.window_size, val_fraction) for s in series]
-    return [h for s, c in zip(series, cuts, strict=True) if (h := _holdout(s, s.values, c, cfg)) is not None]

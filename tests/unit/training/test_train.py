@@ -150,3 +150,18 @@ def test_unlabelled_or_short_series_are_refused(series: list[Series]) -> None:
     short = dataclasses.replace(s, values=s.values[:10], probability=s.probability[:10])  # type: ignore[index]
     with pytest.raises(DataError, match="shorter than the model's window"):
         train([short], TINY, FAST)
+
+
+@pytest.mark.parametrize("scope", ["global", "series"])
+def test_recalibrate_on_the_training_data_gives_the_trained_threshold(series: list[Series], scope: str) -> None:
+    from training.train import recalibrate
+
+    kind = "zscore"
+    tc = dataclasses.replace(FAST, epochs=1, score_lag=4, normalization=kind, scope=scope, halflife=30.0)
+    ckpt = train(series, TINY, tc)
+    again = recalibrate(ckpt, series, 4, DEFAULT_THRESHOLD_BETA)
+    assert again.threshold == pytest.approx(ckpt.threshold)
+    assert again.normalizer == ckpt.normalizer  # a global normalizer keeps the model's fitted statistics
+    other = recalibrate(ckpt, series, 0, 1.0)
+    assert other.calibration["score_lag"] == 0 and other.calibration["method"] == "best_f1_validation"
+    assert other.calibration["recalibrated"]["previous_threshold"] == ckpt.threshold
