@@ -173,13 +173,7 @@ class RunningStats:
         v = np.asarray(values, dtype=np.float64)
         alpha = 1.0 - 0.5 ** (1.0 / halflife)
         out = np.empty_like(v)
-        if v.shape[1] == 1:  # the common case, in plain floats (several times faster than numpy scalars)
-            n, m, var = self.count, float(self.mean[0]), float(self.var[0])
-            for t, x in enumerate(v[:, 0].tolist()):
-                n, m, var, out[t, 0] = _step(n, m, var, x, alpha)
-            self.count, self.mean, self.var = n, np.array([m]), np.array([var])
-            return out
-        for c in range(v.shape[1]):
+        for c in range(v.shape[1]):  # channel by channel, in plain floats (much faster than numpy scalars)
             n, m, var = self.count, float(self.mean[c]), float(self.var[c])
             for t, x in enumerate(v[:, c].tolist()):
                 n, m, var, out[t, c] = _step(n, m, var, x, alpha)
