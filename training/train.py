@@ -108,6 +108,9 @@ def _holdout(s: Series, values: np.ndarray, cut: int, cfg: ModelConfig) -> Holdo
 
 def prepare(series: list[Series], cfg: ModelConfig, normalizer: Normalizer, val_fraction: float) -> Prepared:
     """Split every series in time, fit the normalizer on the training heads only, build the windows."""
+    if any(s.probability is None for s in series):
+        raise DataError("training and calibration need labels: every file must carry 'probability' or "
+                        "'anomaly_tag'")
     require_length(series, cfg.window_size)
     cuts = [split_point(len(s), cfg.window_size, val_fraction) for s in series]
     normalizer.fit(np.concatenate([s.values[:c] for s, c in zip(series, cuts, strict=True)]))
@@ -206,8 +209,6 @@ def train(series: list[Series], cfg: ModelConfig, tc: TrainConfig,
           on_epoch: Callable[[EpochStats], None] | None = None) -> Checkpoint:
     """Train (or finetune) on labelled series; returns a checkpoint whose threshold was chosen on the
     held-out tails. The same data, config and seed give the same weights."""
-    if any(s.probability is None for s in series):
-        raise DataError("training needs labels: every file must carry 'probability' or 'anomaly_tag'")
     torch.manual_seed(tc.seed)
     model, normalizer = _model(cfg, tc)
     cfg = model.cfg
@@ -260,8 +261,6 @@ def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, b
     cfg = ckpt.config
     lag = cfg.window_size - 1 if score_lag is None else score_lag
     check_lag(cfg.window_size, cfg.stride, lag)
-    if any(s.probability is None for s in series):
-        raise DataError("calibration needs labels: every file must carry 'probability' or 'anomaly_tag'")
     # A copy: `prepare` refits a global normalizer, but the holdouts it returns are raw values for that
     # scope (prepared only for the series scope) and are scored with the checkpoint's own normalizer.
     normalizer = Normalizer.from_dict(ckpt.normalizer.to_dict())
