@@ -103,27 +103,36 @@ async def test_agent_acks_only_after_the_batch_is_written(agent_app: Any) -> Non
     assert len(dead) == 1 and dead[0]["code"] == "invalid_json"
 
 
-async def test_agent_retries_a_failed_batch_before_acknowledging(agent_app: Any) -> None:
-    app, runtime, names = agent_app
-    agent = app.agents["score_telemetry"]
+def _wrap_write(runtime: Any, write_with: Any) -> None:
+    """Make the processor that `runtime.ready` hands out write through `write_with(original_write, staged)`."""
     real_ready = runtime.ready
-    failures = {"left": 2}
 
-    async def flaky_ready(send: Any) -> Any:
+    async def ready(send: Any) -> Any:
         processor = await real_ready(send)
-        if not getattr(processor, "_flaky", False):
+        if not getattr(processor, "_wrapped", False):
             original = processor.write
 
             async def write(staged: Any) -> list[str]:
-                if failures["left"]:
-                    failures["left"] -= 1
-                    raise ConnectionError("redis went away")
-                return await original(staged)
+                return await write_with(original, staged)
 
-            processor.write, processor._flaky = write, True
+            processor.write, processor._wrapped = write, True
         return processor
 
-    runtime.ready = flaky_ready
+    runtime.ready = ready
+
+
+async def test_agent_retries_a_failed_batch_before_acknowledging(agent_app: Any) -> None:
+    app, runtime, names = agent_app
+    agent = app.agents["score_telemetry"]
+    failures = {"left": 2}
+
+    async def fail_twice(original: Any, staged: Any) -> list[str]:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("redis went away")
+        return await original(staged)
+
+    _wrap_write(runtime, fail_twice)
     runtime.settings.worker.retry_backoff_s = 0.01
 
     async with agent.test_context() as ctx:
@@ -197,25 +206,16 @@ async def test_a_failed_write_in_the_pipeline_redoes_that_batch_and_the_next_fro
     app, runtime, names = agent_app
     runtime.settings.scoring.max_batch = 8
     runtime.settings.worker.retry_backoff_s = 0.01
-    real_ready = runtime.ready
     calls = {"n": 0}
 
-    async def flaky_ready(send: Any) -> Any:
-        processor = await real_ready(send)
-        if not getattr(processor, "_flaky", False):
-            original = processor.write
+    async def lose_two_replies(original: Any, staged: Any) -> list[str]:
+        calls["n"] += 1
+        if calls["n"] in (3, 7):  # after the first batches, while later ones are staged on their states
+            await original(staged)  # written, then the reply is "lost": the batch is redone
+            raise ConnectionError("redis went away")
+        return await original(staged)
 
-            async def write(staged: Any) -> list[str]:
-                calls["n"] += 1
-                if calls["n"] in (3, 7):  # after the first batches, while later ones are staged on their states
-                    await original(staged)  # written, then the reply is "lost": the batch is redone
-                    raise ConnectionError("redis went away")
-                return await original(staged)
-
-            processor.write, processor._flaky = write, True
-        return processor
-
-    runtime.ready = flaky_ready
+    _wrap_write(runtime, lose_two_replies)
     await _run_agent(app, runtime, {"r": 70, "s": 50}, until=400)
     await runtime.close()
     assert [ts for ts, _ in _scores(runtime, names, "r")] == list(range(70 - 15))
