@@ -21,10 +21,6 @@ class ModelConfig:
     # Also feed each window standardized by its own mean and spread (computed inside the graph): the shape
     # of a window next to its level. Made for the `series` normalization scope.
     window_features: bool = False
-    # The head also sees each timestep's absolute input |x_t| through a learned linear term added to its
-    # logit: the encoder's final LayerNorm rescales every timestep's vector, which hides how far (5 or 15
-    # standard deviations) a point lies from its series' history. Made for the `series` scope.
-    deviation_skip: bool = False
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:

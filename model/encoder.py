@@ -114,30 +114,17 @@ class Encoder(nn.Module):
 
 
 class ScoreHead(nn.Module):
-    """MLP then sigmoid: one anomaly score in [0, 1] per timestep, (B, W, D) -> (B, W).
-
-    With `deviation_skip` the logit also gets a learned linear term of the input's magnitude |x| (B, W, C),
-    which starts at zero: training decides how much a large deviation counts by itself."""
+    """MLP then sigmoid: one anomaly score in [0, 1] per timestep, (B, W, D) -> (B, W)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, 1))
-        self.deviation: nn.Linear | None = None
-        if cfg.deviation_skip:
-            self.deviation = nn.Linear(cfg.channels, 1)
-            nn.init.zeros_(self.deviation.weight)
-            nn.init.zeros_(self.deviation.bias)
 
-    def logits(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.mlp(h).squeeze(-1)  # (B, W)
-        if self.deviation is not None:
-            if x is None:
-                raise ValueError("a head with deviation_skip needs the input x")
-            out = out + self.deviation(x.abs()).squeeze(-1)
-        return out
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.mlp(h).squeeze(-1)  # (B, W)
 
-    def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.sigmoid(self.logits(h, x))
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(h))
 
 
 class AnomalyBERT(nn.Module):
@@ -150,7 +137,7 @@ class AnomalyBERT(nn.Module):
         self.head = ScoreHead(cfg)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head.logits(self.encoder(x), x)
+        return self.head.logits(self.encoder(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))

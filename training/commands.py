@@ -87,9 +87,6 @@ def _model_config(options: dict[str, Any]) -> ModelConfig:
 @click.option("--window-features/--no-window-features", default=None,
               help="Also feed each window standardized by its own statistics (in the graph); for "
                    "--scope series [off].")
-@click.option("--deviation-skip/--no-deviation-skip", default=None,
-              help="Add a learned term of each point's |input| to the head's logit, so that how far a point "
-                   "lies from its series' history counts by itself; for --scope series [off].")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
               help="Peak AdamW learning rate (one cycle: warm-up, then cosine decay).")

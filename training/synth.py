@@ -29,7 +29,6 @@ SCENARIOS: tuple[str, ...] = (
     "noise_burst",
     "frequency_change",
     "flat_signal",
-    "sustained_shift",
 )
 # Scenarios whose anomaly only makes sense on a signal with a clear period.
 _PERIODIC = {"contextual_anomaly", "seasonal_with_anomaly", "frequency_change"}
@@ -240,25 +239,9 @@ def _flat(x: np.ndarray, start: int, length: int, scale: float, rng: np.random.G
     return np.ones(length)
 
 
-def _sustained(x: np.ndarray, start: int, length: int, scale: float, rng: np.random.Generator) -> np.ndarray:
-    """Sustained excursion: the level moves away for longer than a window, often noisier, then comes back
-    (a stuck-high load, a degraded pump). Every point of it is anomalous, so the model must flag a window
-    lying wholly inside it: only the series' own history (the `series` normalization scope) tells that
-    window from a normal regime."""
-    ramp = min(int(rng.integers(2, 8)), max(1, length // 4))
-    envelope = np.ones(length)
-    envelope[:ramp] = np.arange(1, ramp + 1) / ramp
-    envelope[length - ramp:] = np.minimum(envelope[length - ramp:], np.arange(ramp, 0, -1) / ramp)
-    level = rng.choice([-1, 1]) * rng.uniform(2.5, 6) * scale
-    noise = rng.uniform(0.0, 1.0) * scale * rng.normal(size=length) if rng.random() < 0.5 else 0.0
-    x[start:start + length] += level * envelope + noise * envelope
-    return np.ones(length)
-
-
 # scenario -> (injector, range of the segment length in points, mean anomalies per 1000 points)
-# Segments of the first eight stay shorter than the default window (64) so that a window sees the anomaly
-# beside normal points; `sustained_shift` is the exception, for models that see the series' history
-# (a window wholly inside it is anomalous only against that history). Spikes are short,
+# Segments stay shorter than the default window (64) so that a window sees the anomaly beside normal
+# points: a window wholly inside a long anomaly cannot tell it from a normal regime. Spikes are short,
 # so a series gets more of them; the share of anomalous points stays in the few-percent range.
 INJECTORS: dict[str, tuple[Injector, tuple[int, int], float]] = {
     "point_anomaly": (_spike, (1, 2), 6.0),
@@ -269,7 +252,6 @@ INJECTORS: dict[str, tuple[Injector, tuple[int, int], float]] = {
     "noise_burst": (_noise, (10, 40), 1.5),
     "frequency_change": (_warp, (24, 56), 1.5),
     "flat_signal": (_flat, (10, 48), 1.5),
-    "sustained_shift": (_sustained, (80, 300), 0.5),
 }
 
 

@@ -181,18 +181,14 @@ def _epoch(model: AnomalyBERT, data: Prepared, opt: torch.optim.Optimizer, sched
     model.train()
     if tc.finetune is not None:
         model.encoder.eval()  # frozen: no dropout either
-    def forward(idx: torch.Tensor) -> torch.Tensor:
-        if features is None:
-            return model.logits(data.x[idx])
-        return model.head.logits(features[idx], data.x[idx])
-
+    inputs, forward = (data.x, model.logits) if features is None else (features, model.head.logits)
     loss_fn = nn.BCEWithLogitsLoss()
     order = torch.randperm(len(data.x), generator=gen)
     total, n = 0.0, 0
     with tqdm(total=len(order), desc=label, unit="win", leave=False, disable=_disable(tc)) as bar:
         for i in range(0, len(order), tc.batch_size):
             idx = order[i:i + tc.batch_size]
-            loss = loss_fn(forward(idx), data.y[idx])  # (B, W) vs (B, W)
+            loss = loss_fn(forward(inputs[idx]), data.y[idx])  # (B, W) vs (B, W)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)

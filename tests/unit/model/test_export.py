@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -78,28 +77,3 @@ def test_series_scope_with_window_features_exports_and_matches(tmp_path: Path) -
     values = np.random.default_rng(0).normal(size=200) * 30 + 5
     windows = make_windows(bundle.normalizer.prepare_series(values), 16, 1)
     np.testing.assert_allclose(bundle.score_windows(windows), TorchScorer(ckpt)(windows), rtol=0, atol=1e-5)
-
-
-def test_deviation_skip_exports_matches_and_raises_scores_with_the_deviation(tmp_path: Path) -> None:
-    """The head's |x| term is in the graph (ONNX equals torch) and adds weight * |x_t| to each logit."""
-    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, window_size=16, window_features=True,
-                      deviation_skip=True)
-    torch.manual_seed(5)
-    model = AnomalyBERT(cfg).eval()
-    assert float(model.head.deviation.weight.abs().sum()) == 0.0  # starts neutral: training decides
-    with torch.no_grad():
-        model.head.deviation.weight.fill_(0.5)
-    ckpt = Checkpoint(model, Normalizer("zscore", "series", halflife=50.0), threshold=0.5)
-    directory, manifest = export_bundle(ckpt, tmp_path / "bundle")
-    bundle = load_bundle(directory)
-    assert manifest.config.deviation_skip
-    values = np.random.default_rng(1).normal(size=200) * 3 - 7
-    windows = make_windows(bundle.normalizer.prepare_series(values), 16, 1)
-    np.testing.assert_allclose(bundle.score_windows(windows), TorchScorer(ckpt)(windows), rtol=0, atol=1e-5)
-    # The term is exactly 0.5 * |x| on the logit: the same model with the term switched off differs by it.
-    off = copy.deepcopy(model)
-    with torch.no_grad():
-        off.head.deviation.weight.zero_()
-        x = torch.from_numpy(windows[:8]).float()  # (8, W, 1)
-        diff = model.logits(x) - off.logits(x)
-    np.testing.assert_allclose(diff.numpy(), 0.5 * np.abs(windows[:8, :, 0]), rtol=0, atol=1e-5)
