@@ -21,6 +21,12 @@ class ModelConfig:
     # Also feed each window standardized by its own mean and spread (computed inside the graph): the shape
     # of a window next to its level. Made for the `series` normalization scope.
     window_features: bool = False
+    # Scores blended with a deviation score of the input (series scope: the point's z against its series'
+    # history): score = (1 - b) * sigmoid(logit) + b * erf(|x| / (k * sqrt 2)), b = deviation_blend,
+    # k = deviation_scale (|x| = k gives 0.68), averaged over channels. In the graph, so the worker and
+    # every offline command score the same; training's loss sees the encoder's logits only.
+    deviation_blend: float = 0.0
+    deviation_scale: float = 4.0
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -30,6 +36,10 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.stride > self.window_size:
             raise ValueError(f"stride ({self.stride}) must not exceed window_size ({self.window_size})")
+        if not 0.0 <= self.deviation_blend <= 1.0:
+            raise ValueError(f"deviation_blend must be in [0, 1], got {self.deviation_blend}")
+        if not self.deviation_scale > 0.0:
+            raise ValueError(f"deviation_scale must be > 0, got {self.deviation_scale}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 

@@ -7,6 +7,7 @@ self-attention, and an MLP-sigmoid head giving one score per timestep (a high sc
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -127,8 +128,17 @@ class ScoreHead(nn.Module):
         return torch.sigmoid(self.logits(h))
 
 
+def deviation_score(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B, W, C) standardized inputs -> (B, W) in [0, 1): erf(|x| / (scale * sqrt 2)) averaged over channels,
+    the two-sided normal probability of a deviation smaller than |x| / scale."""
+    return torch.erf(x.abs() / (scale * math.sqrt(2.0))).mean(dim=-1)
+
+
 class AnomalyBERT(nn.Module):
-    """Encoder plus head. `forward` gives scores; `logits` feeds BCE-with-logits during training."""
+    """Encoder plus head. `forward` gives scores; `logits` feeds BCE-with-logits during training.
+
+    With `cfg.deviation_blend` > 0, `forward` blends the head's scores with `deviation_score` of the input;
+    `logits` (what training fits) is the encoder and head alone."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -140,7 +150,20 @@ class AnomalyBERT(nn.Module):
         return self.head.logits(self.encoder(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(x))
+        scores = torch.sigmoid(self.logits(x))
+        blend = self.cfg.deviation_blend
+        if blend == 0.0:
+            return scores
+        return (1.0 - blend) * scores + blend * deviation_score(x, self.cfg.deviation_scale)
+
+    def with_config(self, **changes: float) -> AnomalyBERT:
+        """The same weights under a config that differs only in how scores are blended (no new parameters)."""
+        allowed = {"deviation_blend", "deviation_scale"}
+        if other := sorted(set(changes) - allowed):
+            raise ValueError(f"only {sorted(allowed)} can change on a trained model, not {other}")
+        model = AnomalyBERT(replace(self.cfg, **changes))
+        model.load_state_dict(self.state_dict())
+        return model.train(self.training)
 
     def freeze_encoder(self) -> None:
         """Finetuning: keep the encoder's weights, train a fresh head only."""

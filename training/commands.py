@@ -87,6 +87,11 @@ def _model_config(options: dict[str, Any]) -> ModelConfig:
 @click.option("--window-features/--no-window-features", default=None,
               help="Also feed each window standardized by its own statistics (in the graph); for "
                    "--scope series [off].")
+@click.option("--deviation-blend", type=click.FloatRange(0.0, 1.0),
+              help="Weight of the input's deviation score in the served score (in the graph; the loss "
+                   "sees the encoder alone); --scope series only [0: the encoder's score alone].")
+@click.option("--deviation-scale", type=click.FloatRange(min=0.0, min_open=True),
+              help="Deviation (in running standard deviations) whose deviation score is 0.68 [4].")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
               help="Peak AdamW learning rate (one cycle: warm-up, then cosine decay).")
@@ -131,7 +136,7 @@ def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val
     """
     _setup_logging(verbose)
     from training.data import load_series
-    from training.train import TrainConfig
+    from training.train import TrainConfig, check_deviation_blend
     from training.train import train as run_training
 
     if finetune is not None:
@@ -144,7 +149,8 @@ def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val
     cfg = _model_config(arch)
     kind = normalization or ("zscore" if scope == "series" else "minmax")
     try:
-        Normalizer(kind=kind, scope=scope or "window", halflife=halflife or DEFAULT_HALFLIFE)  # type: ignore[arg-type]
+        check_deviation_blend(cfg, Normalizer(kind=kind, scope=scope or "window",  # type: ignore[arg-type]
+                                              halflife=halflife or DEFAULT_HALFLIFE))
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed,
@@ -280,31 +286,42 @@ def export(model_path: Path, output: Path) -> None:
               type=click.FloatRange(min=0.0, min_open=True), help="The threshold maximizes F-beta.")
 @click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True,
               max_open=True), help="Tail of each series used for calibration.")
+@click.option("--deviation-blend", type=click.FloatRange(0.0, 1.0),
+              help="Serve the scores blended with the input's deviation score at this weight "
+                   "(series-scope models) [the checkpoint's].")
+@click.option("--deviation-scale", type=click.FloatRange(min=0.0, min_open=True),
+              help="Deviation whose deviation score is 0.68, in running standard deviations [the checkpoint's].")
 def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None, threshold_beta: float,
-              val_fraction: float) -> None:
+              val_fraction: float, deviation_blend: float | None, deviation_scale: float | None) -> None:
     """Choose a checkpoint's threshold again, without training: best F-beta at a score lag on labelled data.
 
-    For serving a model at another lag, or with another precision/recall balance. With the training data
-    it stores the threshold that `train` with the same --score-lag and --threshold-beta stores.
+    For serving a model at another lag, with another precision/recall balance, or with its scores blended
+    with the input's deviation score (the weights stay). With the training data and no blend change it
+    stores the threshold that `train` with the same --score-lag and --threshold-beta stores.
 
     \b
-    Example:
+    Examples:
       anomalybert calibrate --model model.pt --data data/val --score-lag 0 --output model-lag0.pt
+      anomalybert calibrate --model model.pt --data data/val --score-lag 0 --deviation-blend 0.5 \\
+          --output model-blend.pt
     """
     from model.checkpoint import load_checkpoint
     from training.data import load_series
     from training.train import recalibrate
 
     try:
+        blend = {k: v for k, v in (("deviation_blend", deviation_blend), ("deviation_scale", deviation_scale))
+                 if v is not None}
         ckpt = recalibrate(load_checkpoint(model_path), load_series(data, labels=True), score_lag, threshold_beta,
-                           val_fraction)
+                           val_fraction, **blend)
     except ValueError as e:
         if isinstance(e, DataError):
             raise
-        raise click.BadParameter(str(e), param_hint="--score-lag") from e
+        raise click.BadParameter(str(e), param_hint="--deviation-blend" if "blend" in str(e) else "--score-lag") from e
     ckpt.save(output)
     cal = ckpt.calibration
-    click.echo(f"saved {output} (threshold {ckpt.threshold:.4f} at score_lag {cal['score_lag']}, "
+    blended = f", deviation blend {ckpt.config.deviation_blend:g}" if ckpt.config.deviation_blend else ""
+    click.echo(f"saved {output} (threshold {ckpt.threshold:.4f} at score_lag {cal['score_lag']}{blended}, "
                f"{cal['method']}; was {cal['recalibrated']['previous_threshold']:.4f})")
 
 

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -212,6 +212,7 @@ def train(series: list[Series], cfg: ModelConfig, tc: TrainConfig,
     torch.manual_seed(tc.seed)
     model, normalizer = _model(cfg, tc)
     cfg = model.cfg
+    check_deviation_blend(cfg, normalizer)
     lag = cfg.window_size - 1 if tc.score_lag is None else tc.score_lag
     check_lag(cfg.window_size, cfg.stride, lag)
     data = prepare(series, cfg, normalizer, tc.val_fraction)  # every series fills a training window
@@ -253,11 +254,24 @@ def train(series: list[Series], cfg: ModelConfig, tc: TrainConfig,
     )
 
 
+def check_deviation_blend(cfg: ModelConfig, normalizer: Normalizer) -> None:
+    """A deviation blend reads the input as a z-score against the series' history: the series scope only."""
+    if cfg.deviation_blend > 0 and not normalizer.pointwise:
+        raise ValueError(f"a deviation blend needs the series normalization scope (inputs that are z-scores "
+                         f"against the series' history), not {normalizer.kind}/{normalizer.scope}")
+
+
 def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, beta: float,
-                val_fraction: float = 0.2) -> Checkpoint:
+                val_fraction: float = 0.2, **blend: float) -> Checkpoint:
     """The same model with its threshold chosen again: best F-beta at `score_lag` on the validation tails
     of `series` (split as `train` splits them). With the training data and split this is the threshold
-    `train --score-lag L --threshold-beta B` stores, without training again."""
+    `train --score-lag L --threshold-beta B` stores, without training again. `blend` (deviation_blend,
+    deviation_scale) changes how the served scores blend in the input's deviation first; the weights stay."""
+    if blend:
+        check_deviation_blend(replace(ckpt.config, **blend), ckpt.normalizer)
+        ckpt = Checkpoint(model=ckpt.model.with_config(**blend), normalizer=ckpt.normalizer,
+                          threshold=ckpt.threshold, calibration=ckpt.calibration, metrics=ckpt.metrics,
+                          training_data=ckpt.training_data)
     cfg = ckpt.config
     lag = cfg.window_size - 1 if score_lag is None else score_lag
     check_lag(cfg.window_size, cfg.stride, lag)

@@ -187,6 +187,8 @@ def test_console_script_help_is_complete_and_light() -> None:
 
 
 def test_train_series_scope_then_calibrate_at_another_lag(workdir: Path, tmp_path: Path, cli: Run) -> None:
+    import torch
+
     from model.checkpoint import load_checkpoint
     from training.calibrate import best_fbeta_threshold
     from training.train import holdout_scores, prepare
@@ -219,3 +221,17 @@ def test_train_series_scope_then_calibrate_at_another_lag(workdir: Path, tmp_pat
     code, _, err = cli(["train", "-d", data, "-o", str(tmp_path / "x.pt"), "--scope", "series",
                         "--normalization", "minmax", *TINY_ARGS])
     assert code == 2 and "zscore" in err
+    # The blend reads inputs as z-scores against the series' history: refused for a per-window scope.
+    code, _, err = cli(["train", "-d", data, "-o", str(tmp_path / "y.pt"), "--deviation-blend", "0.5",
+                        *TINY_ARGS])
+    assert code == 2 and "series normalization scope" in err
+    # A deviation blend on the trained weights: stored in the config, the threshold chosen on the blend.
+    code, out, _ = cli(["calibrate", "-m", str(tmp_path / "s.pt"), "-d", data, "--score-lag", "0",
+                        "--deviation-blend", "0.5", "--deviation-scale", "3", "-o", str(tmp_path / "b.pt")])
+    assert code == 0 and "deviation blend 0.5" in out, out
+    blended = load_checkpoint(tmp_path / "b.pt")
+    assert (blended.config.deviation_blend, blended.config.deviation_scale) == (0.5, 3.0)
+    for k, v in ckpt.model.state_dict().items():
+        assert torch.equal(blended.model.state_dict()[k], v)
+    scores, _, label = holdout_scores(TorchScorer(blended), holdouts, blended.config, 0)
+    assert blended.threshold == best_fbeta_threshold(scores, label, 0.25)[0] != again.threshold

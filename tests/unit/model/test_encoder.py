@@ -27,6 +27,23 @@ def test_scores_have_one_value_per_timestep_in_unit_interval(model: AnomalyBERT)
     assert torch.allclose(torch.sigmoid(model.logits(x)), scores)
 
 
+def test_deviation_blend_mixes_the_head_score_with_the_input_deviation(model: AnomalyBERT) -> None:
+    blended = model.with_config(deviation_blend=0.25, deviation_scale=2.0)
+    x = torch.randn(4, TINY.window_size, TINY.channels) * 5
+    assert torch.equal(blended.logits(x), model.logits(x))  # training's view is unchanged
+    deviation = torch.erf(x.abs() / (2.0 * math.sqrt(2.0))).mean(dim=-1)
+    torch.testing.assert_close(blended(x), 0.75 * model(x) + 0.25 * deviation)
+    assert blended(x).min() >= 0 and blended(x).max() <= 1
+    # A point twice the scale away from its history scores at least b * erf(sqrt 2) = 0.24 whatever the head.
+    far = torch.zeros(1, TINY.window_size, TINY.channels)
+    far[0, -1] = 4.0
+    assert float(blended(far)[0, -1]) >= 0.25 * math.erf(math.sqrt(2.0)) - 1e-6
+    with pytest.raises(ValueError, match="only"):
+        model.with_config(d_model=8)
+    with pytest.raises(ValueError, match="deviation_blend"):
+        ModelConfig(deviation_blend=1.5)
+
+
 def test_multichannel_config_takes_channels_on_the_last_axis() -> None:
     cfg = ModelConfig(n_layers=1, d_model=16, n_heads=4, d_ff=32, window_size=8, channels=3)
     assert AnomalyBERT(cfg)(torch.randn(2, 8, 3)).shape == (2, 8)

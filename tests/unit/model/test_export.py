@@ -66,14 +66,15 @@ def test_output_must_be_a_directory_or_model_onnx(exported: tuple[Checkpoint, Pa
 
 def test_series_scope_with_window_features_exports_and_matches(tmp_path: Path) -> None:
     """The series-scope model: windows are standardized point by point before the graph; the graph adds
-    the per-window standardized copy itself (window_features)."""
-    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, window_size=16, window_features=True)
+    the per-window standardized copy itself (window_features) and blends in the deviation score."""
+    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, window_size=16, window_features=True,
+                      deviation_blend=0.5, deviation_scale=3.0)
     torch.manual_seed(4)
     ckpt = Checkpoint(AnomalyBERT(cfg).eval(), Normalizer("zscore", "series", halflife=50.0), threshold=0.5)
     directory, manifest = export_bundle(ckpt, tmp_path / "bundle")
     bundle = load_bundle(directory)
     assert bundle.normalizer.pointwise and bundle.normalizer.halflife == 50.0
-    assert manifest.config.window_features
+    assert manifest.config.window_features and manifest.config.deviation_blend == 0.5  # the blend is in the graph
     values = np.random.default_rng(0).normal(size=200) * 30 + 5
     windows = make_windows(bundle.normalizer.prepare_series(values), 16, 1)
     np.testing.assert_allclose(bundle.score_windows(windows), TorchScorer(ckpt)(windows), rtol=0, atol=1e-5)
