@@ -165,3 +165,14 @@ def test_recalibrate_on_the_training_data_gives_the_trained_threshold(series: li
     other = recalibrate(ckpt, series, 0, 1.0)
     assert other.calibration["score_lag"] == 0 and other.calibration["method"] == "best_f1_validation"
     assert other.calibration["recalibrated"]["previous_threshold"] == ckpt.threshold
+    if scope == "series":
+        # Training with the blend gives the same weights (the loss sees the encoder alone) and the threshold
+        # that recalibrating the unblended model with the blend gives.
+        blended = train(series, dataclasses.replace(TINY, deviation_blend=0.5), tc)
+        for k, v in ckpt.model.state_dict().items():
+            assert torch.equal(blended.model.state_dict()[k], v)
+        assert recalibrate(ckpt, series, 4, DEFAULT_THRESHOLD_BETA, deviation_blend=0.5).threshold == \
+            pytest.approx(blended.threshold)
+    else:
+        with pytest.raises(ValueError, match="series normalization scope"):
+            recalibrate(ckpt, series, 4, DEFAULT_THRESHOLD_BETA, deviation_blend=0.5)
