@@ -37,7 +37,7 @@ def test_deviation_blend_mixes_the_head_score_with_the_input_deviation(model: An
     # A point twice the scale away from its history scores at least b * erf(sqrt 2) = 0.24 whatever the head.
     far = torch.zeros(1, TINY.window_size, TINY.channels)
     far[0, -1] = 4.0
-    assert float(blended(far)[0, -1]) >= 0.25 * math.erf(math.sqrt(2.0)) - 1e-6
+    assert float(blended(far)[0, -1].detach()) >= 0.25 * math.erf(math.sqrt(2.0)) - 1e-6
     with pytest.raises(ValueError, match="only"):
         model.with_config(d_model=8)
     with pytest.raises(ValueError, match="deviation_blend"):
