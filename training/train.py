@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -268,10 +268,10 @@ def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, b
     `train --score-lag L --threshold-beta B` stores, without training again. `blend` (deviation_blend,
     deviation_scale) changes how the served scores blend in the input's deviation first; the weights stay."""
     if blend:
-        check_deviation_blend(replace(ckpt.config, **blend), ckpt.normalizer)
-        ckpt = Checkpoint(model=ckpt.model.with_config(**blend), normalizer=ckpt.normalizer,
-                          threshold=ckpt.threshold, calibration=ckpt.calibration, metrics=ckpt.metrics,
-                          training_data=ckpt.training_data)
+        model = ckpt.model.with_config(**blend)
+        check_deviation_blend(model.cfg, ckpt.normalizer)
+        ckpt = Checkpoint(model=model, normalizer=ckpt.normalizer, threshold=ckpt.threshold,
+                          calibration=ckpt.calibration, metrics=ckpt.metrics, training_data=ckpt.training_data)
     cfg = ckpt.config
     lag = cfg.window_size - 1 if score_lag is None else score_lag
     check_lag(cfg.window_size, cfg.stride, lag)
