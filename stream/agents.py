@@ -1,12 +1,16 @@
-"""The `score_telemetry` agent (raw telemetry bytes in, batches handed to the Processor through the
-`Pipeline`), the outbox sweep timer and the /metrics page.
+"""The telemetry consumer (raw telemetry bytes in, batches handed to the Processor through the `Pipeline`),
+the outbox sweep timer and the /metrics page, attached to the faust App.
 
-Acknowledgement: faust's `take()` acknowledges a batch's events in a `finally` block, i.e. also when the
-body raised or was cancelled (a shutdown mid-batch), which would let faust commit offsets of points that
-were never written. The agent therefore uses `noack_take()` (the same batching without the implicit
-acks) and acknowledges each event itself, after the state, outbox and outputs are written (the pipeline
-does, in batch order). An error it cannot retry stops the process without acknowledging, so the batch is
-redelivered after the restart.
+Two consumers, chosen by `kafka.consumer`: `aiokafka` (the default, `stream.consumer`: aiokafka `getmany()`
+batches in the worker's event loop, offsets committed after the pipeline acknowledged them) and `faust`
+(the `score_telemetry` agent on faust's stream). Both feed the same pipeline and keep the same guarantees.
+
+Acknowledgement in the faust agent: faust's `take()` acknowledges a batch's events in a `finally` block,
+i.e. also when the body raised or was cancelled (a shutdown mid-batch), which would let faust commit
+offsets of points that were never written. The agent therefore uses `noack_take()` (the same batching
+without the implicit acks) and acknowledges each event itself, after the state, outbox and outputs are
+written (the pipeline does, in batch order). An error it cannot retry stops the process without
+acknowledging, so the batch is redelivered after the restart.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from stream.consumer import TelemetryConsumer
 from stream.errors import StateConflict
 from stream.pipeline import EXIT_UNEXPECTED, Pipeline
 from stream.processor import Processor, RawEvent, Staged
@@ -63,11 +69,11 @@ def offset_of(fut: asyncio.Future) -> asyncio.Future:
 
 def register(app: Any, settings: Any, runtime: Any) -> None:
     """Attach the agent, the sweep timer and the /metrics page to `app`."""
+    from faust.app.base import BootStrategy
     from faust.exceptions import ProducerSendError
 
     retryable = (RedisError, KafkaError, OSError, asyncio.TimeoutError, StateConflict, ProducerSendError)
     scoring, worker = settings.scoring, settings.worker
-    telemetry = app.topic(settings.kafka.topics.telemetry, key_serializer="raw", value_serializer="raw")
 
     async def send(topic: str, key: bytes, value: bytes, partition: int) -> Any:
         fut = await app.producer.send(topic, key, value, partition, None, None)
@@ -109,9 +115,65 @@ def register(app: Any, settings: Any, runtime: Any) -> None:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    def new_pipeline(ack: Callable[[Any], Awaitable[Any]]) -> Pipeline:
+        return Pipeline(ready, redo_until_done, ack, runtime.lock, retryable, scoring.max_batch,
+                        depth=scoring.pipeline_depth)
+
+    consumer: TelemetryConsumer | None = None
+    if settings.kafka.consumer == "faust":
+        partitions = _faust_agent(app, settings, new_pipeline)
+    else:
+        consumer = TelemetryConsumer(settings.kafka, worker.id, scoring.max_batch, worker.retry_backoff_s)
+        partitions = consumer.partitions
+        # faust's own consumer would have no topic left to subscribe to (it refuses to start with none).
+        app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False)
+        running: list[asyncio.Task] = []
+
+        async def consume_telemetry() -> None:
+            running.append(asyncio.current_task())  # type: ignore[arg-type]
+            try:
+                await consumer.run(new_pipeline)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the boundary, as in the pipeline: a bug; exit without committing
+                log.critical("unexpected error consuming telemetry; exiting without committing", exc_info=True)
+                logging.shutdown()
+                os._exit(EXIT_UNEXPECTED)
+
+        app.task(consume_telemetry)
+
+    async def sweep_outboxes() -> None:
+        if runtime.processor is None:
+            return
+        try:
+            async with runtime.lock:
+                await runtime.sweep(partitions())
+        except retryable as e:
+            log.warning("outbox sweep failed (retried at the next tick): %s: %s", type(e).__name__, e)
+
+    app.timer(interval=worker.sweep_interval_s, name="sweep_outboxes")(sweep_outboxes)
+
+    async def metrics_page(self: Any, request: Any) -> Any:
+        return self.bytes(runtime.metrics.render(), content_type="text/plain; version=0.0.4")
+
+    app.page("/metrics", name="metrics")(metrics_page)
+
+    async def close_clients(sender: Any, **kwargs: Any) -> None:
+        if consumer is not None:  # before the clients it writes with are closed
+            await consumer.stop(running[0] if running else None)
+        await runtime.close()
+
+    app.on_before_shutdown.connect(close_clients)
+
+
+def _faust_agent(app: Any, settings: Any, new_pipeline: Callable[..., Pipeline]) -> Callable[[], list[int]]:
+    """`kafka.consumer = "faust"`: the `score_telemetry` agent on faust's stream; returns the function that
+    lists the telemetry partitions this worker owns."""
+    scoring = settings.scoring
+    telemetry = app.topic(settings.kafka.topics.telemetry, key_serializer="raw", value_serializer="raw")
+
     async def score_telemetry(stream: Any) -> None:
-        pipeline = Pipeline(ready, redo_until_done, stream.ack, runtime.lock, retryable, scoring.max_batch,
-                            depth=scoring.pipeline_depth)
+        pipeline = new_pipeline(stream.ack)
         try:
             async for events in stream.noack_take(scoring.max_batch, within=scoring.max_wait_s):
                 await pipeline.put(events, [raw_event(ev) for ev in events])
@@ -125,25 +187,5 @@ def register(app: Any, settings: Any, runtime: Any) -> None:
             pipeline.cancel()  # stopping: batches still in flight stay unacknowledged and are redelivered
 
     app.agent(telemetry, name="score_telemetry")(score_telemetry)
-
-    async def sweep_outboxes() -> None:
-        if runtime.processor is None:
-            return
-        mine = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == telemetry.get_topic_name())
-        try:
-            async with runtime.lock:
-                await runtime.sweep(mine)
-        except retryable as e:
-            log.warning("outbox sweep failed (retried at the next tick): %s: %s", type(e).__name__, e)
-
-    app.timer(interval=worker.sweep_interval_s, name="sweep_outboxes")(sweep_outboxes)
-
-    async def metrics_page(self: Any, request: Any) -> Any:
-        return self.bytes(runtime.metrics.render(), content_type="text/plain; version=0.0.4")
-
-    app.page("/metrics", name="metrics")(metrics_page)
-
-    async def close_clients(sender: Any, **kwargs: Any) -> None:
-        await runtime.close()
-
-    app.on_before_shutdown.connect(close_clients)
+    name = telemetry.get_topic_name()
+    return lambda: sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == name)

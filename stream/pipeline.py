@@ -84,6 +84,20 @@ class Pipeline:
         if len(self._queue) >= 2 * self.max_batch:
             self._room.clear()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch in flight: everything put so far is acknowledged."""
+        return not self._queue and not self._tasks
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until everything put so far is processed and acknowledged (True), or `timeout` passes."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.idle:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
     def cancel(self) -> None:
         """Stop every batch in flight; none of them is acknowledged (they are redelivered)."""
         for task in [self._runner, *self._tasks]:
@@ -123,9 +137,11 @@ class Pipeline:
 
     async def _run(self, processor: Processor, batch: _Batch, prev: _Batch | None) -> None:
         try:
-            await self._process(processor, batch, prev)
+            as_staged = await self._process(processor, batch, prev)
+            # Acknowledged before the next batch may write: acknowledgements stay in consumption order.
             for ev in batch.events:
                 await self._ack(ev)
+            batch.done.set_result(as_staged)
         except asyncio.CancelledError:
             raise  # shutting down: the batch stays unacknowledged and is redelivered
         except Exception:  # noqa: BLE001 - the boundary: anything else is a bug; do not ack, do not go on
@@ -138,7 +154,8 @@ class Pipeline:
                     fut.set_result(None if fut is batch.applied else False)
             self._slots.release()
 
-    async def _process(self, processor: Processor, batch: _Batch, prev: _Batch | None) -> None:
+    async def _process(self, processor: Processor, batch: _Batch, prev: _Batch | None) -> bool:
+        """Everything but the acknowledgement; True when the batch was written exactly as staged."""
         staged = processor.parse(batch.raw)
         try:
             chained = await self._stage(processor, staged, prev)
@@ -146,28 +163,25 @@ class Pipeline:
             batch.applied.set_result(None)
             await self._after(prev)
             await self._redo(processor, staged, e)
-            batch.done.set_result(False)
-            return
+            return False
         batch.applied.set_result(chained)
         if not await self._after(prev):
             # The previous batch was redone from Redis: states this one pushed onto may never have been
             # stored as they were. Nothing of this batch is written yet; redo it from Redis too.
             await self._redo(processor, staged, None)
-            batch.done.set_result(False)
-            return
+            return False
         try:
             async with self._lock:
                 lost = await processor.write(staged)
         except self._retryable as e:
             await self._redo(processor, staged, e)
-            batch.done.set_result(False)
-            return
+            return False
         if lost:
             processor.metrics.state_conflicts.inc(len(lost))
             await self._redo(processor, _only(staged, lost), None)
         else:
             processor.observe_end_to_end(staged.events)
-        batch.done.set_result(not lost)
+        return not lost
 
     async def _stage(self, processor: Processor, staged: Staged, prev: _Batch | None) -> dict[str, Chained]:
         """Load, push onto the previous batch's states, queue inference, finish: everything but the write."""

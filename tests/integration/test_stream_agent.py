@@ -43,6 +43,7 @@ class CapturingRuntime(Runtime):
 def agent_app(services: Any, unique: str, tmp_path: Path) -> Any:
     names = Names(unique, partitions=2)
     env = names.env(services, random_bundle(tmp_path / "b"))
+    env["ANOMALYBERT_KAFKA__CONSUMER"] = "faust"  # the agent; the aiokafka consumer is tested on real workers
     settings = Settings.model_validate(_nested(env))
     bundle = load_bundle(settings.model.path)
     partitions = asyncio.run(check_services(settings))

@@ -430,14 +430,16 @@ def _assert_exactly_once(messages: list[dict[str, Any]], unique: str, n_series: 
     assert set(seen) == want, f"missing {len(want - set(seen))}, unexpected {len(set(seen) - want)}"
 
 
+@pytest.mark.parametrize("consumer", ["aiokafka", "faust"])
 async def test_sigkill_and_restart_scores_every_point_exactly_once(
-    services: Any, unique: str, bundles: dict[str, Path], tmp_path: Path
+    services: Any, unique: str, bundles: dict[str, Path], tmp_path: Path, consumer: str
 ) -> None:
     names = Names(unique)
     n_series, n = 6, 400
     msgs, _ = _series_points(unique, n_series, n)
     final = n - 15
-    env = names.env(services, bundles["tiny"], ANOMALYBERT_WORKER__ID="killme", ANOMALYBERT_SCORING__MAX_BATCH="40")
+    env = names.env(services, bundles["tiny"], ANOMALYBERT_WORKER__ID="killme", ANOMALYBERT_SCORING__MAX_BATCH="40",
+                    ANOMALYBERT_KAFKA__CONSUMER=consumer)
     workers: list[Worker] = []
     async with Counter(services.kafka_bootstrap, names.topics["scores"]) as out:
         # input keeps arriving while the worker is killed (SIGKILL: no shutdown, no commit, no clean-up)
@@ -458,14 +460,15 @@ async def test_sigkill_and_restart_scores_every_point_exactly_once(
     _assert_exactly_once(out.messages, unique, n_series, final)
 
 
+@pytest.mark.parametrize("consumer", ["aiokafka", "faust"])
 async def test_partitions_move_to_a_second_worker_without_loss_or_duplicates(
-    services: Any, unique: str, bundles: dict[str, Path], tmp_path: Path
+    services: Any, unique: str, bundles: dict[str, Path], tmp_path: Path, consumer: str
 ) -> None:
     names = Names(unique)
     n_series, n = 8, 300
     msgs, _ = _series_points(unique, n_series, n)
     final = n - 15
-    env = names.env(services, bundles["tiny"], ANOMALYBERT_SCORING__MAX_BATCH="40")
+    env = names.env(services, bundles["tiny"], ANOMALYBERT_SCORING__MAX_BATCH="40", ANOMALYBERT_KAFKA__CONSUMER=consumer)
     first = Worker(env | {"ANOMALYBERT_WORKER__ID": "first"}, tmp_path / "first.log").start()
     second = Worker(env | {"ANOMALYBERT_WORKER__ID": "second"}, tmp_path / "second.log")
     async with Counter(services.kafka_bootstrap, names.topics["scores"]) as out:

@@ -20,6 +20,7 @@ def test_environment_nesting_and_secrets(monkeypatch: pytest.MonkeyPatch) -> Non
     s = Settings(redis={"key_prefix": "x:"})
     assert s.kafka.bootstrap == "k1:9092,k2:9092" and s.kafka.topics.scores == "scores-v2"
     assert s.kafka.topics.telemetry == "telemetry"
+    assert s.kafka.consumer == "aiokafka"  # the default; "faust" runs the agent instead
     assert "hunter2" not in repr(s) and s.kafka.sasl_password.get_secret_value() == "hunter2"
     assert s.scoring.thresholds == {"pump-7": 0.9} and s.redis.key_prefix == "x:"
 
@@ -34,6 +35,7 @@ def test_environment_nesting_and_secrets(monkeypatch: pytest.MonkeyPatch) -> Non
         {"ANOMALYBERT_SCORING__THRESHOLDS": '{"a": 1.5}'},
         {"ANOMALYBERT_KAFKA__TOPICS__TELEMETRY": "bad topic"},
         {"ANOMALYBERT_SCORING__MAX_BATCH": "0"},
+        {"ANOMALYBERT_KAFKA__CONSUMER": "kafka-python"},
     ],
 )
 def test_bad_settings_fail_at_start_up(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
