@@ -75,6 +75,7 @@ class WorkerConfig:
     max_wait_s: float | None = None
     profile_dir: Path | None = None  # run the worker under cProfile, one .prof file per run
     fetch_max_wait_ms: int | None = None  # the worker's kafka.fetch_max_wait_ms; None: its default
+    consumer: str | None = None  # the worker's kafka.consumer ("aiokafka" or "faust"); None: its default
 
 
 def bare_ort(bundle: Bundle, batch: int, seconds: float = 5.0) -> float:
@@ -171,6 +172,8 @@ class WorkerRun:
             env["ANOMALYBERT_SCORING__MAX_WAIT_S"] = str(c.max_wait_s)
         if c.fetch_max_wait_ms is not None:
             env["ANOMALYBERT_KAFKA__FETCH_MAX_WAIT_MS"] = str(c.fetch_max_wait_ms)
+        if c.consumer is not None:
+            env["ANOMALYBERT_KAFKA__CONSUMER"] = c.consumer
         env |= {f"ANOMALYBERT_KAFKA__TOPICS__{k.upper()}": v for k, v in self.topics.items()}
         return env
 
@@ -521,6 +524,7 @@ def measure_latency(services: Services, cfg: WorkerConfig, n_series: int, rate: 
         "max_wait_s": cfg.max_wait_s if cfg.max_wait_s is not None else ScoringSettings().max_wait_s,
         "fetch_max_wait_ms": (cfg.fetch_max_wait_ms if cfg.fetch_max_wait_ms is not None
                               else KafkaSettings().fetch_max_wait_ms),
+        "consumer": cfg.consumer or KafkaSettings().consumer,
         "rate_points_per_s": rate,
         "points_sent": len(sent),
         "samples": len(e2e),

@@ -140,11 +140,14 @@ class ScoringSettings(_Section):
         ge=0,
         description="points a score waits for later windows; default: the bundle's calibrated lag, else W-1",
     )
-    max_batch: int = Field(256, ge=1, description="events per stream.take() batch")
+    max_batch: int = Field(256, ge=1, description="most events in one batch (one inference call)")
     # Measured with `anomalybert bench` (2 CPUs, 100 series at 700 points/s, a quarter of the maximum):
     # 0.05 s put every point's wait for its batch on top of the processing (p50 ~130 ms); 0.005 s gives
     # p50 ~20 ms. Under full load batches then hold ~200 events instead of 256: about 3 % fewer points/s.
-    max_wait_s: float = Field(0.005, gt=0, description="longest wait to fill a batch")
+    max_wait_s: float = Field(
+        0.005, gt=0, description="kafka.consumer=faust only: longest wait to fill a batch (noack_take's `within`); "
+        "the aiokafka consumer starts a batch with whatever has arrived as soon as the pipeline has room"
+    )
     pipeline_depth: int = Field(
         2,
         ge=1,

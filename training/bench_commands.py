@@ -71,6 +71,9 @@ def _series_list(_ctx: Any, _param: Any, value: str) -> list[int]:
               help="Latency runs only: the worker's kafka.fetch_max_wait_ms [default: the worker's, 10]. Apache "
                    "Kafka answers a fetch as soon as a record is there, whatever the wait; the local Tansu broker "
                    "holds it, which adds up to the wait to every point (1500 is faust's own fixed value).")
+@click.option("--consumer", type=click.Choice(["aiokafka", "faust"]), default=None,
+              help="The worker's kafka.consumer: aiokafka getmany() batches or faust's agent stream "
+                   "[default: the worker's, aiokafka].")
 @click.option("--memory-series", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Series written to Redis for the memory figure.")
 @click.option("--nab", "nab_path", type=click.Path(path_type=Path), default=Path("../shared/data/nab"),
@@ -142,6 +145,7 @@ class Plan:
     latency_rate: float | None
     max_wait: float | None
     fetch_max_wait_ms: int | None
+    consumer: str | None
     memory_series: int
     nab_path: Path
     nab_files: int
@@ -155,6 +159,7 @@ class Plan:
                 "latency_series": self.latency_series, "latency_seconds": self.latency_seconds,
                 "latency_rate": self.latency_rate,
                 "max_wait_s": self.max_wait, "latency_fetch_max_wait_ms": self.fetch_max_wait_ms,
+                "consumer": self.consumer,
                 "memory_series": self.memory_series, "nab_files": self.nab_files, "quantize": self.quantize}
 
 
@@ -226,7 +231,7 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
 
     bundle = load_bundle(path, threads=plan.threads)
     cfg = WorkerConfig(model=path, batch=plan.batch, threads=plan.threads, max_wait_s=plan.max_wait,
-                       profile_dir=plan.profile_dir)
+                       profile_dir=plan.profile_dir, consumer=plan.consumer)
     lag = served_lag(cfg)
     say(f"[bold]{name}[/bold]: bare ONNX Runtime, batch {plan.batch}")
     ort = bare_ort(bundle, plan.batch)

@@ -468,7 +468,8 @@ async def test_partitions_move_to_a_second_worker_without_loss_or_duplicates(
     n_series, n = 8, 300
     msgs, _ = _series_points(unique, n_series, n)
     final = n - 15
-    env = names.env(services, bundles["tiny"], ANOMALYBERT_SCORING__MAX_BATCH="40", ANOMALYBERT_KAFKA__CONSUMER=consumer)
+    env = names.env(services, bundles["tiny"], ANOMALYBERT_SCORING__MAX_BATCH="40",
+                    ANOMALYBERT_KAFKA__CONSUMER=consumer)
     first = Worker(env | {"ANOMALYBERT_WORKER__ID": "first"}, tmp_path / "first.log").start()
     second = Worker(env | {"ANOMALYBERT_WORKER__ID": "second"}, tmp_path / "second.log")
     async with Counter(services.kafka_bootstrap, names.topics["scores"]) as out:
