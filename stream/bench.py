@@ -49,7 +49,7 @@ TS0 = 1_700_000_000_000  # first point's ts (epoch ms); points are one second ap
 STEADY = (0.1, 0.9)  # share of the scores, by count, between which throughput is measured
 STALL_S = 60.0  # no new point consumed for this long: the run failed
 
-_METRIC = re.compile(r"^(anomalybert_[a-z_]+?)(?:_total)? ([0-9.e+-]+)$", re.M)
+_METRIC = re.compile(r"^(anomalybert_[a-z_]+?|process_cpu_seconds)(?:_total)? ([0-9.e+-]+)$", re.M)
 
 
 class BenchError(RuntimeError):
@@ -373,13 +373,21 @@ def _window_breakdown(a: tuple[float, dict[str, float]], b: tuple[float, dict[st
     (t0, m0), (t1, m1) = a, b
     batches = _delta(m0, m1, "anomalybert_batch_size_count")
     calls = _delta(m0, m1, "anomalybert_inference_windows_count")
+    scored = _delta(m0, m1, "anomalybert_points_scored")
+    cpu = _delta(m0, m1, "process_cpu_seconds")
+    inference = _delta(m0, m1, "anomalybert_inference_seconds_sum")
     return {
         "points_per_s_from_metrics": _delta(m0, m1, "anomalybert_points_scored") / (t1 - t0),
         "batches_per_s": batches / (t1 - t0),
         "mean_batch_events": _delta(m0, m1, "anomalybert_batch_size_sum") / batches if batches else float("nan"),
         "mean_windows_per_inference": _delta(m0, m1, "anomalybert_inference_windows_sum") / calls if calls else 0.0,
         "mean_inference_ms": 1000 * _delta(m0, m1, "anomalybert_inference_seconds_sum") / calls if calls else 0.0,
-        "inference_share_of_wall": _delta(m0, m1, "anomalybert_inference_seconds_sum") / (t1 - t0),
+        "inference_share_of_wall": inference / (t1 - t0),
+        # The worker process's CPU time per scored point, all threads, and the part outside inference (the
+        # event loop's share: consuming, Redis, state work, publishing); /proc's 10 ms ticks, so over seconds.
+        "cpu_us_per_point": 1e6 * cpu / scored if scored and "process_cpu_seconds" in m1 else float("nan"),
+        "cpu_us_per_point_outside_inference": (1e6 * (cpu - inference) / scored
+                                               if scored and "process_cpu_seconds" in m1 else float("nan")),
     }
 
 

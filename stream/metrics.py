@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, generate_latest
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -67,6 +67,7 @@ class Metrics:
             registry=r,
         )
         self.open_series = Gauge("anomalybert_series_in_batch", "Distinct series in the last batch", registry=r)
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, memory, open fds (Linux)
 
     def set_model(self, version: str, window: int, stride: int, channels: int, lag: int) -> None:
         self.model.info(

@@ -89,16 +89,18 @@ def _throughput(console: Any, result: dict[str, Any]) -> None:
     t = Table(title="Throughput: one worker, end to end", caption=(
         f"batch {s['batch']}, {s['threads']} ORT thread(s); points/s over the middle 80% of the scores by "
         "their Kafka timestamps; efficiency = points/s / bare ORT windows/s (stride 1: one window per point); "
-        "ORT share = the worker's inference time / wall time over the same part"))
+        "ORT share = the worker's inference time / wall time over the same part; CPU µs/point = the worker "
+        "process's CPU time per scored point (all threads), and the part outside inference"))
     for c in ("bundle", "series", "points", "points/s", "bare ORT win/s", "efficiency", "events/batch",
-              "windows/inference", "ORT share"):
+              "windows/inference", "ORT share", "CPU µs/point", "outside inference"):
         t.add_column(c, justify="left" if c == "bundle" else "right", no_wrap=True)
     for name, b in result["bundles"].items():
         for r in b["throughput"]:
             w = r.get("worker", {})
             t.add_row(name, _f(r["series"]), _f(r["points"]), _f(r["points_per_s"]),
                       _f(b["bare_ort_windows_per_s"]), _f(r["efficiency"], 2), _f(w.get("mean_batch_events")),
-                      _f(w.get("mean_windows_per_inference")), _f(w.get("inference_share_of_wall"), 2))
+                      _f(w.get("mean_windows_per_inference")), _f(w.get("inference_share_of_wall"), 2),
+                      _f(w.get("cpu_us_per_point")), _f(w.get("cpu_us_per_point_outside_inference")))
     console.print(t)
 
 
