@@ -107,7 +107,7 @@ class Runtime:
         if self.processor is not None:
             return self.processor
         s = self.settings
-        redis = connect(s.redis)
+        redis = connect(s.redis, read_timeout=False)  # Store times each round trip
         self.store = Store(redis, s.redis, s.worker.id, self.incarnation, int(s.worker.outbox_claim_s * 1000))
         self._reader = PartitionReader(s.kafka)
         publisher = Publisher(self.store, send, self._reader, s.kafka.topics, self.checked.partitions, self.metrics)

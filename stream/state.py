@@ -176,9 +176,18 @@ class SeriesState:
         g = self.geometry
         if len(ends) == 0:
             return np.empty((0, g.window, g.channels))
-        source = self.inputs if self.inputs is not None else self.values
-        view = np.lib.stride_tricks.sliding_window_view(source, g.window, axis=0)  # (L-W+1, C, W)
-        return view[ends - (g.window - 1) - self.base].transpose(0, 2, 1)  # (K, W, C)
+        source = self.inputs if self.inputs is not None else self.values  # (L, C), C-contiguous
+        starts = ends - (g.window - 1) - self.base
+        if len(starts) == 1:  # the usual case under load: one new window per series per batch
+            s0 = int(starts[0])
+            return source[s0 : s0 + g.window][None]
+        # (L-W+1, W, C) view of every window, then the ones asked for (a copy). sliding_window_view does the
+        # same with more checks: per series and batch they cost more than the copy.
+        step, col = source.strides
+        view = np.lib.stride_tricks.as_strided(
+            source, (len(source) - g.window + 1, g.window, g.channels), (step, step, col), writeable=False
+        )
+        return view[starts]
 
     def apply(self, step: Step, scores: np.ndarray) -> list[FinalPoint]:
         """Add the step's window scores (K, W) to the pending points; return the points now final."""
