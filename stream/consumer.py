@@ -167,7 +167,7 @@ class TelemetryConsumer(ConsumerRebalanceListener):
     # ---------------------------------------------------------------------------------------- rebalance
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        if not revoked or self.pipeline is None:
+        if not revoked or self.pipeline is None or self._stopped:
             return
         async with self._handing:  # no fetch is half handed over while we drain
             if not await self.pipeline.drain(self.kafka.rebalance_timeout_s / 2):

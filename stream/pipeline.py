@@ -99,10 +99,11 @@ class Pipeline:
         return True
 
     def cancel(self) -> None:
-        """Stop every batch in flight; none of them is acknowledged (they are redelivered)."""
+        """Stop every batch in flight and drop what is queued; none of it is acknowledged (redelivered)."""
         for task in [self._runner, *self._tasks]:
             if task is not None:
                 task.cancel()
+        self._queue.clear()
 
     async def _start_batches(self) -> None:
         """Whenever fewer than `depth` batches are in flight, start one with what is queued."""
