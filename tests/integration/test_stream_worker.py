@@ -487,6 +487,37 @@ async def test_partitions_move_to_a_second_worker_without_loss_or_duplicates(
     assert "Setting newly assigned partitions" in second.log()
 
 
+async def test_a_redis_stall_longer_than_its_timeout_loses_and_repeats_nothing(
+    services: Any, unique: str, bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    """Redis stops answering mid-stream (CLIENT PAUSE) for longer than the worker's Redis timeout: the batch
+    in flight times out and is retried with backoff, nothing is committed past it, and once Redis answers
+    again every point is scored exactly once."""
+    names = Names(unique)
+    n_series, n = 4, 200
+    msgs, _ = _series_points(unique, n_series, n)
+    final = n - 15
+    env = names.env(services, bundles["tiny"], ANOMALYBERT_SCORING__MAX_BATCH="40",
+                    ANOMALYBERT_REDIS__SOCKET_TIMEOUT_S="1", ANOMALYBERT_WORKER__RETRY_BACKOFF_S="0.2")
+    worker = Worker(env | {"ANOMALYBERT_WORKER__ID": "stalled"}, tmp_path / "stalled.log").start()
+    admin = redis.Redis.from_url(services.redis_url)
+    try:
+        async with Counter(services.kafka_bootstrap, names.topics["scores"]) as out:
+            producer = asyncio.create_task(_paced(services.kafka_bootstrap, names.topics["telemetry"], msgs, 8.0))
+            await out.wait_for(int(0.2 * n_series * final), [worker])
+            admin.execute_command("CLIENT", "PAUSE", 3000, "ALL")  # every client's commands wait 3 s
+            await producer
+            await out.wait_for(n_series * final, [worker])
+            await asyncio.sleep(2)  # room for duplicates to show up
+            assert_worker_alive(worker)
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+        admin.close()
+        worker.stop()
+    _assert_exactly_once(out.messages, unique, n_series, final)
+    assert "failed, retrying" in worker.log(), "the stall did not reach the worker's retry path"
+
+
 async def _paced(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]], seconds: float) -> None:
     chunks = 24
     size = -(-len(msgs) // chunks)
