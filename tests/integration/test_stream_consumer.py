@@ -93,16 +93,23 @@ def offsets(events: list[RawEvent]) -> set[tuple[int, int]]:
     return {(e.partition, e.offset) for e in events}
 
 
-async def test_only_acknowledged_offsets_are_committed_the_rest_is_redelivered(services: Any, unique: str) -> None:
-    names = Names(unique, partitions=2)
+async def forty_events_read_by_a_first_member(
+    services: Any, unique: str, partitions: int
+) -> tuple[KafkaSettings, TelemetryConsumer, asyncio.Task, HeldPipeline]:
+    """A telemetry topic with 40 events, and a first group member whose pipeline holds all 40 unacknowledged."""
+    names = Names(unique, partitions=partitions)
     kafka = kafka_settings(services, names)
     await ensure_topics(kafka, [kafka.topics.telemetry])
     await produce(services.kafka_bootstrap, kafka.topics.telemetry, [(f"k{i}".encode(), b"%d" % i) for i in range(40)])
-
     first, task, made = await start(kafka, "first")
     await until(lambda: bool(made) and len(made[0].seen) == 40)
-    seen = made[0].seen
-    await made[0].release(25)  # the pipeline finished the first 25 events it was handed, not the rest
+    return kafka, first, task, made[0]
+
+
+async def test_only_acknowledged_offsets_are_committed_the_rest_is_redelivered(services: Any, unique: str) -> None:
+    kafka, first, task, held = await forty_events_read_by_a_first_member(services, unique, partitions=2)
+    seen = held.seen
+    await held.release(25)  # the pipeline finished the first 25 events it was handed, not the rest
     await first.stop(task)  # commits what was acknowledged, leaves the group
 
     second, task2, made2 = await start(kafka, "second")
@@ -114,14 +121,7 @@ async def test_only_acknowledged_offsets_are_committed_the_rest_is_redelivered(s
 
 
 async def test_partitions_given_away_after_the_batches_in_flight_are_committed(services: Any, unique: str) -> None:
-    names = Names(unique, partitions=4)
-    kafka = kafka_settings(services, names)
-    await ensure_topics(kafka, [kafka.topics.telemetry])
-    await produce(services.kafka_bootstrap, kafka.topics.telemetry, [(f"k{i}".encode(), b"%d" % i) for i in range(40)])
-
-    first, task, made = await start(kafka, "first")
-    await until(lambda: bool(made) and len(made[0].seen) == 40)
-    held = made[0]
+    kafka, first, task, held = await forty_events_read_by_a_first_member(services, unique, partitions=4)
     second, task2, made2 = await start(kafka, "second")  # joining triggers a rebalance
     await until(lambda: held.drains > 0)  # the first member is giving partitions away: it waits for the pipeline
     await asyncio.sleep(0.5)
