@@ -127,10 +127,8 @@ def register(app: Any, settings: Any, runtime: Any) -> None:
         partitions = consumer.partitions
         # faust's own consumer would have no topic left to subscribe to (it refuses to start with none).
         app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False)
-        running: list[asyncio.Task] = []
 
         async def consume_telemetry() -> None:
-            running.append(asyncio.current_task())  # type: ignore[arg-type]
             try:
                 await consumer.run(new_pipeline)
             except asyncio.CancelledError:
@@ -160,7 +158,7 @@ def register(app: Any, settings: Any, runtime: Any) -> None:
 
     async def close_clients(sender: Any, **kwargs: Any) -> None:
         if consumer is not None:  # before the clients it writes with are closed
-            await consumer.stop(running[0] if running else None)
+            await consumer.stop()
         await runtime.close()
 
     app.on_before_shutdown.connect(close_clients)

@@ -62,6 +62,7 @@ class TelemetryConsumer(ConsumerRebalanceListener):
         self._acked: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self._committed: dict[TopicPartition, int] = {}
         self._handing = asyncio.Lock()  # held while fetched records go into the pipeline
+        self._task: asyncio.Task | None = None  # the one running `run`
         self._started = False
         self._stopped = False
 
@@ -95,7 +96,8 @@ class TelemetryConsumer(ConsumerRebalanceListener):
                 delay = min(delay * 2, 30.0)
 
     async def run(self, make_pipeline: Callable[[Callable[[RawEvent], Any]], Pipeline]) -> None:
-        """Fetch and hand over until cancelled; commits every `kafka.commit_interval_s`."""
+        """Fetch and hand over until cancelled (`stop`); commits every `kafka.commit_interval_s`."""
+        self._task = asyncio.current_task()
         self.pipeline = make_pipeline(self.ack)
         await self.start()
         assert self.consumer is not None
@@ -117,13 +119,14 @@ class TelemetryConsumer(ConsumerRebalanceListener):
                 await self.commit()
                 last_commit = time.monotonic()
 
-    async def stop(self, task: asyncio.Task | None = None) -> None:
-        """Stop fetching (cancel `task`, the one running `run`), let batches in flight finish for up to
-        `STOP_DRAIN_S`, cancel the rest unacknowledged, commit, leave the group. Idempotent."""
+    async def stop(self) -> None:
+        """Stop fetching (cancel `run`), let batches in flight finish for up to `STOP_DRAIN_S`, cancel the
+        rest unacknowledged, commit, leave the group. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
-        if task is not None and not task.done():
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         if self.pipeline is not None:

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -172,6 +173,11 @@ class Store:
         self._claim = redis.register_script(_CLAIM_ONLY)
         self._release = redis.register_script(_RELEASE)
 
+    async def _execute(self, pipe: Any) -> list:
+        """One round trip, bounded by the Redis timeout (see `connect`)."""
+        async with asyncio.timeout(self.timeout):
+            return await pipe.execute()
+
     def key(self, series_id: str, kind: str) -> str:
         return f"{self.prefix}{{{series_id}}}:{kind}"
 
@@ -183,8 +189,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         for sid in series_ids:
             pipe.mget(self.key(sid, "st"), self.key(sid, "thr"))  # one slot: the keys share the hash tag
-        async with asyncio.timeout(self.timeout):
-            raw = await pipe.execute()
+        raw = await self._execute(pipe)
         return {sid: Loaded(st, _float_or_none(thr, sid)) for sid, (st, thr) in zip(series_ids, raw, strict=True)}
 
     async def save(self, writes: Sequence[Write]) -> dict[str, WriteResult]:
@@ -212,8 +217,7 @@ class Store:
                 *w.entries,
             ]
             await self._write(keys=keys, args=args, client=pipe)
-        async with asyncio.timeout(self.timeout):
-            raw = (await pipe.execute())[len(indexed) :]
+        raw = (await self._execute(pipe))[len(indexed) :]
         return {w.series_id: _write_result(r) for w, r in zip(writes, raw, strict=True)}
 
     async def claim(self, marks: dict[str, str]) -> dict[str, WriteResult]:
@@ -227,8 +231,7 @@ class Store:
                 args=[self.owner, self.worker_id, self.claim_ms, marks[sid], self.ttl_ms],
                 client=pipe,
             )
-        async with asyncio.timeout(self.timeout):
-            raw = await pipe.execute()
+        raw = await self._execute(pipe)
         return {sid: _write_result([1, *r]) for sid, r in zip(series_ids, raw, strict=True)}
 
     async def release(self, published: dict[str, int]) -> dict[str, int]:
@@ -237,8 +240,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         for sid, count in published.items():
             await self._release(keys=[self.key(sid, "ob"), self.key(sid, "cl")], args=[self.owner, count], client=pipe)
-        async with asyncio.timeout(self.timeout):
-            raw = await pipe.execute()
+        raw = await self._execute(pipe)
         return {sid: int(r) for sid, r in zip(published, raw, strict=True)}
 
     async def indexed(self, partitions: Sequence[int]) -> dict[int, list[str]]:
@@ -246,8 +248,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         for p in partitions:
             pipe.smembers(self.index_key(p))
-        async with asyncio.timeout(self.timeout):
-            raw = await pipe.execute()
+        raw = await self._execute(pipe)
         return {p: sorted(m.decode() for m in members) for p, members in zip(partitions, raw, strict=True)}
 
     async def unindex(self, partition: int, series_ids: Sequence[str]) -> None:
@@ -261,8 +262,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         for p, sids in todo.items():
             pipe.srem(self.index_key(p), *sids)
-        async with asyncio.timeout(self.timeout):
-            await pipe.execute()
+        await self._execute(pipe)
 
     async def set_threshold(self, series_id: str, threshold: float | None) -> None:
         """Operators' per-series override (also settable with redis-cli SET P{sid}:thr 0.7)."""

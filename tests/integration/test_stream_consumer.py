@@ -21,6 +21,8 @@ from tests.stream_support import Names, produce
 
 pytestmark = pytest.mark.integration
 
+running: set[asyncio.Task] = set()  # the consumers' run() tasks, referenced until they end
+
 
 class HeldPipeline:
     """Records every event put; acknowledges them (in order) only when `release()` says how many."""
@@ -70,7 +72,7 @@ def kafka_settings(services: Any, names: Names) -> KafkaSettings:
     )
 
 
-async def start(kafka: KafkaSettings, name: str) -> tuple[TelemetryConsumer, asyncio.Task, list[HeldPipeline]]:
+async def start(kafka: KafkaSettings, name: str) -> tuple[TelemetryConsumer, list[HeldPipeline]]:
     consumer = TelemetryConsumer(kafka, name, max_records=100, retry_backoff_s=0.1)
     made: list[HeldPipeline] = []
 
@@ -78,7 +80,10 @@ async def start(kafka: KafkaSettings, name: str) -> tuple[TelemetryConsumer, asy
         made.append(HeldPipeline(ack))
         return made[0]
 
-    return consumer, asyncio.create_task(consumer.run(make)), made
+    task = asyncio.create_task(consumer.run(make))  # `stop()` ends it
+    running.add(task)
+    task.add_done_callback(running.discard)
+    return consumer, made
 
 
 async def until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -95,34 +100,34 @@ def offsets(events: list[RawEvent]) -> set[tuple[int, int]]:
 
 async def forty_events_read_by_a_first_member(
     services: Any, unique: str, partitions: int
-) -> tuple[KafkaSettings, TelemetryConsumer, asyncio.Task, HeldPipeline]:
+) -> tuple[KafkaSettings, TelemetryConsumer, HeldPipeline]:
     """A telemetry topic with 40 events, and a first group member whose pipeline holds all 40 unacknowledged."""
     names = Names(unique, partitions=partitions)
     kafka = kafka_settings(services, names)
     await ensure_topics(kafka, [kafka.topics.telemetry])
     await produce(services.kafka_bootstrap, kafka.topics.telemetry, [(f"k{i}".encode(), b"%d" % i) for i in range(40)])
-    first, task, made = await start(kafka, "first")
+    first, made = await start(kafka, "first")
     await until(lambda: bool(made) and len(made[0].seen) == 40)
-    return kafka, first, task, made[0]
+    return kafka, first, made[0]
 
 
 async def test_only_acknowledged_offsets_are_committed_the_rest_is_redelivered(services: Any, unique: str) -> None:
-    kafka, first, task, held = await forty_events_read_by_a_first_member(services, unique, partitions=2)
+    kafka, first, held = await forty_events_read_by_a_first_member(services, unique, partitions=2)
     seen = held.seen
     await held.release(25)  # the pipeline finished the first 25 events it was handed, not the rest
-    await first.stop(task)  # commits what was acknowledged, leaves the group
+    await first.stop()  # commits what was acknowledged, leaves the group
 
-    second, task2, made2 = await start(kafka, "second")
+    second, made2 = await start(kafka, "second")
     await until(lambda: bool(made2) and len(made2[0].seen) == 15)
     await asyncio.sleep(1.0)  # nothing more arrives
     assert offsets(made2[0].seen) == offsets(seen[25:])
     await made2[0].release(15)
-    await second.stop(task2)
+    await second.stop()
 
 
 async def test_partitions_given_away_after_the_batches_in_flight_are_committed(services: Any, unique: str) -> None:
-    kafka, first, task, held = await forty_events_read_by_a_first_member(services, unique, partitions=4)
-    second, task2, made2 = await start(kafka, "second")  # joining triggers a rebalance
+    kafka, first, held = await forty_events_read_by_a_first_member(services, unique, partitions=4)
+    second, made2 = await start(kafka, "second")  # joining triggers a rebalance
     await until(lambda: held.drains > 0)  # the first member is giving partitions away: it waits for the pipeline
     await asyncio.sleep(0.5)
     assert len(second.partitions()) == 0  # ... and the group waits for it
@@ -138,5 +143,5 @@ async def test_partitions_given_away_after_the_batches_in_flight_are_committed(s
     await held.release(len(held.seen))
     if made2:
         await made2[0].release(len(got2))
-    await first.stop(task)
-    await second.stop(task2)
+    await first.stop()
+    await second.stop()
