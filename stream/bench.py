@@ -376,18 +376,18 @@ def _window_breakdown(a: tuple[float, dict[str, float]], b: tuple[float, dict[st
     scored = _delta(m0, m1, "anomalybert_points_scored")
     cpu = _delta(m0, m1, "process_cpu_seconds")
     inference = _delta(m0, m1, "anomalybert_inference_seconds_sum")
+    # The worker process's CPU time per scored point, all threads, and the part outside inference (the
+    # event loop's share: consuming, Redis, state work, publishing); /proc's 10 ms ticks, so over seconds.
+    per_point = 1e6 / scored if scored and "process_cpu_seconds" in m1 else float("nan")
     return {
-        "points_per_s_from_metrics": _delta(m0, m1, "anomalybert_points_scored") / (t1 - t0),
+        "points_per_s_from_metrics": scored / (t1 - t0),
         "batches_per_s": batches / (t1 - t0),
         "mean_batch_events": _delta(m0, m1, "anomalybert_batch_size_sum") / batches if batches else float("nan"),
         "mean_windows_per_inference": _delta(m0, m1, "anomalybert_inference_windows_sum") / calls if calls else 0.0,
-        "mean_inference_ms": 1000 * _delta(m0, m1, "anomalybert_inference_seconds_sum") / calls if calls else 0.0,
+        "mean_inference_ms": 1000 * inference / calls if calls else 0.0,
         "inference_share_of_wall": inference / (t1 - t0),
-        # The worker process's CPU time per scored point, all threads, and the part outside inference (the
-        # event loop's share: consuming, Redis, state work, publishing); /proc's 10 ms ticks, so over seconds.
-        "cpu_us_per_point": 1e6 * cpu / scored if scored and "process_cpu_seconds" in m1 else float("nan"),
-        "cpu_us_per_point_outside_inference": (1e6 * (cpu - inference) / scored
-                                               if scored and "process_cpu_seconds" in m1 else float("nan")),
+        "cpu_us_per_point": cpu * per_point,
+        "cpu_us_per_point_outside_inference": (cpu - inference) * per_point,
     }
 
 

@@ -66,7 +66,8 @@ def _series_list(_ctx: Any, _param: Any, value: str) -> list[int]:
 @click.option("--latency-rate", type=click.FloatRange(min=1), default=None, metavar="N",
               help="Points/s of the latency runs [default: half the measured maximum at --latency-series].")
 @click.option("--max-wait", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
-              help="The worker's scoring.max_wait_s (longest wait to fill a batch) [default: the worker's].")
+              help="The worker's scoring.max_wait_s (with --consumer faust: the longest wait to fill a batch) "
+                   "[default: the worker's].")
 @click.option("--fetch-max-wait-ms", type=click.IntRange(min=0), default=None, metavar="MS",
               help="Latency runs only: the worker's kafka.fetch_max_wait_ms [default: the worker's, 10]. Apache "
                    "Kafka answers a fetch as soon as a record is there, whatever the wait; the local Tansu broker "
