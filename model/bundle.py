@@ -1,6 +1,7 @@
 """The model bundle (numpy + onnxruntime, no torch): manifest schema, atomic write, verified load.
 
-    <bundle>/model.onnx     input "x" float32 (batch, window, channels) -> "score" float32 (batch, window)
+    <bundle>/model.onnx     input "x" float32 (batch, window, input channels) -> "score" float32 (batch, window)
+                            (input channels: `channels`, or twice that with deviation channels)
     <bundle>/manifest.json  everything else needed to serve it (see `Manifest`)
 """
 
@@ -184,6 +185,11 @@ class Bundle:
         return self.manifest.channels
 
     @property
+    def input_channels(self) -> int:
+        """Width of the graph's input: `channels`, doubled when the normalizer adds deviation channels."""
+        return self.normalizer.input_channels(self.channels)
+
+    @property
     def threshold(self) -> float:
         return self.manifest.threshold
 
@@ -214,7 +220,7 @@ class Bundle:
     def smoke_test(self) -> None:
         """One inference on a synthetic window; raises BundleError if the graph disagrees with the manifest."""
         rng = np.random.default_rng(0)
-        x = rng.normal(size=(2, self.window_size, self.channels))
+        x = rng.normal(size=(2, self.window_size, self.input_channels))
         try:
             out = self.score_windows(x)
         except BundleError:

@@ -23,8 +23,10 @@ class ModelConfig:
     window_features: bool = False
     # Scores blended with a deviation score of the input (series scope: the point's z against its series'
     # history): score = (1 - b) * sigmoid(logit) + b * erf(|x| / (k * sqrt 2)), b = deviation_blend,
-    # k = deviation_scale (|x| = k gives 0.68), averaged over channels. In the graph, so the worker and
-    # every offline command score the same; training's loss sees the encoder's logits only.
+    # k = deviation_scale (|x| = k gives 0.68), averaged over channels. x is the model input, or, when the
+    # normalizer adds deviation channels (`Normalizer.deviation_halflife`), those: z against long plain
+    # statistics. In the graph, so the worker and every offline command score the same; training's loss
+    # sees the encoder's logits only.
     deviation_blend: float = 0.0
     deviation_scale: float = 4.0
 

@@ -138,7 +138,9 @@ class AnomalyBERT(nn.Module):
     """Encoder plus head. `forward` gives scores; `logits` feeds BCE-with-logits during training.
 
     With `cfg.deviation_blend` > 0, `forward` blends the head's scores with `deviation_score` of the input;
-    `logits` (what training fits) is the encoder and head alone."""
+    `logits` (what training fits) is the encoder and head alone. An input wider than `cfg.channels` carries
+    deviation channels after the model channels (`Normalizer.deviation_halflife`): the encoder reads the
+    first `cfg.channels`, the blend the rest."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -147,14 +149,16 @@ class AnomalyBERT(nn.Module):
         self.head = ScoreHead(cfg)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head.logits(self.encoder(x))
+        return self.head.logits(self.encoder(x[..., : self.cfg.channels]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scores = torch.sigmoid(self.logits(x))
         blend = self.cfg.deviation_blend
         if blend == 0.0:
             return scores
-        return (1.0 - blend) * scores + blend * deviation_score(x, self.cfg.deviation_scale)
+        c = self.cfg.channels
+        deviation = x[..., c:] if x.shape[-1] > c else x
+        return (1.0 - blend) * scores + blend * deviation_score(deviation, self.cfg.deviation_scale)
 
     def with_config(self, **changes: float) -> AnomalyBERT:
         """The same weights under a config that differs only in how scores are blended (no new parameters)."""

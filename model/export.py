@@ -16,10 +16,10 @@ OPSET = 17
 
 
 def onnx_bytes(ckpt: Checkpoint) -> bytes:
-    """Trace the model in eval mode to ONNX: x (batch, W, C) -> score (batch, W)."""
+    """Trace the model in eval mode to ONNX: x (batch, W, C, or 2C with deviation channels) -> score (batch, W)."""
     cfg = ckpt.config
     model = ckpt.model.eval()
-    dummy = torch.zeros(2, cfg.window_size, cfg.channels)
+    dummy = torch.zeros(2, cfg.window_size, ckpt.normalizer.input_channels(cfg.channels))
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

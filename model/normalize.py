@@ -12,6 +12,11 @@ extreme point does not set the scale it is measured in) and three scopes:
   series' long history, which a per-window normalization removes. The normalization happens point by
   point before windowing (`prepare_series`; the worker keeps the statistics in the series state), so
   `transform` of an already prepared window only casts it.
+
+  With `deviation_halflife` > 0 the series scope also gives, after the C model channels, C *deviation*
+  channels: each point's z against long plain statistics of its series (half-life `deviation_halflife`,
+  no winsorizing), which the graph's deviation blend reads instead of the model input (see
+  `model.config.ModelConfig.deviation_blend`). The encoder reads only the first C channels.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class Normalizer:
     offset: list[float] = field(default_factory=list)
     scale: list[float] = field(default_factory=list)
     halflife: float = DEFAULT_HALFLIFE  # series scope only
+    deviation_halflife: float = 0.0  # series scope only; 0: no deviation channels
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -70,6 +76,9 @@ class Normalizer:
             raise ValueError(f"the series scope supports kind 'zscore' only, got {self.kind!r}")
         if not self.halflife >= 1.0:
             raise ValueError(f"halflife must be >= 1 point, got {self.halflife}")
+        if self.deviation_halflife and (self.scope != "series" or not self.deviation_halflife >= 1.0):
+            raise ValueError(f"deviation_halflife must be 0, or >= 1 point with the series scope; got "
+                             f"{self.deviation_halflife} with scope {self.scope!r}")
 
     @property
     def fitted(self) -> bool:
@@ -80,6 +89,10 @@ class Normalizer:
         """True when values are normalized point by point, with series state, before windowing."""
         return self.scope == "series"
 
+    def input_channels(self, channels: int) -> int:
+        """Width of the model input for `channels` raw channels: doubled by the deviation channels."""
+        return 2 * channels if self.deviation_halflife else channels
+
     def prepare_series(self, values: np.ndarray, stats: RunningStats | None = None) -> np.ndarray:
         """Values (T, C) or (T,) of one series -> what windows are cut from. Standardized by the running
         statistics for the series scope (continuing `stats` when given, which is updated in place);
@@ -88,8 +101,9 @@ class Normalizer:
             return values
         v = np.asarray(values, dtype=np.float64)
         v2 = v.reshape(len(v), -1)
-        stats = stats if stats is not None else RunningStats.empty(v2.shape[1])
-        return stats.standardize(v2, self.halflife).reshape(v.shape)
+        stats = stats if stats is not None else RunningStats.empty(self.input_channels(v2.shape[1]))
+        out = stats.standardize(v2, self.halflife, self.deviation_halflife)
+        return out.reshape(v.shape) if out.shape == v2.shape else out
 
     def fit(self, values: np.ndarray) -> Normalizer:
         """Fit global statistics on training values (T, C) or (T,). A no-op for the window and series scopes."""
@@ -135,6 +149,8 @@ class Normalizer:
         out: dict[str, Any] = {"kind": self.kind, "scope": self.scope, "offset": self.offset, "scale": self.scale}
         if self.scope == "series":
             out["halflife"] = self.halflife
+            if self.deviation_halflife:
+                out["deviation_halflife"] = self.deviation_halflife
         return out
 
     @classmethod
@@ -145,6 +161,7 @@ class Normalizer:
             offset=[float(x) for x in data.get("offset", [])],
             scale=[float(x) for x in data.get("scale", [])],
             halflife=float(data.get("halflife", DEFAULT_HALFLIFE)),
+            deviation_halflife=float(data.get("deviation_halflife", 0.0)),
         )
 
 
@@ -156,8 +173,9 @@ class RunningStats:
     to +-SERIES_CLIP; 0 for the first two points), and then added with weight `a = max(1 / n, alpha)`,
     `alpha = 1 - 0.5 ** (1 / halflife)`: a plain running mean for the first ~1.44 halflife points, then an
     exponentially weighted one. After RUNNING_WARMUP points a deviation enters the update clipped to
-    +-RUNNING_CLIP_K std. The worker applies the same `standardize` to each point as it arrives, so
-    offline and online values agree exactly (float64).
+    +-RUNNING_CLIP_K std (not in the deviation channels: they follow the series' plain history). The
+    worker applies the same `standardize` to each point as it arrives, so offline and online values agree
+    exactly (float64).
     """
 
     count: int
@@ -168,22 +186,32 @@ class RunningStats:
     def empty(cls, channels: int) -> RunningStats:
         return cls(0, np.zeros(channels), np.zeros(channels))
 
-    def standardize(self, values: np.ndarray, halflife: float) -> np.ndarray:
-        """Standardize values (T, C) in order and absorb them; returns float64 (T, C)."""
+    def standardize(self, values: np.ndarray, halflife: float, deviation_halflife: float = 0.0) -> np.ndarray:
+        """Standardize values (T, C) in order and absorb them; returns float64 (T, C), or (T, 2C) with
+        `deviation_halflife` > 0: then these statistics hold 2C channels, the last C being the deviation
+        statistics of the same values (half-life `deviation_halflife`, no winsorizing)."""
         v = np.asarray(values, dtype=np.float64)
-        alpha = 1.0 - 0.5 ** (1.0 / halflife)
-        out = np.empty_like(v)
-        for c in range(v.shape[1]):  # channel by channel, in plain floats (much faster than numpy scalars)
+        width = len(self.mean)
+        if width != (2 if deviation_halflife else 1) * v.shape[1]:
+            raise ValueError(f"running statistics of {width} channels for {v.shape[1]} value channels "
+                             f"(deviation_halflife {deviation_halflife})")
+        out = np.empty((len(v), width))
+        for c in range(width):  # channel by channel, in plain floats (much faster than numpy scalars)
+            deviation = c >= v.shape[1]
+            alpha = 1.0 - 0.5 ** (1.0 / (deviation_halflife if deviation else halflife))
+            clip_k = None if deviation else RUNNING_CLIP_K
             n, m, var = self.count, float(self.mean[c]), float(self.var[c])
-            for t, x in enumerate(v[:, c].tolist()):
-                n, m, var, out[t, c] = _step(n, m, var, x, alpha)
+            for t, x in enumerate(v[:, c % v.shape[1]].tolist()):
+                n, m, var, out[t, c] = _step(n, m, var, x, alpha, clip_k)
             self.mean[c], self.var[c] = m, var
         self.count += len(v)
         return out
 
 
-def _step(n: int, mean: float, var: float, x: float, alpha: float) -> tuple[int, float, float, float]:
-    """One point of `RunningStats.standardize`: (count, mean, var, z) after point `x`."""
+def _step(n: int, mean: float, var: float, x: float, alpha: float,
+          clip_k: float | None = RUNNING_CLIP_K) -> tuple[int, float, float, float]:
+    """One point of `RunningStats.standardize`: (count, mean, var, z) after point `x`; deviations enter the
+    update clipped to +-clip_k std (None: as they are)."""
     if n == 0:
         return 1, x, 0.0, 0.0
     std = math.sqrt(var)
@@ -194,7 +222,7 @@ def _step(n: int, mean: float, var: float, x: float, alpha: float) -> tuple[int,
         z = math.copysign(SERIES_CLIP, d)  # a flat history that moves
     else:
         z = max(-SERIES_CLIP, min(SERIES_CLIP, d / std))
-        if n >= RUNNING_WARMUP:
-            d = max(-RUNNING_CLIP_K * std, min(RUNNING_CLIP_K * std, d))
+        if clip_k is not None and n >= RUNNING_WARMUP:
+            d = max(-clip_k * std, min(clip_k * std, d))
     a = max(1.0 / (n + 1), alpha)
     return n + 1, mean + a * d, (1.0 - a) * (var + a * d * d), z

@@ -81,7 +81,7 @@ class WorkerConfig:
 def bare_ort(bundle: Bundle, batch: int, seconds: float = 5.0) -> float:
     """Windows per second of `bundle.score_windows` on random windows, `batch` at a time."""
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch, bundle.window_size, bundle.channels))
+    x = rng.normal(size=(batch, bundle.window_size, bundle.input_channels))
     bundle.score_windows(x)  # warm-up
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:

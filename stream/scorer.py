@@ -16,7 +16,9 @@ from stream.state import Geometry
 def geometry_of(bundle: Bundle, lag: int) -> Geometry:
     """The state geometry a bundle is served with at `lag`."""
     norm = bundle.normalizer
-    return Geometry(bundle.window_size, bundle.stride, lag, bundle.channels, norm.halflife if norm.pointwise else 0.0)
+    if not norm.pointwise:
+        return Geometry(bundle.window_size, bundle.stride, lag, bundle.channels)
+    return Geometry(bundle.window_size, bundle.stride, lag, bundle.channels, norm.halflife, norm.deviation_halflife)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ the state also keeps the running statistics (`model.normalize.RunningStats`) and
 buffer, the standardized model inputs (float32, what ONNX Runtime receives); windows are cut from those.
 Each accepted point is standardized once, on arrival, exactly as `Normalizer.prepare_series` does
 offline. A swap to such a model from one without it starts the statistics from the buffered points.
+A bundle whose normalizer adds deviation channels (`Geometry.deviation_halflife > 0`) doubles the
+statistics and the inputs: the last C channels are the points' deviations against long plain statistics
+(see `model.normalize`); a swap that changes the input width starts the statistics anew the same way.
 """
 
 from __future__ import annotations
@@ -36,14 +39,18 @@ from model.windows import check_lag, included_offsets
 from stream.alerts import AlertState
 from stream.errors import CorruptState
 
-FORMAT = 3
-_READS = (2, 3)  # format 2 (before point-by-point normalization) is read as halflife 0
+FORMAT = 4
+# format 2 (before point-by-point normalization) is read as halflife 0, format 3 (before deviation channels)
+# as deviation_halflife 0
+_READS = (2, 3, 4)
 _HEAD = struct.Struct(">Q")  # n: also the compare-and-set token, so it comes first
 # format, flags, W, stride, lag, C, buffered, pending, last_ts, era_end, alert run/start/peak_ts/peak,
 # model threshold, version length (the version's UTF-8 bytes follow)
 _BODY2 = struct.Struct("<BBHHHHHHqqIqqddB")
 # format 3 appends: halflife, running-statistics count
-_BODY = struct.Struct("<BBHHHHHHqqIqqddBdQ")
+_BODY3 = struct.Struct("<BBHHHHHHqqIqqddBdQ")
+# format 4 appends: deviation half-life
+_BODY = struct.Struct("<BBHHHHHHqqIqqddBdQd")
 _FLAG_OPEN = 1
 _FLAG_TS_DELTA32 = 2
 _FLAG_HAS_TS = 4
@@ -51,14 +58,16 @@ _FLAG_HAS_TS = 4
 
 @dataclass(frozen=True)
 class Geometry:
-    """Window size, stride, aggregation lag, channel count and the half-life of point-by-point
-    normalization (0: none): what a stored state must agree with."""
+    """Window size, stride, aggregation lag, channel count, the half-life of point-by-point
+    normalization (0: none) and that of its deviation channels (0: none): what a stored state must agree
+    with."""
 
     window: int
     stride: int
     lag: int
     channels: int
     halflife: float = 0.0
+    deviation_halflife: float = 0.0
 
     def __post_init__(self) -> None:
         check_lag(self.window, self.stride, self.lag)
@@ -66,10 +75,18 @@ class Geometry:
             raise ValueError(f"channels must be >= 1, got {self.channels}")
         if self.halflife and self.halflife < 1.0:
             raise ValueError(f"halflife must be 0 (none) or >= 1, got {self.halflife}")
+        if self.deviation_halflife and (not self.halflife or self.deviation_halflife < 1.0):
+            raise ValueError(f"deviation_halflife must be 0 (none), or >= 1 with a halflife; got "
+                             f"{self.deviation_halflife} with halflife {self.halflife}")
 
     @property
     def pointwise(self) -> bool:
         return self.halflife > 0
+
+    @property
+    def input_channels(self) -> int:
+        """Width of the model input: the channels, then as many deviation channels if any."""
+        return 2 * self.channels if self.deviation_halflife else self.channels
 
 
 @dataclass
@@ -114,7 +131,7 @@ class SeriesState:
     threshold: float = 0.5  # that model's own threshold (overrides are applied by the caller)
     era_end: int = -1  # index where the current era's first window ends; -1: W-1 (a new series)
     stats: RunningStats | None = None  # pointwise geometry only
-    inputs: np.ndarray | None = None  # (k, C) float32 standardized `values`; pointwise geometry only
+    inputs: np.ndarray | None = None  # (k, input_channels) float32 standardized `values`; pointwise only
     _open_step: bool = False
     _catch_up: int | None = None  # set by swap(): the next push also yields era windows ending before n
 
@@ -129,8 +146,9 @@ class SeriesState:
     def _restart_stats(self) -> None:
         """Running statistics from the buffered points on (a new series: from its first point)."""
         assert self.values is not None
-        self.stats = RunningStats.empty(self.geometry.channels)
-        self.inputs = self.stats.standardize(self.values, self.geometry.halflife).astype(np.float32)
+        g = self.geometry
+        self.stats = RunningStats.empty(g.input_channels)
+        self.inputs = self.stats.standardize(self.values, g.halflife, g.deviation_halflife).astype(np.float32)
 
     @property
     def first_pending(self) -> int:
@@ -155,7 +173,7 @@ class SeriesState:
                 last = int(t)
         m = len(keep)
         if m == 0:
-            return Step(np.empty(0, np.int64), np.empty((0, g.window, g.channels)), 0, len(ts))
+            return Step(np.empty(0, np.int64), np.empty((0, g.window, g.input_channels)), 0, len(ts))
         # After a swap, the new era's windows that end at points already buffered are due now as well.
         n_old = self.n
         start, self._catch_up = min(n_old, self._catch_up if self._catch_up is not None else n_old), None
@@ -163,7 +181,7 @@ class SeriesState:
         self.ts = np.concatenate([self.ts, np.asarray(ts, dtype=np.int64)[keep]])
         self.values = np.concatenate([self.values, vals])
         if self.stats is not None and self.inputs is not None:
-            z = self.stats.standardize(vals, g.halflife).astype(np.float32)
+            z = self.stats.standardize(vals, g.halflife, g.deviation_halflife).astype(np.float32)
             self.inputs = np.concatenate([self.inputs, z])
         self.sums = np.concatenate([self.sums, np.zeros(m)])
         self.counts = np.concatenate([self.counts, np.zeros(m, np.int64)])
@@ -174,9 +192,9 @@ class SeriesState:
 
     def _windows(self, ends: np.ndarray) -> np.ndarray:
         g = self.geometry
+        source = self.inputs if self.inputs is not None else self.values  # (L, C'), C-contiguous
         if len(ends) == 0:
-            return np.empty((0, g.window, g.channels))
-        source = self.inputs if self.inputs is not None else self.values  # (L, C), C-contiguous
+            return np.empty((0, g.window, source.shape[1]))
         starts = ends - (g.window - 1) - self.base
         if len(starts) == 1:  # the usual case under load: one new window per series per batch
             s0 = int(starts[0])
@@ -185,7 +203,7 @@ class SeriesState:
         # same with more checks: per series and batch they cost more than the copy.
         step, col = source.strides
         view = np.lib.stride_tricks.as_strided(
-            source, (len(source) - g.window + 1, g.window, g.channels), (step, step, col), writeable=False
+            source, (len(source) - g.window + 1, g.window, source.shape[1]), (step, step, col), writeable=False
         )
         return view[starts]
 
@@ -252,13 +270,14 @@ class SeriesState:
         n_final = p0 + int(covered[-1]) + 1 if len(covered) else p0
         finals = self._emit(p0, n_final)
         base = self.n - len(self.ts)  # oldest buffered point: the buffer is the last min(n, W_old) points
-        was_pointwise = self.geometry.pointwise
+        old = self.geometry
         self.geometry, self.version, self.threshold = geometry, version, threshold
         if not geometry.pointwise:
             self.stats = self.inputs = None
-        elif not was_pointwise:
+        elif not old.pointwise or old.input_channels != geometry.input_channels:
             self._restart_stats()
-        # pointwise to pointwise: the statistics go on (a new half-life applies from the next point)
+        # pointwise to pointwise of the same width: the statistics go on (new half-lives apply from the next
+        # point)
         # The era's first window lies in the buffer and covers the oldest point still pending (it then
         # counts for all of its points, as a new series' first window does).
         self.era_end = max(base + geometry.window - 1, self.first_pending)
@@ -304,6 +323,7 @@ class SeriesState:
             len(version),
             g.halflife,
             self.stats.count if self.stats is not None else 0,
+            g.deviation_halflife,
         )
         return b"".join(
             [
@@ -333,16 +353,20 @@ def _decode(blob: bytes) -> SeriesState:
     (fmt,) = struct.unpack_from("<B", blob, _HEAD.size)
     if fmt not in _READS:
         raise CorruptState(f"state format {fmt}, this worker reads {_READS}")
-    halflife, stats_count = 0.0, 0
+    halflife, stats_count, deviation_halflife = 0.0, 0, 0.0
     if fmt == 2:
         (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
          vlen) = _BODY2.unpack_from(blob, _HEAD.size)
         pos = _HEAD.size + _BODY2.size
+    elif fmt == 3:
+        (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
+         vlen, halflife, stats_count) = _BODY3.unpack_from(blob, _HEAD.size)
+        pos = _HEAD.size + _BODY3.size
     else:
         (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
-         vlen, halflife, stats_count) = _BODY.unpack_from(blob, _HEAD.size)
+         vlen, halflife, stats_count, deviation_halflife) = _BODY.unpack_from(blob, _HEAD.size)
         pos = _HEAD.size + _BODY.size
-    g = Geometry(w, stride, lag, c, halflife)
+    g = Geometry(w, stride, lag, c, halflife, deviation_halflife)
     version = blob[pos:pos + vlen].decode()
     pos += vlen
     if flags & _FLAG_TS_DELTA32 and k:
@@ -357,11 +381,12 @@ def _decode(blob: bytes) -> SeriesState:
     pos += 8 * k * c
     stats = inputs = None
     if g.pointwise:
-        mean = np.frombuffer(blob, "<f8", c, pos).astype(np.float64)
-        var = np.frombuffer(blob, "<f8", c, pos + 8 * c).astype(np.float64)
-        inputs = np.frombuffer(blob, "<f4", k * c, pos + 16 * c).reshape(k, c).astype(np.float32)
+        ci = g.input_channels
+        mean = np.frombuffer(blob, "<f8", ci, pos).astype(np.float64)
+        var = np.frombuffer(blob, "<f8", ci, pos + 8 * ci).astype(np.float64)
+        inputs = np.frombuffer(blob, "<f4", k * ci, pos + 16 * ci).reshape(k, ci).astype(np.float32)
         stats = RunningStats(stats_count, mean, var)
-        pos += 16 * c + 4 * k * c
+        pos += 16 * ci + 4 * k * ci
     sums = np.frombuffer(blob, "<f8", p, pos).astype(np.float64)
     counts = np.frombuffer(blob, "<u2", p, pos + 8 * p).astype(np.int64)
     if pos + 10 * p != len(blob):

@@ -64,3 +64,28 @@ def best_fbeta_threshold(scores: np.ndarray, label: np.ndarray, beta: float) -> 
         "f1": float(f1[best]), "precision": float(precision[best]),
         "recall": float(recall[best]), "n_points": int(len(label)), "n_anomalous": int(label.sum()),
     }
+
+
+def normal_rate_threshold(scores: np.ndarray, label: np.ndarray, max_rate: float) -> tuple[float, dict[str, Any]]:
+    """The lowest threshold (flag `score >= threshold`) that flags at most `max_rate` of the validation's
+    normal points: an alert budget on normal behaviour (0.001: one normal point in a thousand), whatever
+    the anomalies look like. Returns the threshold and the calibration record (method, the rate asked for
+    and reached, F1, precision and recall at it). Falls back to 0.5 without normal points."""
+    if not 0.0 < max_rate < 1.0:
+        raise ValueError(f"max_normal_rate must be in (0, 1), got {max_rate}")
+    normal = np.sort(np.asarray(scores, dtype=np.float64)[label == 0])[::-1]
+    if not len(normal):
+        return 0.5, {"method": "default", "reason": "validation split lacks normal points",
+                     "n_points": int(len(label)), "n_anomalous": int(label.sum())}
+    allowed = int(np.floor(max_rate * len(normal)))  # normal points that may score at or above it
+    threshold = min(1.0, float(np.nextafter(normal[allowed], np.inf))) if allowed < len(normal) else 0.0
+    flagged = scores >= threshold
+    tp = int(np.sum(flagged & (label == 1)))
+    precision = tp / max(int(flagged.sum()), 1)
+    recall = tp / max(int(label.sum()), 1)
+    return threshold, {
+        "method": "normal_rate_validation", "max_normal_rate": float(max_rate),
+        "normal_rate": float(np.mean(normal >= threshold)), "precision": float(precision),
+        "recall": float(recall), "f1": float(2 * precision * recall / max(precision + recall, _EPS)),
+        "n_points": int(len(label)), "n_anomalous": int(label.sum()),
+    }

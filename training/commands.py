@@ -284,6 +284,9 @@ def export(model_path: Path, output: Path) -> None:
               help="Lag the worker will serve the model with [window_size - 1].")
 @click.option("--threshold-beta", default=DEFAULT_THRESHOLD_BETA, show_default=True,
               type=click.FloatRange(min=0.0, min_open=True), help="The threshold maximizes F-beta.")
+@click.option("--max-normal-rate", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), metavar="R",
+              help="Instead of F-beta: the lowest threshold that flags at most this share of the validation's "
+                   "normal points (0.001: one in a thousand).")
 @click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True,
               max_open=True), help="Tail of each series used for calibration.")
 @click.option("--deviation-blend", type=click.FloatRange(0.0, 1.0),
@@ -291,9 +294,15 @@ def export(model_path: Path, output: Path) -> None:
                    "(series-scope models) [the checkpoint's].")
 @click.option("--deviation-scale", type=click.FloatRange(min=0.0, min_open=True),
               help="Deviation whose deviation score is 0.68, in running standard deviations [the checkpoint's].")
+@click.option("--deviation-halflife", type=click.FloatRange(min=0.0),
+              help="Measure the blended deviation against its own plain running statistics with this half-life "
+                   "in points (deviation channels), instead of the model input's; 0 goes back to the model "
+                   "input [the checkpoint's].")
 def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None, threshold_beta: float,
-              val_fraction: float, deviation_blend: float | None, deviation_scale: float | None) -> None:
-    """Choose a checkpoint's threshold again, without training: best F-beta at a score lag on labelled data.
+              max_normal_rate: float | None, val_fraction: float, deviation_blend: float | None,
+              deviation_scale: float | None, deviation_halflife: float | None) -> None:
+    """Choose a checkpoint's threshold again, without training: best F-beta at a score lag on labelled data,
+    or (--max-normal-rate) the lowest threshold that flags at most that share of its normal points.
 
     For serving a model at another lag, with another precision/recall balance, or with its scores blended
     with the input's deviation score (the weights stay). With the training data and no blend change it
@@ -304,6 +313,8 @@ def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None,
       anomalybert calibrate --model model.pt --data data/val --score-lag 0 --output model-lag0.pt
       anomalybert calibrate --model model.pt --data data/val --score-lag 0 --deviation-blend 0.5 \\
           --output model-blend.pt
+      anomalybert calibrate --model model.pt --data data/val --score-lag 0 --deviation-blend 0.7 \\
+          --deviation-scale 8 --deviation-halflife 6400 --max-normal-rate 0.001 --output model-blend.pt
     """
     from model.checkpoint import load_checkpoint
     from training.data import load_series
@@ -313,14 +324,18 @@ def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None,
         blend = {k: v for k, v in (("deviation_blend", deviation_blend), ("deviation_scale", deviation_scale))
                  if v is not None}
         ckpt = recalibrate(load_checkpoint(model_path), load_series(data, labels=True), score_lag, threshold_beta,
-                           val_fraction, **blend)
+                           val_fraction, deviation_halflife, max_normal_rate, **blend)
     except ValueError as e:
         if isinstance(e, DataError):
             raise
-        raise click.BadParameter(str(e), param_hint="--deviation-blend" if "blend" in str(e) else "--score-lag") from e
+        hint = ("--deviation-halflife" if "deviation_halflife" in str(e)
+                else "--deviation-blend" if "blend" in str(e) else "--score-lag")
+        raise click.BadParameter(str(e), param_hint=hint) from e
     ckpt.save(output)
     cal = ckpt.calibration
     blended = f", deviation blend {ckpt.config.deviation_blend:g}" if ckpt.config.deviation_blend else ""
+    if ckpt.config.deviation_blend and ckpt.normalizer.deviation_halflife:
+        blended += f" against statistics of half-life {ckpt.normalizer.deviation_halflife:g}"
     click.echo(f"saved {output} (threshold {ckpt.threshold:.4f} at score_lag {cal['score_lag']}{blended}, "
                f"{cal['method']}; was {cal['recalibrated']['previous_threshold']:.4f})")
 

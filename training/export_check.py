@@ -27,7 +27,7 @@ def export_and_verify(checkpoint: str | Path, output: str | Path,
     directory, _ = export_bundle(ckpt, output)
     bundle = load_bundle(directory)
     cfg = ckpt.config
-    windows = np.random.default_rng(seed).normal(size=(32, cfg.window_size, cfg.channels))
+    windows = np.random.default_rng(seed).normal(size=(32, cfg.window_size, bundle.input_channels))
     diff = float(np.abs(bundle.score_windows(windows) - TorchScorer(ckpt)(windows)).max())
     if diff > PARITY_TOLERANCE:
         raise BundleError(f"{directory}: ONNX and PyTorch scores differ by {diff:.2e} (> {PARITY_TOLERANCE})")

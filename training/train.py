@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from model.encoder import AnomalyBERT
 from model.errors import DataError
 from model.normalize import DEFAULT_HALFLIFE, Normalizer
 from model.windows import check_lag, make_windows
-from training.calibrate import DEFAULT_THRESHOLD_BETA, bce, best_fbeta_threshold, roc_auc
+from training.calibrate import DEFAULT_THRESHOLD_BETA, bce, best_fbeta_threshold, normal_rate_threshold, roc_auc
 from training.data import Series, require_length
 from training.detect import TorchScorer, score_series
 
@@ -262,11 +262,19 @@ def check_deviation_blend(cfg: ModelConfig, normalizer: Normalizer) -> None:
 
 
 def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, beta: float,
-                val_fraction: float = 0.2, **blend: float) -> Checkpoint:
+                val_fraction: float = 0.2, deviation_halflife: float | None = None,
+                max_normal_rate: float | None = None, **blend: float) -> Checkpoint:
     """The same model with its threshold chosen again: best F-beta at `score_lag` on the validation tails
-    of `series` (split as `train` splits them). With the training data and split this is the threshold
-    `train --score-lag L --threshold-beta B` stores, without training again. `blend` (deviation_blend,
-    deviation_scale) changes how the served scores blend in the input's deviation first; the weights stay."""
+    of `series` (split as `train` splits them), or, with `max_normal_rate`, the lowest threshold that flags
+    at most that share of their normal points. With the training data and split the F-beta threshold is
+    the one `train --score-lag L --threshold-beta B` stores, without training again. `blend` (deviation_blend,
+    deviation_scale) changes how the served scores blend in the input's deviation first, and
+    `deviation_halflife` which deviation they blend in (0: the model input's; > 0: deviation channels with
+    their own statistics, `Normalizer.deviation_halflife`); the weights stay."""
+    if deviation_halflife is not None:
+        ckpt = Checkpoint(model=ckpt.model, normalizer=replace(ckpt.normalizer, deviation_halflife=deviation_halflife),
+                          threshold=ckpt.threshold, calibration=ckpt.calibration, metrics=ckpt.metrics,
+                          training_data=ckpt.training_data)
     if blend:
         model = ckpt.model.with_config(**blend)
         check_deviation_blend(model.cfg, ckpt.normalizer)
@@ -280,7 +288,10 @@ def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, b
     normalizer = Normalizer.from_dict(ckpt.normalizer.to_dict())
     holdouts = prepare(series, cfg, normalizer, val_fraction).holdouts
     scores, _, label = holdout_scores(TorchScorer(ckpt), holdouts, cfg, lag)
-    threshold, calibration = best_fbeta_threshold(scores, label, beta)
+    if max_normal_rate is not None:
+        threshold, calibration = normal_rate_threshold(scores, label, max_normal_rate)
+    else:
+        threshold, calibration = best_fbeta_threshold(scores, label, beta)
     calibration |= {"score_lag": lag, "val_roc_auc": roc_auc(scores, label),
                     "recalibrated": {"data_sha256": fingerprint(series), "previous_threshold": ckpt.threshold,
                                      "previous": ckpt.calibration}}

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -235,3 +236,19 @@ def test_train_series_scope_then_calibrate_at_another_lag(workdir: Path, tmp_pat
         assert torch.equal(blended.model.state_dict()[k], v)
     scores, _, label = holdout_scores(TorchScorer(blended), holdouts, blended.config, 0)
     assert blended.threshold == best_fbeta_threshold(scores, label, 0.25)[0] != again.threshold
+    # The deviation measured against its own long plain statistics, and an alert budget on normal points.
+    code, out, _ = cli(["calibrate", "-m", str(tmp_path / "s.pt"), "-d", data, "--score-lag", "0",
+                        "--deviation-blend", "0.7", "--deviation-scale", "8", "--deviation-halflife", "500",
+                        "--max-normal-rate", "0.01", "-o", str(tmp_path / "d.pt")])
+    assert code == 0 and "half-life 500" in out and "normal_rate_validation" in out, out
+    dev = load_checkpoint(tmp_path / "d.pt")
+    assert dev.normalizer.deviation_halflife == 500.0 and dev.normalizer.halflife == 50.0
+    dev_holdouts = prepare(load_series(Path(data), labels=True), dev.config, dev.normalizer, 0.2).holdouts
+    scores, _, label = holdout_scores(TorchScorer(dev), dev_holdouts, dev.config, 0)
+    from training.calibrate import normal_rate_threshold
+
+    assert dev.threshold == normal_rate_threshold(scores, label, 0.01)[0]
+    assert np.mean(scores[label == 0] >= dev.threshold) <= 0.01
+    code, _, err = cli(["calibrate", "-m", str(tmp_path / "s.pt"), "-d", data, "--deviation-halflife", "0.5",
+                        "-o", str(tmp_path / "bad.pt")])
+    assert code == 2 and "--deviation-halflife" in err

@@ -44,6 +44,18 @@ def test_deviation_blend_mixes_the_head_score_with_the_input_deviation(model: An
         ModelConfig(deviation_blend=1.5)
 
 
+def test_deviation_channels_feed_the_blend_and_not_the_encoder(model: AnomalyBERT) -> None:
+    """An input with deviation channels after the model channels (`Normalizer.deviation_halflife`): the
+    encoder reads the model channels only, the blend reads the deviation channels only."""
+    blended = model.with_config(deviation_blend=0.7, deviation_scale=8.0)
+    x = torch.randn(3, TINY.window_size, TINY.channels)
+    dev = torch.randn(3, TINY.window_size, TINY.channels) * 20
+    both = torch.cat([x, dev], dim=-1)
+    assert torch.equal(blended.logits(both), model.logits(x))
+    deviation = torch.erf(dev.abs() / (8.0 * math.sqrt(2.0))).mean(dim=-1)
+    torch.testing.assert_close(blended(both), 0.3 * model(x) + 0.7 * deviation)
+
+
 def test_multichannel_config_takes_channels_on_the_last_axis() -> None:
     cfg = ModelConfig(n_layers=1, d_model=16, n_heads=4, d_ff=32, window_size=8, channels=3)
     assert AnomalyBERT(cfg)(torch.randn(2, 8, 3)).shape == (2, 8)

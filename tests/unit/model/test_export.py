@@ -78,3 +78,19 @@ def test_series_scope_with_window_features_exports_and_matches(tmp_path: Path) -
     values = np.random.default_rng(0).normal(size=200) * 30 + 5
     windows = make_windows(bundle.normalizer.prepare_series(values), 16, 1)
     np.testing.assert_allclose(bundle.score_windows(windows), TorchScorer(ckpt)(windows), rtol=0, atol=1e-5)
+
+
+def test_deviation_channels_export_and_match(tmp_path: Path) -> None:
+    """A normalizer with deviation channels doubles the graph's input; ONNX Runtime and PyTorch agree."""
+    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, window_size=16, window_features=True,
+                      deviation_blend=0.7, deviation_scale=8.0)
+    torch.manual_seed(5)
+    norm = Normalizer("zscore", "series", halflife=50.0, deviation_halflife=400.0)
+    ckpt = Checkpoint(AnomalyBERT(cfg).eval(), norm, threshold=0.5)
+    directory, _ = export_bundle(ckpt, tmp_path / "bundle")
+    bundle = load_bundle(directory)  # loading runs the smoke test at the doubled width
+    assert bundle.channels == 1 and bundle.input_channels == 2 and bundle.normalizer == norm
+    values = np.random.default_rng(1).normal(size=300) * 4 + 2
+    windows = make_windows(bundle.normalizer.prepare_series(values), 16, 1)
+    assert windows.shape[-1] == 2
+    np.testing.assert_allclose(bundle.score_windows(windows), TorchScorer(ckpt)(windows), rtol=0, atol=1e-5)

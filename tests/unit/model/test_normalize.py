@@ -124,3 +124,31 @@ def test_series_scope_settings_and_round_trip() -> None:
         Normalizer("zscore", "series", halflife=0.5)
     first = w[0]
     assert Normalizer("zscore", "window").prepare_series(first) is first  # other scopes: unchanged
+
+
+def test_deviation_channels_follow_the_plain_history() -> None:
+    """With deviation_halflife the series scope adds, after the model channels, each point's z against the
+    plain (not winsorized) running statistics: within the first ~1.44 half-lives, the mean and population
+    standard deviation of every point before it."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(10.0, 2.0, size=600)
+    x[300:400] += 30.0  # a long level shift: the winsorized model statistics barely follow it
+    norm = Normalizer("zscore", "series", halflife=50.0, deviation_halflife=1e6)
+    out = norm.prepare_series(x)
+    assert out.shape == (600, 2) and norm.input_channels(1) == 2 and norm.input_channels(3) == 6
+    np.testing.assert_array_equal(out[:, 0], Normalizer("zscore", "series", halflife=50.0).prepare_series(x))
+    expect = np.array([0.0, 0.0] + [(x[t] - x[:t].mean()) / x[:t].std() for t in range(2, 600)])
+    np.testing.assert_allclose(out[:, 1], np.clip(expect, -SERIES_CLIP, SERIES_CLIP), rtol=1e-9, atol=1e-9)
+    assert out[399, 1] > out[399, 0]  # at the end of the shift the long history still sees it, the short no longer
+    # Chunked, with the statistics carried over, as the worker does; (T, C) gives C model then C deviation.
+    stats = RunningStats.empty(2)
+    np.testing.assert_array_equal(np.concatenate([norm.prepare_series(x[:77], stats),
+                                                  norm.prepare_series(x[77:], stats)]), out)
+    two = norm.prepare_series(np.stack([x, -x], axis=1))
+    np.testing.assert_allclose(two[:, [0, 2]], out) and np.testing.assert_allclose(two[:, [1, 3]], -out)
+    assert Normalizer.from_dict(norm.to_dict()) == norm
+    assert "deviation_halflife" not in Normalizer("zscore", "series").to_dict()  # older readers unaffected
+    with pytest.raises(ValueError, match="deviation_halflife"):
+        Normalizer("zscore", "window", deviation_halflife=100.0)
+    with pytest.raises(ValueError, match="running statistics of 1 channels"):
+        norm.prepare_series(x, RunningStats.empty(1))

@@ -188,8 +188,10 @@ def test_a_swap_refuses_another_channel_count() -> None:
 # Point-by-point normalization (series scope): the state standardizes each point on arrival.
 
 
+@pytest.mark.parametrize("deviation_halflife", [0.0, 120.0])
 @pytest.mark.parametrize("window,stride,lag,channels", [(8, 1, 7, 1), (8, 1, 0, 1), (16, 4, 5, 1), (8, 3, 2, 3)])
-def test_pointwise_stream_equals_offline_prepare_series(window: int, stride: int, lag: int, channels: int) -> None:
+def test_pointwise_stream_equals_offline_prepare_series(window: int, stride: int, lag: int, channels: int,
+                                                        deviation_halflife: float) -> None:
     from model.normalize import Normalizer
 
     rng = np.random.default_rng(window + stride + lag + channels)
@@ -200,10 +202,12 @@ def test_pointwise_stream_equals_offline_prepare_series(window: int, stride: int
     chunks = []
     while sum(chunks) < t:
         chunks.append(int(rng.integers(1, 2 * window)))
-    g = Geometry(window, stride, lag, channels, halflife=50.0)
+    g = Geometry(window, stride, lag, channels, halflife=50.0, deviation_halflife=deviation_halflife)
     got = stream_through(values, ts, g, chunks)
 
-    prepared = Normalizer(kind="zscore", scope="series", halflife=50.0).prepare_series(values).astype(np.float32)
+    norm = Normalizer(kind="zscore", scope="series", halflife=50.0, deviation_halflife=deviation_halflife)
+    prepared = norm.prepare_series(values).astype(np.float32)
+    assert prepared.shape[1] == g.input_channels  # fake_scores reads every input channel
     offline, counts = aggregate(fake_scores(make_windows(prepared, window, stride)), t, window, stride, lag)
     assert sorted(got) == list(range(t - lag))
     for i in range(t - lag):
@@ -254,3 +258,37 @@ def test_swap_into_and_out_of_pointwise_normalization() -> None:
     state.swap(plain, "v3", 0.5)
     assert state.stats is None and state.inputs is None
     assert SeriesState.decode(state.encode()).geometry == plain
+
+
+def test_deviation_channels_roundtrip_read_format_3_and_restart_on_a_width_change() -> None:
+    from model.normalize import Normalizer
+
+    g = Geometry(8, 1, 0, 1, halflife=100.0, deviation_halflife=900.0)
+    state = SeriesState(g, version="v1")
+    state.apply(state.push(list(range(20)), np.arange(20.0) ** 1.3), np.full((13, 8), 0.5, np.float32))
+    back = SeriesState.decode(state.encode())
+    assert back.geometry == g and back.inputs is not None and back.inputs.shape == (8, 2)
+    assert back.stats is not None and len(back.stats.var) == 2 and back.stats.var == pytest.approx(state.stats.var)
+    # A state written before deviation channels existed (format 3) is read with none.
+    import struct
+
+    from stream import state as st
+
+    old = SeriesState(Geometry(4, 1, 3, 1, halflife=50.0), version="v0")
+    old.apply(old.push([1, 2, 3, 4, 5], np.arange(5.0)), np.full((2, 4), 0.5, np.float32))
+    blob = old.encode()
+    head, body = blob[: st._HEAD.size], blob[st._HEAD.size :]
+    fields = list(st._BODY.unpack_from(body))
+    v3 = head + struct.pack("<B", 3) + st._BODY3.pack(*fields[:18])[1:] + body[st._BODY.size :]
+    back3 = SeriesState.decode(v3)
+    assert back3.geometry == Geometry(4, 1, 3, 1, halflife=50.0) and np.array_equal(back3.inputs, old.inputs)
+    # Swapping to a model with deviation channels restarts the statistics from the buffered points.
+    values = np.arange(5.0)
+    back3.swap(Geometry(4, 1, 3, 1, halflife=50.0, deviation_halflife=300.0), "v1", 0.5)
+    expect = Normalizer("zscore", "series", halflife=50.0, deviation_halflife=300.0).prepare_series(values[-4:])
+    assert back3.stats is not None and back3.stats.count == 4 and back3.inputs.shape == (4, 2)
+    assert np.array_equal(back3.inputs, expect.astype(np.float32))
+    step = back3.push([6], [9.0])
+    assert step.windows.shape == (1, 4, 2)
+    with pytest.raises(ValueError, match="deviation_halflife"):
+        Geometry(4, 1, 3, 1, deviation_halflife=300.0)

@@ -16,7 +16,7 @@ from model.encoder import AnomalyBERT
 from model.errors import DataError
 from model.normalize import Normalizer
 from tests.bundles import TINY
-from training.calibrate import DEFAULT_THRESHOLD_BETA, best_f1_threshold, best_fbeta_threshold
+from training.calibrate import DEFAULT_THRESHOLD_BETA, best_f1_threshold, best_fbeta_threshold, normal_rate_threshold
 from training.data import Series, load_series
 from training.detect import TorchScorer, score_series
 from training.synth import write_scenarios
@@ -100,6 +100,23 @@ def test_f_beta_threshold_on_a_hand_computed_case() -> None:
     assert d["precision"] == 1.0 and d["recall"] == pytest.approx(2 / 3) and d["f1"] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="beta"):
         best_fbeta_threshold(scores, label, 0.0)
+
+
+def test_normal_rate_threshold_on_a_hand_computed_case() -> None:
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.5])
+    label = np.array([0, 1, 0, 1, 1, 0])
+    # Normal scores 0.5, 0.3, 0.1. A budget of one normal point in three: just above 0.3, which flags
+    # 0.4, 0.5 and 0.9: precision 2/3, recall 2/3.
+    t, d = normal_rate_threshold(scores, label, 0.34)
+    assert t == np.nextafter(0.3, 1.0) and d["method"] == "normal_rate_validation"
+    assert d["normal_rate"] == pytest.approx(1 / 3) and d["precision"] == pytest.approx(2 / 3)
+    assert d["recall"] == pytest.approx(2 / 3) and d["max_normal_rate"] == 0.34
+    # No normal point may be flagged: just above the highest normal score.
+    t0, d0 = normal_rate_threshold(scores, label, 0.2)
+    assert t0 == np.nextafter(0.5, 1.0) and d0["normal_rate"] == 0.0 and d0["precision"] == 1.0
+    with pytest.raises(ValueError, match="max_normal_rate"):
+        normal_rate_threshold(scores, label, 0.0)
+    assert normal_rate_threshold(scores, np.ones(6, int), 0.1)[1]["method"] == "default"
 
 
 def test_threshold_is_calibrated_and_recorded_at_the_chosen_score_lag(series: list[Series]) -> None:
