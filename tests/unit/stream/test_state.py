@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 
@@ -215,6 +217,17 @@ def test_pointwise_stream_equals_offline_prepare_series(window: int, stride: int
         assert got[i][1] == counts[i]
 
 
+def as_format(blob: bytes, fmt: int, body: struct.Struct) -> bytes:
+    """A current state re-encoded as an older format whose header `body` holds the leading fields of
+    today's header (the parts after the header are laid out alike)."""
+    from stream import state as st
+
+    head, rest = blob[: st._HEAD.size], blob[st._HEAD.size :]
+    fields = list(st._BODY.unpack_from(rest))
+    n_fields = len(body.format.lstrip("<>=!@")) - body.format.count("x")
+    return head + struct.pack("<B", fmt) + body.pack(*fields[:n_fields])[1:] + rest[st._BODY.size :]
+
+
 def test_pointwise_state_roundtrips_and_reads_format_2() -> None:
     g = Geometry(8, 1, 3, 1, halflife=100.0)
     state = SeriesState(g, version="v1")
@@ -224,17 +237,11 @@ def test_pointwise_state_roundtrips_and_reads_format_2() -> None:
     assert back.stats.count == 20 and back.stats.mean == pytest.approx(state.stats.mean)
     assert np.array_equal(back.inputs, state.inputs) and np.array_equal(back.values, state.values)
     # A state written before point-by-point normalization existed (format 2) is still read.
-    import struct
-
     from stream import state as st
 
     plain = SeriesState(Geometry(4, 1, 3, 1), version="v0")
     plain.apply(plain.push([1, 2, 3, 4, 5], np.arange(5.0)), np.full((2, 4), 0.5, np.float32))
-    blob = plain.encode()
-    head, body = blob[: st._HEAD.size], blob[st._HEAD.size :]
-    fields = list(st._BODY.unpack_from(body))
-    old = head + struct.pack("<B", 2) + st._BODY2.pack(*fields[:16])[1:] + body[st._BODY.size :]
-    back = SeriesState.decode(old)
+    back = SeriesState.decode(as_format(plain.encode(), 2, st._BODY2))
     assert back.geometry == Geometry(4, 1, 3, 1) and back.version == "v0" and back.stats is None
     assert np.array_equal(back.values, plain.values) and np.array_equal(back.sums, plain.sums)
 
@@ -270,17 +277,11 @@ def test_deviation_channels_roundtrip_read_format_3_and_restart_on_a_width_chang
     assert back.geometry == g and back.inputs is not None and back.inputs.shape == (8, 2)
     assert back.stats is not None and len(back.stats.var) == 2 and back.stats.var == pytest.approx(state.stats.var)
     # A state written before deviation channels existed (format 3) is read with none.
-    import struct
-
     from stream import state as st
 
     old = SeriesState(Geometry(4, 1, 3, 1, halflife=50.0), version="v0")
     old.apply(old.push([1, 2, 3, 4, 5], np.arange(5.0)), np.full((2, 4), 0.5, np.float32))
-    blob = old.encode()
-    head, body = blob[: st._HEAD.size], blob[st._HEAD.size :]
-    fields = list(st._BODY.unpack_from(body))
-    v3 = head + struct.pack("<B", 3) + st._BODY3.pack(*fields[:18])[1:] + body[st._BODY.size :]
-    back3 = SeriesState.decode(v3)
+    back3 = SeriesState.decode(as_format(old.encode(), 3, st._BODY3))
     assert back3.geometry == Geometry(4, 1, 3, 1, halflife=50.0) and np.array_equal(back3.inputs, old.inputs)
     # Swapping to a model with deviation channels restarts the statistics from the buffered points.
     values = np.arange(5.0)
