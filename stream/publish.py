@@ -29,6 +29,8 @@ from stream.settings import TopicNames
 from stream.store import Store, WriteResult
 
 log = logging.getLogger(__name__)
+# Distinct (partition, partition, mark, mark) combinations whose encoded marks are kept (`Publisher.marks`).
+_MARKS_CACHE = 4096
 
 SCORE, ALERT = b"s", b"a"
 
@@ -59,6 +61,7 @@ class Publisher:
         self.partitions = partitions
         self.metrics = metrics
         self.low: dict[tuple[str, int], int] = {}
+        self._marks: dict[tuple[int, int, int, int], str] = {}
 
     async def start(self) -> None:
         """Learn the end offset of every output partition: a valid mark for anything sent from now on."""
@@ -75,11 +78,16 @@ class Publisher:
         return partition_for(series_id.encode(), self.partitions[topic])
 
     def marks(self, series_id: str) -> str:
-        out = {}
-        for topic in (self.topics.scores, self.topics.alerts):
-            p = self.target(topic, series_id)
-            out[f"{topic}/{p}"] = self.low.get((topic, p), 0)
-        return json.dumps(out, separators=(",", ":"))
+        scores, alerts = self.topics.scores, self.topics.alerts
+        ps, pa = self.target(scores, series_id), self.target(alerts, series_id)
+        key = (ps, pa, self.low.get((scores, ps), 0), self.low.get((alerts, pa), 0))
+        # The series of one batch share few output partitions and marks: encode each combination once.
+        if (out := self._marks.get(key)) is None:
+            if len(self._marks) >= _MARKS_CACHE:
+                self._marks.clear()
+            out = self._marks[key] = json.dumps({f"{scores}/{ps}": key[2], f"{alerts}/{pa}": key[3]},
+                                                separators=(",", ":"))
+        return out
 
     async def publish(self, claimed: dict[str, WriteResult], telemetry_partition: dict[str, int]) -> int:
         """Publish every claimed outbox (claimed == 1), then release them; returns messages sent."""
