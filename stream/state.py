@@ -23,7 +23,9 @@ Each accepted point is standardized once, on arrival, exactly as `Normalizer.pre
 offline. A swap to such a model from one without it starts the statistics from the buffered points.
 A bundle whose normalizer adds deviation channels (`Geometry.deviation_halflife > 0`) doubles the
 statistics and the inputs: the last C channels are the points' deviations against long plain statistics
-(see `model.normalize`); a swap that changes the input width starts the statistics anew the same way.
+(see `model.normalize`). A swap that adds them keeps the model channels' statistics and starts the
+deviation statistics as a copy of them (and the buffered deviation inputs as copies of the model inputs),
+so an upgrade does not start every series' history anew; a swap that drops them keeps the model channels.
 """
 
 from __future__ import annotations
@@ -150,6 +152,16 @@ class SeriesState:
         self.stats = RunningStats.empty(g.input_channels)
         self.inputs = self.stats.standardize(self.values, g.halflife, g.deviation_halflife).astype(np.float32)
 
+    def _resize_stats(self, geometry: Geometry) -> None:
+        """Deviation channels added (seeded from the model channels) or dropped; the model channels go on."""
+        assert self.stats is not None and self.inputs is not None
+        c = geometry.channels
+        mean, var, inputs = self.stats.mean[:c], self.stats.var[:c], self.inputs[:, :c]
+        if geometry.deviation_halflife:
+            mean, var, inputs = np.tile(mean, 2), np.tile(var, 2), np.tile(inputs, (1, 2))
+        self.stats = RunningStats(self.stats.count, mean.copy(), var.copy())
+        self.inputs = np.ascontiguousarray(inputs)
+
     @property
     def first_pending(self) -> int:
         """Index of the oldest point not yet final."""
@@ -274,10 +286,11 @@ class SeriesState:
         self.geometry, self.version, self.threshold = geometry, version, threshold
         if not geometry.pointwise:
             self.stats = self.inputs = None
-        elif not old.pointwise or old.input_channels != geometry.input_channels:
+        elif not old.pointwise:
             self._restart_stats()
-        # pointwise to pointwise of the same width: the statistics go on (new half-lives apply from the next
-        # point)
+        elif old.input_channels != geometry.input_channels:
+            self._resize_stats(geometry)
+        # pointwise to pointwise: the statistics go on (new half-lives apply from the next point)
         # The era's first window lies in the buffer and covers the oldest point still pending (it then
         # counts for all of its points, as a new series' first window does).
         self.era_end = max(base + geometry.window - 1, self.first_pending)

@@ -126,3 +126,43 @@ async def test_a_bad_bundle_made_current_is_refused_and_v1_keeps_serving(
         worker.stop()
     _assert_exactly_once(out.messages, unique, n_series, n - 15)
     assert {m["model_version"] for m in out.messages} == {v1}
+
+
+async def test_a_reload_that_adds_deviation_channels_carries_the_series_on(
+    services: Any, unique: str, tmp_path: Path
+) -> None:
+    """The upgrade from a bundle without deviation channels to one with them (as from the fourth default to
+    the current one): every series moves to the wider state with its running statistics, and no point is
+    lost or repeated."""
+    from dataclasses import replace
+
+    from model.normalize import Normalizer
+    from tests.bundles import TINY, tiny_bundle
+
+    cfg = replace(TINY, window_features=True, deviation_blend=0.5)
+    reg = Registry(tmp_path / "registry")
+    v1 = reg.publish(tiny_bundle(tmp_path / "v1", seed=3, cfg=cfg,
+                                 normalizer=Normalizer("zscore", "series", halflife=100.0)))
+    names = Names(unique)
+    env = _reload_env(names, services, reg)
+    env["ANOMALYBERT_MODEL__POLL_INTERVAL_S"] = "0.5"
+    worker = Worker(env, tmp_path / "w.log").start()
+    n_series, n = 3, 300
+    msgs, _ = _series_points(unique, n_series, n)
+    async with Counter(services.kafka_bootstrap, names.topics["scores"]) as out:
+        await produce(services.kafka_bootstrap, names.topics["telemetry"], msgs[: len(msgs) // 2])
+        await out.wait_for(n_series * (n // 2 - 15), [worker])
+        v2 = reg.publish(tiny_bundle(tmp_path / "v2", seed=3, cfg=cfg, normalizer=Normalizer(
+            "zscore", "series", halflife=100.0, deviation_halflife=1000.0)))
+        deadline = time.monotonic() + 30
+        while f"now serving model {v2}" not in worker.log():
+            assert time.monotonic() < deadline and worker.alive(), worker.log()
+            await asyncio.sleep(0.2)
+        await produce(services.kafka_bootstrap, names.topics["telemetry"], msgs[len(msgs) // 2:])
+        await out.wait_for(n_series * (n - 15), [worker])
+        await asyncio.sleep(2)  # room for duplicates to show up
+        assert worker.alive(), worker.log()
+        worker.stop()
+    _assert_exactly_once(out.messages, unique, n_series, n - 15)
+    assert {m["model_version"] for m in out.messages} == {v1, v2}
+    assert "starting it anew" not in worker.log()  # no state was thrown away

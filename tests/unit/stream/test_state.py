@@ -7,6 +7,7 @@ import struct
 import numpy as np
 import pytest
 
+from model.normalize import RunningStats
 from model.windows import aggregate, make_windows
 from stream.errors import CorruptState
 from stream.state import Geometry, SeriesState
@@ -267,8 +268,7 @@ def test_swap_into_and_out_of_pointwise_normalization() -> None:
     assert SeriesState.decode(state.encode()).geometry == plain
 
 
-def test_deviation_channels_roundtrip_read_format_3_and_restart_on_a_width_change() -> None:
-    from model.normalize import Normalizer
+def test_deviation_channels_roundtrip_read_format_3_and_carry_the_statistics_over_a_swap() -> None:
 
     g = Geometry(8, 1, 0, 1, halflife=100.0, deviation_halflife=900.0)
     state = SeriesState(g, version="v1")
@@ -283,13 +283,25 @@ def test_deviation_channels_roundtrip_read_format_3_and_restart_on_a_width_chang
     old.apply(old.push([1, 2, 3, 4, 5], np.arange(5.0)), np.full((2, 4), 0.5, np.float32))
     back3 = SeriesState.decode(as_format(old.encode(), 3, st._BODY3))
     assert back3.geometry == Geometry(4, 1, 3, 1, halflife=50.0) and np.array_equal(back3.inputs, old.inputs)
-    # Swapping to a model with deviation channels restarts the statistics from the buffered points.
-    values = np.arange(5.0)
+    # Swapping to a model with deviation channels keeps the model statistics (an upgrade does not restart
+    # every series' history) and seeds the deviation statistics and inputs from them.
+    model_stats = (back3.stats.count, back3.stats.mean.copy(), back3.stats.var.copy())
+    model_inputs = back3.inputs.copy()
     back3.swap(Geometry(4, 1, 3, 1, halflife=50.0, deviation_halflife=300.0), "v1", 0.5)
-    expect = Normalizer("zscore", "series", halflife=50.0, deviation_halflife=300.0).prepare_series(values[-4:])
-    assert back3.stats is not None and back3.stats.count == 4 and back3.inputs.shape == (4, 2)
-    assert np.array_equal(back3.inputs, expect.astype(np.float32))
+    assert back3.stats is not None and back3.stats.count == model_stats[0] == 5
+    np.testing.assert_array_equal(back3.stats.mean, np.tile(model_stats[1], 2))
+    np.testing.assert_array_equal(back3.stats.var, np.tile(model_stats[2], 2))
+    np.testing.assert_array_equal(back3.inputs, np.tile(model_inputs, (1, 2)))
     step = back3.push([6], [9.0])
     assert step.windows.shape == (1, 4, 2)
+    # From here the two channels follow their own statistics, exactly as `standardize` continues them.
+    seeded = RunningStats(5, np.tile(model_stats[1], 2), np.tile(model_stats[2], 2))
+    z = seeded.standardize(np.array([[9.0]]), 50.0, 300.0).astype(np.float32)
+    np.testing.assert_array_equal(step.windows[0, -1], z[0])
+    back3.apply(step, np.full((1, 4), 0.5, np.float32))
+    assert SeriesState.decode(back3.encode()).stats.count == 6
+    # Dropping them again keeps the model channel.
+    back3.swap(Geometry(4, 1, 3, 1, halflife=50.0), "v2", 0.5)
+    assert back3.inputs.shape == (4, 1) and len(back3.stats.mean) == 1 and back3.stats.count == 6
     with pytest.raises(ValueError, match="deviation_halflife"):
         Geometry(4, 1, 3, 1, deviation_halflife=300.0)
