@@ -35,6 +35,20 @@ def _reload_env(names: Names, services: Any, reg: Registry, **extra: Any) -> dic
     return env
 
 
+def _polling_worker(names: Names, services: Any, reg: Registry, tmp_path: Path) -> Worker:
+    """One worker that notices a new `current` by polling the registry every 0.5 s."""
+    env = _reload_env(names, services, reg)
+    env["ANOMALYBERT_MODEL__POLL_INTERVAL_S"] = "0.5"
+    return Worker(env, tmp_path / "w.log").start()
+
+
+async def _until_logged(worker: Worker, text: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in worker.log():
+        assert time.monotonic() < deadline and worker.alive(), worker.log()
+        await asyncio.sleep(0.2)
+
+
 async def _retrain_from_topic(env: dict[str, str], reg: Registry, log: Path) -> subprocess.CompletedProcess:
     """`anomalybert retrain --from-topic` as an operator (or the CronJob) would run it."""
     topic = env["ANOMALYBERT_KAFKA__TOPICS__TELEMETRY"]
@@ -94,9 +108,7 @@ async def test_a_bad_bundle_made_current_is_refused_and_v1_keeps_serving(
 ) -> None:
     reg, v1 = _registry(tmp_path)
     names = Names(unique)
-    env = _reload_env(names, services, reg)
-    env["ANOMALYBERT_MODEL__POLL_INTERVAL_S"] = "0.5"
-    worker = Worker(env, tmp_path / "w.log").start()
+    worker = _polling_worker(names, services, reg, tmp_path)
     n_series, n = 2, 200
     msgs, _ = _series_points(unique, n_series, n)
     async with Counter(services.kafka_bootstrap, names.topics["scores"]) as out:
@@ -116,10 +128,7 @@ async def test_a_bad_bundle_made_current_is_refused_and_v1_keeps_serving(
                 manifest["sha256"] = hashlib.sha256(graph.read_bytes()).hexdigest()
             (bad_dir / "manifest.json").write_text(json.dumps(manifest))
         (reg.root / "current").write_text("9999-bad\n")
-        deadline = time.monotonic() + 30
-        while "refused model" not in worker.log():
-            assert time.monotonic() < deadline and worker.alive(), worker.log()
-            await asyncio.sleep(0.2)
+        await _until_logged(worker, "refused model")
         await produce(services.kafka_bootstrap, names.topics["telemetry"], msgs[len(msgs) // 2:])
         await out.wait_for(n_series * (n - 15), [worker])
         assert worker.alive(), worker.log()
@@ -144,9 +153,7 @@ async def test_a_reload_that_adds_deviation_channels_carries_the_series_on(
     v1 = reg.publish(tiny_bundle(tmp_path / "v1", seed=3, cfg=cfg,
                                  normalizer=Normalizer("zscore", "series", halflife=100.0)))
     names = Names(unique)
-    env = _reload_env(names, services, reg)
-    env["ANOMALYBERT_MODEL__POLL_INTERVAL_S"] = "0.5"
-    worker = Worker(env, tmp_path / "w.log").start()
+    worker = _polling_worker(names, services, reg, tmp_path)
     n_series, n = 3, 300
     msgs, _ = _series_points(unique, n_series, n)
     async with Counter(services.kafka_bootstrap, names.topics["scores"]) as out:
@@ -154,10 +161,7 @@ async def test_a_reload_that_adds_deviation_channels_carries_the_series_on(
         await out.wait_for(n_series * (n // 2 - 15), [worker])
         v2 = reg.publish(tiny_bundle(tmp_path / "v2", seed=3, cfg=cfg, normalizer=Normalizer(
             "zscore", "series", halflife=100.0, deviation_halflife=1000.0)))
-        deadline = time.monotonic() + 30
-        while f"now serving model {v2}" not in worker.log():
-            assert time.monotonic() < deadline and worker.alive(), worker.log()
-            await asyncio.sleep(0.2)
+        await _until_logged(worker, f"now serving model {v2}")
         await produce(services.kafka_bootstrap, names.topics["telemetry"], msgs[len(msgs) // 2:])
         await out.wait_for(n_series * (n - 15), [worker])
         await asyncio.sleep(2)  # room for duplicates to show up
