@@ -24,7 +24,7 @@ demo: venv
 	$(BIN)/anomalybert demo
 
 lint: venv
-	$(BIN)/ruff check model training stream tests
+	$(BIN)/ruff check model stream training evaluation tools tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -14,6 +14,8 @@ COPY pyproject.toml README.md ./
 COPY model ./model
 COPY stream ./stream
 COPY training ./training
+COPY evaluation ./evaluation
+COPY tools ./tools
 RUN pip install --no-deps . && rm -rf /app/build
 
 RUN useradd --uid 10001 --create-home trainer && mkdir -p /registry /data && chown trainer /registry /data

@@ -11,9 +11,11 @@ COPY deploy/requirements-stream.txt /tmp/requirements.txt
 RUN pip install --no-deps -r /tmp/requirements.txt && rm /tmp/requirements.txt
 
 COPY pyproject.toml README.md ./
-COPY model ./model
+# Only what the worker runs: the bundle contract (numpy) with the default bundle, and the worker. No model
+# family code (torch), no training, evaluation, benchmark or tool code.
+COPY model/*.py ./model/
+COPY model/default ./model/default
 COPY stream ./stream
-COPY training ./training
 RUN pip install --no-deps . && rm -rf /app/build
 
 RUN useradd --uid 10001 --create-home worker && mkdir -p /registry && chown worker /registry
@@ -21,5 +23,5 @@ USER 10001
 EXPOSE 6066
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:6066/metrics', timeout=2)"
-ENTRYPOINT ["anomalybert"]
-CMD ["stream"]
+ENTRYPOINT ["python", "-m", "stream"]
+CMD ["worker"]

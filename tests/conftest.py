@@ -38,7 +38,7 @@ def services() -> Iterator[Services]:
     if os.environ.get("ANOMALYBERT_TEST_SERVICES") == "testcontainers":
         yield from _testcontainers()
         return
-    from stream.localstack import local_stack
+    from tools.localstack import local_stack
 
     with local_stack(kafka_bootstrap=os.environ.get("ANOMALYBERT_TEST_KAFKA")) as stack:
         yield Services(stack.kafka_bootstrap, os.environ.get("ANOMALYBERT_TEST_REDIS", stack.redis_url))

@@ -237,8 +237,8 @@ def detect(model_path: Path | None, input_path: Path, top_n: int, score_lag: int
       anomalybert detect --model model.pt --input data.csv --top-n 5
       anomalybert detect --model bundle/ --input data.csv --format json --output top.json
     """
+    from evaluation.detect import Detector
     from model.bundle import DEFAULT_BUNDLE_DIR
-    from training.detect import Detector
 
     try:
         detector = Detector(model_path or DEFAULT_BUNDLE_DIR, score_lag=score_lag)

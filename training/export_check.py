@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.detect import TorchScorer
 from model.bundle import Manifest, load_bundle
 from model.checkpoint import load_checkpoint
 from model.errors import BundleError
 from model.export import export_bundle
-from training.detect import TorchScorer
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.detect import score_series
 from model.config import ModelConfig
 from model.errors import DataError
 from model.normalize import Normalizer
 from training.calibrate import DEFAULT_THRESHOLD_BETA, best_f1_threshold, roc_auc
 from training.data import Series
-from training.detect import score_series
 from training.synth import MIN_SAMPLES, inject_anomalies
 
 log = logging.getLogger(__name__)
@@ -200,8 +200,8 @@ def _threshold_beta(current: Any) -> float:
 
 def run_retrain(raw: list[Series], current_dir: Path, plan: RetrainPlan) -> RetrainOutcome:
     """Train a candidate (finetuning the current model, or from scratch) and gate it against the current one."""
+    from evaluation.detect import TorchScorer
     from model.bundle import CHECKPOINT_FILE, load_bundle
-    from training.detect import TorchScorer
     from training.train import TrainConfig, train
 
     current = load_bundle(current_dir)
@@ -297,7 +297,7 @@ def _parse(raw: bytes) -> tuple[str, int, float] | None:
         value = float(m["value"])
         ts = m["ts"]
         if isinstance(ts, str):
-            from training.telemetry_io import parse_ts
+            from tools.telemetry_io import parse_ts
 
             ts = parse_ts(ts, "telemetry")
         return (str(m["series_id"]), int(ts), value) if np.isfinite(value) else None

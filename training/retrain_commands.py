@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from training.user_commands import kafka_settings
+from tools.topics import kafka_settings
 
 
 def _when(value: str | None) -> int | None:
-    from training.telemetry_io import parse_ts
+    from tools.telemetry_io import parse_ts
 
     return None if value is None else parse_ts(value, "--since/--until")
 

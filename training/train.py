@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 
+from evaluation.detect import TorchScorer, score_series
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.config import ModelConfig
 from model.encoder import AnomalyBERT
@@ -26,7 +27,6 @@ from model.normalize import DEFAULT_HALFLIFE, Normalizer
 from model.windows import check_lag, make_windows
 from training.calibrate import DEFAULT_THRESHOLD_BETA, bce, best_fbeta_threshold, normal_rate_threshold, roc_auc
 from training.data import Series, require_length
-from training.detect import TorchScorer, score_series
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.cli import main
+from tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_ARGS = ["--n-layers", "1", "--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--window-size", "16"]
@@ -210,7 +210,7 @@ def test_train_series_scope_then_calibrate_at_another_lag(workdir: Path, tmp_pat
     from training.data import load_series
 
     holdouts = prepare(load_series(Path(data), labels=True), ckpt.config, ckpt.normalizer, 0.2).holdouts
-    from training.detect import TorchScorer
+    from evaluation.detect import TorchScorer
 
     scores, _, label = holdout_scores(TorchScorer(ckpt), holdouts, ckpt.config, 0)
     assert again.threshold == best_fbeta_threshold(scores, label, 1.0)[0]

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from model.errors import DataError
 from tests.bundles import tiny_bundle
-from training.cli import cli
+from tools.cli import cli
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

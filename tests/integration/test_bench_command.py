@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.bundles import tiny_bundle
-from training.cli import cli
+from tools.cli import cli
 
 pytestmark = pytest.mark.integration
 

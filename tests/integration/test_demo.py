@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.stream_support import ROOT
-from training.cli import cli
+from tools.cli import cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -20,7 +20,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_demo_prints_alerts_and_writes_plots(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALYBERT_")}
     out = subprocess.run(
-        [sys.executable, "-m", "training.cli", "demo", "--points", "600", "--rate", "0", "--output-dir", str(tmp_path)],
+        [sys.executable, "-m", "tools.cli", "demo", "--points", "600", "--rate", "0", "--output-dir", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr

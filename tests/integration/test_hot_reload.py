@@ -52,7 +52,7 @@ async def _until_logged(worker: Worker, text: str, timeout: float = 30.0) -> Non
 async def _retrain_from_topic(env: dict[str, str], reg: Registry, log: Path) -> subprocess.CompletedProcess:
     """`anomalybert retrain --from-topic` as an operator (or the CronJob) would run it."""
     topic = env["ANOMALYBERT_KAFKA__TOPICS__TELEMETRY"]
-    args = [sys.executable, "-m", "training.cli", "retrain", "--from-topic", topic,
+    args = [sys.executable, "-m", "tools.cli", "retrain", "--from-topic", topic,
             "--max-points", "4000", "--registry", str(reg.root), "--epochs", "1", "--force", "--no-progress"]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMALYBERT_")} | env
     proc = await asyncio.to_thread(subprocess.run, args, cwd=ROOT, env=full_env, capture_output=True, text=True,

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from stream.cli import stream_command
-from stream.localstack import free_port
 from tests.stream_support import random_bundle
+from tools.localstack import free_port
 
 pytestmark = pytest.mark.integration
 

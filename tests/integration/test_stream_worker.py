@@ -22,7 +22,6 @@ import redis
 from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 from model.windows import aggregate, make_windows
 from stream.alerts import AlertPolicy, AlertState, update
-from stream.localstack import free_port
 from stream.settings import ScoringSettings, resolve_score_lag
 from tests.stream_support import (
     Names,
@@ -35,6 +34,7 @@ from tests.stream_support import (
     read_topic,
     spike_bundle,
 )
+from tools.localstack import free_port
 
 pytestmark = pytest.mark.integration
 

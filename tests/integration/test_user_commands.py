@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from click.testing import CliRunner
 
-from training.cli import cli
+from tools.cli import cli
 
 pytestmark = pytest.mark.integration
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from evaluation.detect import Detector
 from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 from training.data import Series
-from training.detect import Detector
 from training.synth import generate, scenario_rng
 
 

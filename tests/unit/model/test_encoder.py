@@ -51,7 +51,8 @@ def test_deviation_channels_feed_the_blend_and_not_the_encoder(model: AnomalyBER
     x = torch.randn(3, TINY.window_size, TINY.channels)
     dev = torch.randn(3, TINY.window_size, TINY.channels) * 20
     both = torch.cat([x, dev], dim=-1)
-    assert torch.equal(blended.logits(both), model.logits(x))
+    # Not bit for bit: the sliced input has another memory layout, and some CPUs take another kernel path.
+    torch.testing.assert_close(blended.logits(both), model.logits(x), rtol=1e-5, atol=1e-6)
     deviation = torch.erf(dev.abs() / (8.0 * math.sqrt(2.0))).mean(dim=-1)
     torch.testing.assert_close(blended(both), 0.3 * model(x) + 0.7 * deviation)
 

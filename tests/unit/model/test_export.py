@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 
+from evaluation.detect import TorchScorer
 from model.bundle import load_bundle
 from model.checkpoint import Checkpoint
 from model.config import ModelConfig
@@ -16,7 +17,6 @@ from model.encoder import AnomalyBERT
 from model.export import export_bundle
 from model.normalize import Normalizer
 from model.windows import make_windows
-from training.detect import TorchScorer
 
 CFG = ModelConfig(n_layers=2, d_model=32, n_heads=4, d_ff=64, window_size=24)
 

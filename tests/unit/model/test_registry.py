@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from model.errors import BundleError
 from model.registry import Registry
 from tests.bundles import tiny_bundle
-from training.cli import cli
+from tools.cli import cli
 
 
 @pytest.fixture

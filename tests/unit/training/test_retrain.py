@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from model.errors import DataError
 from model.registry import Registry
 from tests.bundles import tiny_bundle
-from training.cli import cli
+from tools.cli import cli
 from training.retrain import GateResult, degrade, load_tables, not_worse, split_gate
 
 

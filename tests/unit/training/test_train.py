@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from evaluation.detect import TorchScorer, score_series
 from model.config import ModelConfig
 from model.encoder import AnomalyBERT
 from model.errors import DataError
@@ -18,7 +19,6 @@ from model.normalize import Normalizer
 from tests.bundles import TINY
 from training.calibrate import DEFAULT_THRESHOLD_BETA, best_f1_threshold, best_fbeta_threshold, normal_rate_threshold
 from training.data import Series, load_series
-from training.detect import TorchScorer, score_series
 from training.synth import write_scenarios
 from training.train import TrainConfig, holdout_scores, prepare, split_point, train
 

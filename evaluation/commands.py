@@ -76,10 +76,10 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     """
     from rich.console import Console
 
+    from evaluation.datasets import load_dataset, nab_profiles
+    from evaluation.report import build_report
+    from evaluation.scoring import EvalConfig, ModelVariant, effective_lag
     from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
-    from training.datasets import load_dataset, nab_profiles
-    from training.eval_report import build_report
-    from training.evaluate import EvalConfig, ModelVariant, effective_lag
 
     console = Console()
     if not console.is_terminal:  # a log file or pipe: wide enough that the tables do not wrap
@@ -127,7 +127,7 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
 def _score_with_progress(console: Any, bundle: Any, series: list, cfg: Any) -> list:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from training.evaluate import score_all
+    from evaluation.scoring import score_all
 
     with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console, transient=True) as bar:

@@ -43,7 +43,7 @@ def publish(source: Path, series_id: str | None, rate: float | None, speedup: fl
     """
     if rate is not None and speedup is not None:
         raise click.UsageError("give --rate or --speedup, not both")
-    from training.telemetry_io import csv_files, read_points
+    from tools.telemetry_io import csv_files, read_points
 
     points = [p for f in csv_files(source) for p in read_points(f, series_id)]
     if limit is not None:
@@ -196,12 +196,12 @@ def plot(input_path: Path | None, model_path: Path | None, from_topic: bool, ser
 
 
 def _plot_file(input_path: Path, model_path: Path | None, score_lag: int | None, output: Path) -> None:
+    from evaluation.detect import Detector
     from model.bundle import DEFAULT_BUNDLE_DIR
     from stream.alerts import AlertPolicy
     from stream.settings import AlertSettings
+    from tools.plot import alert_spans, label_spans, plot_series
     from training.data import load_csv, require_length
-    from training.detect import Detector
-    from training.plot import alert_spans, label_spans, plot_series
 
     series = load_csv(input_path)
     detector = Detector(model_path or DEFAULT_BUNDLE_DIR, score_lag=score_lag)
@@ -219,7 +219,7 @@ def _plot_from_topic(cfg: Any, series_id: str, output: Path, labels: Any = None)
     """Plot a series as published; `labels` (aligned with the series' points in ts order) shades truth."""
     import numpy as np
 
-    from training.plot import Span, label_spans, plot_series
+    from tools.plot import Span, label_spans, plot_series
 
     scored: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
@@ -259,7 +259,7 @@ def demo(points: int, rate: float, seed: int, output_dir: Path, model: Path | No
     telemetry topic, prints alerts as they open and close, writes one plot per series from what the
     worker published, and stops everything it started (also on Ctrl-C).
     """
-    from training.demo import DemoPlan, run_demo
+    from tools.demo import DemoPlan, run_demo
 
     run_demo(DemoPlan(points, rate, seed, output_dir, model), bootstrap=bootstrap)
 

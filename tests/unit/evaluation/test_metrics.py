@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from training import metrics
+from evaluation import metrics
 
 
 def test_auc_roc_and_pr_perfect_reversed_and_undefined() -> None:

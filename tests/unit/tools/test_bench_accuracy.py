@@ -9,8 +9,8 @@ import numpy as np
 
 from model.quantize import quantize_bundle
 from tests.bundles import tiny_bundle
-from training.bench_accuracy import compare, nab_dev, synthetic_dev
-from training.bench_report import targets
+from tools.bench.accuracy import compare, nab_dev, synthetic_dev
+from tools.bench.report import targets
 
 
 def test_compare_scores_both_bundles_on_the_same_points(tmp_path: Path) -> None:

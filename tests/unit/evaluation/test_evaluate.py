@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from evaluation.datasets import Series
+from evaluation.nab import PUBLISHED_PROFILES
+from evaluation.report import build_report, fill_nan, seen_threshold
+from evaluation.scoring import EvalConfig, ModelVariant, detection_time, effective_lag, score_series
 from model.bundle import load_bundle
 from model.windows import aggregate, make_windows
 from tests.bundles import tiny_bundle
-from training.datasets import Series
-from training.eval_report import build_report, fill_nan, seen_threshold
-from training.evaluate import EvalConfig, ModelVariant, detection_time, effective_lag, score_series
-from training.nab import PUBLISHED_PROFILES
 
 
 @pytest.fixture(scope="module")

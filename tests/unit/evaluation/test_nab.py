@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from training.nab import PUBLISHED_PROFILES, CorpusSweep, FileSweep, row_weights, scaled_sigmoid
+from evaluation.nab import PUBLISHED_PROFILES, CorpusSweep, FileSweep, row_weights, scaled_sigmoid
 
 STANDARD = PUBLISHED_PROFILES["standard"]
 N, WINDOW = 100, (40, 49)  # probationary period: floor(0.15 * 100) = 15 rows

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from evaluation import baselines
+from evaluation.datasets import Series
+from evaluation.likelihood import calibrate
 from model.bundle import Bundle
 from model.errors import DataError
 from model.windows import aggregate, make_windows
-from training import baselines
-from training.datasets import Series
-from training.likelihood import calibrate
 
 # Windows scored per ONNX call.
 BATCH = 512

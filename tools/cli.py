@@ -15,10 +15,10 @@ from model.errors import AnomalyBertError
 
 # Modules that each expose COMMANDS: a list of click commands (import-light: no torch, no faust).
 COMMAND_MODULES = (
-    "training.commands", "training.registry_commands", "training.retrain_commands", "training.eval_commands",
-    "training.user_commands",
+    "training.commands", "tools.models", "training.retrain_commands", "evaluation.commands",
+    "tools.topics",
     "stream.cli",
-    "training.bench_commands",
+    "tools.bench.commands",
 )
 
 

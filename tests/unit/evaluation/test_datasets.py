@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluation.datasets import label_runs, load_dataset, nab_profiles, probationary_length
 from model.errors import DataError
-from training.datasets import label_runs, load_dataset, nab_profiles, probationary_length
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from training import baselines
+from evaluation import baselines
 
 
 def nab_windowed_gaussian(x: np.ndarray, window: int, step: int) -> np.ndarray:

@@ -160,7 +160,7 @@ def load_nab(path: Path, limit: int | None = None) -> list[Series]:
 
 def nab_profiles(path: Path) -> dict[str, dict[str, float]]:
     """NAB's cost profiles from `config/profiles.json` (falling back to the published values)."""
-    from training.nab import PUBLISHED_PROFILES
+    from evaluation.nab import PUBLISHED_PROFILES
 
     for candidate in (path / "config" / "profiles.json", path / "labels" / "profiles.json"):
         if candidate.is_file():

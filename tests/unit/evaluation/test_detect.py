@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from evaluation.detect import Detector, top_n
 from model.bundle import load_bundle
 from model.checkpoint import Checkpoint
 from model.encoder import AnomalyBERT
@@ -18,7 +19,6 @@ from model.normalize import Normalizer
 from model.windows import aggregate, make_windows
 from tests.bundles import TINY, tiny_bundle
 from training.data import Series
-from training.detect import Detector, top_n
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -96,7 +96,7 @@ def test_short_series_bad_lag_and_missing_model(bundle_dir: Path, tmp_path: Path
 def test_bundle_detection_never_imports_torch(bundle_dir: Path, tmp_path: Path) -> None:
     csv = tmp_path / "s.csv"
     csv.write_text("timestamp,value\n" + "".join(f"{i},{np.sin(i / 4):.4f}\n" for i in range(50)))
-    code = ("import sys; from training.detect import Detector; "
+    code = ("import sys; from evaluation.detect import Detector; "
             f"r = Detector({str(bundle_dir)!r}).detect_file({str(csv)!r}, 3); "
             "assert len(r) == 3; assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from stream.localstack import LocalStackError, free_port, local_stack, port_open
+from tools.localstack import LocalStackError, free_port, local_stack, port_open
 
 console = Console(highlight=False)
 
@@ -167,7 +167,7 @@ def _served_lag(model: Path | None) -> int:
 
 def _plots(bootstrap: str, series: list, output_dir: Path) -> list[Path]:
     from stream.settings import KafkaSettings
-    from training.user_commands import _plot_from_topic
+    from tools.topics import _plot_from_topic
 
     cfg = KafkaSettings(bootstrap=bootstrap)
     paths = []

@@ -4,7 +4,7 @@ The series are generated with a seed the model was not trained on and scored exa
 scores them. A simple baseline (distance from the centred rolling mean, in rolling standard deviations)
 is scored on the same points in the same run, for scale.
 
-    python -m training.holdout --model model/default --seed 9001
+    python -m evaluation.holdout --model model/default --seed 9001
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.detect import Detector
 from training.calibrate import roc_auc
-from training.detect import Detector
 from training.synth import SCENARIOS, generate, scenario_rng
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.likelihood import LIKELIHOOD_THRESHOLD, anomaly_likelihood, calibrate
+from evaluation.likelihood import LIKELIHOOD_THRESHOLD, anomaly_likelihood, calibrate
 
 
 def test_likelihood_is_high_after_a_jump_and_low_before() -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.detect import Detector
 from training.calibrate import best_f1_threshold, roc_auc
-from training.detect import Detector
 from training.synth import SCENARIOS, generate, scenario_rng
 
 log = logging.getLogger(__name__)

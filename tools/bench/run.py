@@ -3,7 +3,7 @@
 Every figure comes from one real `python -m stream worker` subprocess on the given broker and Redis, with
 its own topics, consumer group and Redis key prefix (cleaned up afterwards). Torch-free; the command that
 drives it, adds Redis memory and accuracy and prints the table is `anomalybert bench`
-(`training.bench_commands`).
+(`tools.bench.commands`).
 
 What is measured, precisely:
 - throughput: one worker first applies the first W points of S series (warm-up: the first window fills);
@@ -185,7 +185,7 @@ class WorkerRun:
         asyncio.run(ensure_topics(cfg, list(self.topics.values()), compacted=[self.topics["model_updates"]]))
 
     def start(self) -> None:
-        from stream.localstack import free_port
+        from tools.localstack import free_port
 
         self.web_port = free_port()
         env = self.env()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.datasets import PROBATION_PERCENT, probationary_length
+from evaluation.datasets import PROBATION_PERCENT, probationary_length
 
 # NAB's `config/profiles.json`.
 PUBLISHED_PROFILES: dict[str, dict[str, float]] = {

@@ -2,7 +2,7 @@
 
 Every function takes `labels` (T,) (non-zero = anomalous) and `scores` (T,) (higher = more anomalous) of
 one series and returns a float, NaN where the metric is undefined (no anomaly, or nothing but anomalies).
-The NAB score lives in `training.nab`. Threshold-free metrics (AUC-ROC, AUC-PR, VUS-PR) are the fair
+The NAB score lives in `evaluation.nab`. Threshold-free metrics (AUC-ROC, AUC-PR, VUS-PR) are the fair
 comparison; `best_f1` and `point_adjusted_f1` pick the best threshold with the labels (an oracle upper
 bound, labelled as such wherever reported), and the latter is only ever returned beside its value for a
 random score because point adjustment rewards noise.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.datasets import label_runs
+from evaluation.datasets import label_runs
 
 VUS_MAX_BUFFER = 128  # twice the default model window; TSB-AD uses twice its sliding window
 VUS_THRESHOLDS = 250  # TSB-AD's `thre`

@@ -1,8 +1,8 @@
 """`anomalybert bench`: a bundle in (and its int8 copy), throughput, latency, Redis memory and the int8
 accuracy change out, as terminal tables and a JSON file.
 
-Import-light at module level (click only). The measuring code is `stream.bench` (worker runs, torch-free),
-`stream.bench_memory`, `model.quantize` and `training.bench_accuracy`.
+Import-light at module level (click only). The measuring code is `tools.bench.run` (worker runs, torch-free),
+`tools.bench.memory`, `model.quantize` and `tools.bench.accuracy`.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def bench(**options: Any) -> None:
     """
     from rich.console import Console
 
-    from training.bench_report import print_tables
+    from tools.bench.report import print_tables
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     plan = Plan(**options)
@@ -181,12 +181,12 @@ def _plain(o: Any) -> Any:
 
 @contextlib.contextmanager
 def _services(bootstrap: str | None, redis_url: str | None) -> Any:
-    from stream.bench import Services
+    from tools.bench.run import Services
 
     if bootstrap and redis_url:
         yield Services(bootstrap, redis_url), f"given ({bootstrap})"
         return
-    from stream.localstack import local_stack
+    from tools.localstack import local_stack
 
     with local_stack(kafka_bootstrap=bootstrap) as stack:
         broker = f"given ({bootstrap})" if bootstrap else f"local Tansu ({stack.kafka_bootstrap})"
@@ -196,7 +196,7 @@ def _services(bootstrap: str | None, redis_url: str | None) -> Any:
 def run_bench(plan: Plan, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
     """Every measurement of `plan`; worker logs and the int8 bundle go under `work`. Returns the result."""
     from model.bundle import DEFAULT_BUNDLE_DIR, resolve_bundle_dir
-    from training.bench_report import machine, targets
+    from tools.bench.report import machine, targets
 
     fp32 = resolve_bundle_dir(plan.model or DEFAULT_BUNDLE_DIR)
     bundles = {"fp32": fp32}
@@ -216,7 +216,7 @@ def run_bench(plan: Plan, work: Path, say: Callable[[str], None]) -> dict[str, A
             result["bundles"][name] = _measure_bundle(plan, work, name, path, services, say)
         result["redis"] = _measure_redis(fp32, services.redis_url, plan.memory_series, say)
     if plan.quantize:
-        from training.bench_accuracy import accuracy_change
+        from tools.bench.accuracy import accuracy_change
 
         say("accuracy of int8 vs fp32 on dev data")
         result["accuracy"] = accuracy_change(fp32, bundles["int8"], plan.nab_path, plan.nab_files)
@@ -228,7 +228,7 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
                     say: Callable[[str], None]) -> dict[str, Any]:
     from model.bundle import load_bundle
     from model.quantize import quantized_from
-    from stream.bench import WorkerConfig, bare_ort, measure_latency, measure_throughput, served_lag
+    from tools.bench.run import WorkerConfig, bare_ort, measure_latency, measure_throughput, served_lag
 
     bundle = load_bundle(path, threads=plan.threads)
     cfg = WorkerConfig(model=path, batch=plan.batch, threads=plan.threads, max_wait_s=plan.max_wait,
@@ -261,9 +261,9 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
 
 def _measure_redis(path: Path, redis_url: str, n_series: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
     from model.bundle import load_bundle
-    from stream.bench import WorkerConfig, served_lag
-    from stream.bench_memory import measure_memory
     from stream.scorer import geometry_of
+    from tools.bench.memory import measure_memory
+    from tools.bench.run import WorkerConfig, served_lag
 
     bundle = load_bundle(path)
     lag = served_lag(WorkerConfig(path))

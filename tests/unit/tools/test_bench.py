@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.bench import percentiles, steady_rate
-from stream.bench_memory import steady_state
 from stream.state import Geometry, SeriesState
+from tools.bench.memory import steady_state
+from tools.bench.run import percentiles, steady_rate
 
 
 def test_steady_rate_ignores_a_slow_start_and_end() -> None:
