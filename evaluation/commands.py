@@ -80,6 +80,7 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     from evaluation.report import build_report
     from evaluation.scoring import EvalConfig, ModelVariant, effective_lag
     from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+    from model.serving import serve
 
     console = Console()
     if not console.is_terminal:  # a log file or pipe: wide enough that the tables do not wrap
@@ -93,7 +94,7 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
             raise click.BadParameter(f"must be in [0, {w - 1}] for window {w}, got {lag}",
                                      param_hint="--score-lag")
     # The worker's default: the lag the bundle's threshold was calibrated with, else W-1.
-    default_lag = int(bundle.manifest.calibration.details.get("score_lag", w - 1))
+    default_lag = serve(bundle).lag
     chosen_lags = sorted({effective_lag(lag, stride) for lag in (lags or (default_lag,))})
     variants = tuple(ModelVariant(lag, cal) for lag in chosen_lags for cal in (calibrations or ("none",)))
     seen_cap = max_seen if max_seen is not None else DEFAULT_MAX_SEEN[dataset]
@@ -111,7 +112,8 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     report = {
         "dataset": dataset, "path": str(data_path),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "bundle": {"directory": str(bundle.directory), "version": bundle.version, "window_size": w,
+        "bundle": {"directory": str(bundle.directory), "version": bundle.version,
+                   "family": bundle.manifest.family, "window_size": w,
                    "stride": bundle.stride, "channels": bundle.channels, "threshold": bundle.threshold,
                    "normalization": bundle.manifest.normalization},
         "settings": settings, "n_series": len(series), "n_points": int(sum(s.n_points for s in series)),

@@ -16,6 +16,7 @@ import numpy as np
 
 from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 from model.normalize import Normalizer
+from model.serving import serve
 from model.windows import aggregate, check_lag, make_windows
 from training.data import Series, load_csv, require_length
 
@@ -97,12 +98,13 @@ class Detector:
             self.window_size, self.stride = cfg.window_size, cfg.stride
             calibrated = ckpt.calibration.get("score_lag")
         else:
-            bundle = load_bundle(path, threads=threads)
-            self._score_windows = bundle.score_windows
-            self.normalizer = bundle.normalizer
-            self.threshold = bundle.threshold
-            self.window_size, self.stride = bundle.window_size, bundle.stride
-            calibrated = bundle.manifest.calibration.details.get("score_lag")
+            served = serve(load_bundle(path, threads=threads), score_lag)
+            self._score_windows = served.bundle.score_windows
+            self.normalizer = served.bundle.normalizer
+            self.threshold = served.threshold
+            self.window_size, self.stride = served.bundle.window_size, served.bundle.stride
+            self.score_lag = served.lag
+            calibrated = served.lag
         if score_lag is None:
             score_lag = self.window_size - 1 if calibrated is None else int(calibrated)
         self.score_lag = score_lag

@@ -3,6 +3,9 @@
     <bundle>/model.onnx     input "x" float32 (batch, window, input channels) -> "score" float32 (batch, window)
                             (input channels: `channels`, or twice that with deviation channels)
     <bundle>/manifest.json  everything else needed to serve it (see `Manifest`)
+
+The manifest's `model` is the family's own configuration (`model.families`): carried for training and
+export, never read here or by the worker. What serving needs is in the manifest's own fields.
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from model.config import ModelConfig
 from model.errors import BundleError
 from model.normalize import Normalizer
 
@@ -43,7 +45,12 @@ class Calibration(BaseModel):
 
 
 class Manifest(BaseModel):
-    """`manifest.json`: the bundle describes itself."""
+    """`manifest.json`: the bundle describes itself.
+
+    Serving reads `window_size`, `stride`, `channels`, `input_channels` (the graph's input width: the
+    channels plus the input features the normalizer adds, such as deviation channels), `score_lag` (the lag
+    the threshold was calibrated at, the worker's default), `threshold`, `calibration` and `normalization`.
+    `family` and `model` (the family's configuration) are for training and export only."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -54,6 +61,10 @@ class Manifest(BaseModel):
     window_size: int = Field(ge=1)
     stride: int = Field(ge=1)
     channels: int = Field(ge=1)
+    # Optional in bundles written before they were fields: then the normalizer's width and the calibration's
+    # score_lag (see `model.serving.serve`).
+    input_channels: int | None = Field(default=None, ge=1)
+    score_lag: int | None = Field(default=None, ge=0)
     normalization: dict[str, Any]
     threshold: float = Field(ge=0.0, le=1.0)
     calibration: Calibration = Field(default_factory=Calibration)
@@ -76,9 +87,17 @@ class Manifest(BaseModel):
         Normalizer.from_dict(v)
         return v
 
-    @property
-    def config(self) -> ModelConfig:
-        return ModelConfig.from_dict(self.model)
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.stride > self.window_size:
+            raise ValueError(f"stride ({self.stride}) exceeds window_size ({self.window_size})")
+        expected = self.normalizer.input_channels(self.channels)
+        if self.input_channels is not None and self.input_channels != expected:
+            raise ValueError(f"input_channels {self.input_channels} disagrees with {self.channels} channel(s) "
+                             f"and the normalization (which gives {expected})")
+        if self.score_lag is not None and self.score_lag > self.window_size - 1:
+            raise ValueError(f"score_lag {self.score_lag} exceeds window_size - 1 ({self.window_size - 1})")
+        return self
 
     @property
     def normalizer(self) -> Normalizer:
@@ -241,8 +260,6 @@ def load_bundle(path: str | Path = DEFAULT_BUNDLE_DIR, threads: int = 1, verify:
         actual = sha256_file(directory / MODEL_FILE)
         if actual != manifest.sha256:
             raise BundleError(f"{directory}: sha256 mismatch (manifest {manifest.sha256[:12]}, file {actual[:12]})")
-    if manifest.config.window_size != manifest.window_size or manifest.config.channels != manifest.channels:
-        raise BundleError(f"{directory}: manifest window/channels disagree with its model config")
     bundle = Bundle(directory, manifest, threads=threads)
     if verify:
         bundle.smoke_test()

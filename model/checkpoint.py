@@ -1,4 +1,6 @@
-"""Checkpoints (`.pt`): weights plus their config, normalizer and threshold; loaded with weights_only=True."""
+"""Checkpoints (`.pt`): a family's weights plus its config, normalizer and threshold; loaded with weights_only=True.
+
+The payload records the family (`model.families`); checkpoints written before families existed are AnomalyBERT's."""
 
 from __future__ import annotations
 
@@ -9,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from model.config import ModelConfig
-from model.encoder import AnomalyBERT
+from model import families
 from model.errors import BundleError
 from model.normalize import Normalizer
 
@@ -20,15 +22,17 @@ from model.normalize import Normalizer
 class Checkpoint:
     """Everything needed to rebuild and serve a trained model."""
 
-    model: AnomalyBERT
+    model: nn.Module  # built by the family; has `cfg`
     normalizer: Normalizer
     threshold: float = 0.5
     calibration: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     training_data: dict[str, Any] = field(default_factory=dict)
+    family: str = families.DEFAULT_FAMILY
 
     @property
-    def config(self) -> ModelConfig:
+    def config(self) -> Any:
+        """The family's config (`window_size`, `stride`, `channels` and the family's own fields)."""
         return self.model.cfg
 
     def save(self, path: str | Path) -> None:
@@ -42,6 +46,7 @@ class Checkpoint:
         """The checkpoint file's content (what `save` writes)."""
         payload = {
             "format": "anomalybert-checkpoint/1",
+            "family": self.family,
             "config": self.config.to_dict(),
             "normalizer": self.normalizer.to_dict(),
             "state_dict": self.model.state_dict(),
@@ -62,14 +67,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise BundleError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = ModelConfig.from_dict(payload["config"])
-        model = AnomalyBERT(cfg)
+        family = families.get(payload.get("family"))
+        model = family.build(family.config(payload["config"]))
         model.load_state_dict(payload["state_dict"])
         normalizer = Normalizer.from_dict(payload["normalizer"])
     except (pickle.UnpicklingError, RuntimeError, KeyError, IndexError, TypeError, ValueError, EOFError) as e:
         # torch's messages run over many lines; the first says what went wrong.
         reason = (str(e).strip().splitlines() or [""])[0][:200]
-        raise BundleError(f"{path}: not a valid AnomalyBERT checkpoint ({type(e).__name__}: {reason})") from e
+        raise BundleError(f"{path}: not a valid checkpoint ({type(e).__name__}: {reason})") from e
     model.eval()
     return Checkpoint(
         model=model,
@@ -78,4 +83,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         calibration=dict(payload.get("calibration", {})),
         metrics=dict(payload.get("metrics", {})),
         training_data=dict(payload.get("training_data", {})),
+        family=family.name,
     )

@@ -53,12 +53,15 @@ def export_bundle(ckpt: Checkpoint, output: str | Path, extra: dict[str, Any] | 
     if out.suffix == ".onnx" and out.name != MODEL_FILE:
         raise ValueError(f"the graph in a bundle is named {MODEL_FILE}; use --output DIR or DIR/{MODEL_FILE}")
     cfg = ckpt.config
+    lag = ckpt.calibration.get("score_lag")
     manifest: dict[str, Any] = {
-        "family": "anomalybert",
+        "family": ckpt.family,
         "model": cfg.to_dict(),
         "window_size": cfg.window_size,
         "stride": cfg.stride,
         "channels": cfg.channels,
+        "input_channels": ckpt.normalizer.input_channels(cfg.channels),
+        "score_lag": None if lag is None else int(lag),
         "normalization": ckpt.normalizer.to_dict(),
         "threshold": ckpt.threshold,
         "calibration": {"method": ckpt.calibration.get("method", "unspecified"),

@@ -16,7 +16,7 @@ extreme point does not set the scale it is measured in) and three scopes:
   With `deviation_halflife` > 0 the series scope also gives, after the C model channels, C *deviation*
   channels: each point's z against long plain statistics of its series (half-life `deviation_halflife`,
   no winsorizing), which the graph's deviation blend reads instead of the model input (see
-  `model.config.ModelConfig.deviation_blend`). The encoder reads only the first C channels.
+  `model.families.anomalybert.ModelConfig.deviation_blend`). The encoder reads only the first C channels.
 """
 
 from __future__ import annotations
@@ -206,6 +206,17 @@ class RunningStats:
             self.mean[c], self.var[c] = m, var
         self.count += len(v)
         return out
+
+
+    def resized(self, channels: int, deviation: bool, inputs: np.ndarray) -> tuple[RunningStats, np.ndarray]:
+        """These statistics and the model inputs (T, width) they gave, for `channels` value channels with or
+        without deviation channels: added ones start as copies of the model channels' (statistics and
+        inputs), so that an upgrade does not start a series' history anew; dropped ones are removed; the
+        model channels go on."""
+        mean, var, kept = self.mean[:channels], self.var[:channels], inputs[:, :channels]
+        if deviation:
+            mean, var, kept = np.tile(mean, 2), np.tile(var, 2), np.tile(kept, (1, 2))
+        return RunningStats(self.count, mean.copy(), var.copy()), np.ascontiguousarray(kept)
 
 
 def _step(n: int, mean: float, var: float, x: float, alpha: float,

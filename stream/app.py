@@ -17,15 +17,15 @@ from redis.exceptions import RedisError
 
 from model.bundle import Bundle, load_bundle
 from model.errors import BundleError
+from model.serving import Geometry, Served, serve
 from stream.errors import StartupError
 from stream.kafka import PartitionReader, ensure_topics, faust_credentials, faust_monitor, faust_transport
 from stream.metrics import Metrics
 from stream.processor import Processor
 from stream.publish import Publisher
 from stream.reload import Reloader
-from stream.scorer import Scorer, Served, geometry_of
-from stream.settings import Settings, resolve_score_lag
-from stream.state import Geometry
+from stream.scorer import Scorer
+from stream.settings import Settings
 from stream.store import Store, connect
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,11 @@ def load_checked_bundle(settings: Settings) -> tuple[Bundle, Geometry]:
         bundle = load_bundle(settings.model.source, threads=settings.model.threads, verify=settings.model.verify)
     except BundleError as e:
         raise StartupError(f"model bundle unusable: {e}") from e
-    calibrated = bundle.manifest.calibration.details.get("score_lag")
     try:
-        lag = resolve_score_lag(settings.scoring, bundle.window_size, bundle.stride, calibrated)
+        served = serve(bundle, settings.scoring.score_lag)
     except ValueError as e:
-        raise StartupError(str(e)) from e
-    return bundle, geometry_of(bundle, lag)
+        raise StartupError(f"scoring.score_lag: {e}") from e
+    return bundle, served.geometry
 
 
 async def check_services(settings: Settings) -> dict[str, int]:

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.serving import Served
 from stream import alerts
 from stream.errors import CorruptState, InvalidRecord, StateConflict
 from stream.metrics import Metrics
 from stream.publish import ALERT, SCORE, Publisher
 from stream.records import AlertMessage, DeadLetter, ScoreMessage, Telemetry, parse_telemetry, to_json
-from stream.scorer import Scorer, Served
+from stream.scorer import Scorer
 from stream.settings import AlertSettings, ScoringSettings
 from stream.state import FinalPoint, SeriesState, Step
 from stream.store import Loaded, Store, Write
@@ -107,10 +108,6 @@ class Processor:
         self.store, self.scorer, self.publisher = store, scorer, publisher
         self.scoring, self.alert_cfg = scoring, alert_cfg
         self.metrics, self.worker_id = metrics, worker_id
-
-    async def process(self, events: Sequence[RawEvent]) -> None:
-        """Apply one batch. Raises only on Redis / broker errors; the caller retries the whole batch."""
-        await self.redo(self.parse(events))
 
     async def redo(self, staged: Staged) -> None:
         """Apply a parsed batch from what Redis holds; series that lose the compare-and-set are reloaded and

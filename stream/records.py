@@ -187,3 +187,18 @@ class DeadLetter(BaseModel):
 def to_json(msg: BaseModel) -> bytes:
     """Compact JSON bytes without nulls (a score has either `value` or `values`)."""
     return msg.model_dump_json(exclude_none=True).encode()
+
+
+class ModelUpdate(BaseModel):
+    """`model-updates` (internal, compacted, key `current`): a new bundle is current; every worker loads it.
+
+    What `training.retrain.announce` publishes. Workers act on `uri` alone, and with a registry configured
+    they re-read its `current` pointer instead; `version` and `sha256` let any other reader of the topic
+    tell versions apart and check the graph.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: str = Field(min_length=1, description="the bundle's manifest version, e.g. 2026-11-26T03-10-00Z-ab12cd")
+    uri: str = Field(min_length=1, description="absolute path of the bundle directory (a registry version)")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the bundle's model.onnx, lowercase hex")

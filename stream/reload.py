@@ -17,9 +17,10 @@ from typing import Any
 
 from model.bundle import Bundle, load_bundle, read_manifest, resolve_bundle_dir
 from model.errors import BundleError
+from model.serving import Served, serve
 from stream.metrics import Metrics
-from stream.scorer import Scorer, Served, geometry_of
-from stream.settings import Settings, resolve_score_lag
+from stream.scorer import Scorer
+from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,10 @@ class Reloader:
         channels = self.scorer.served.geometry.channels
         if bundle.channels != channels:
             raise BundleError(f"bundle has {bundle.channels} channel(s), the series served have {channels}")
-        calibrated = bundle.manifest.calibration.details.get("score_lag")
         try:
-            lag = resolve_score_lag(self.settings.scoring, bundle.window_size, bundle.stride, calibrated)
+            return serve(bundle, self.settings.scoring.score_lag)
         except ValueError as e:
-            raise BundleError(str(e)) from e
-        return Served(bundle, geometry_of(bundle, lag))
+            raise BundleError(f"scoring.score_lag: {e}") from e
 
     async def poll(self) -> None:
         """Timer body: the fallback when an announcement was missed."""

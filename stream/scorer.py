@@ -5,28 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
 from model.bundle import Bundle
-from stream.state import Geometry
-
-
-def geometry_of(bundle: Bundle, lag: int) -> Geometry:
-    """The state geometry a bundle is served with at `lag`."""
-    norm = bundle.normalizer
-    if not norm.pointwise:
-        return Geometry(bundle.window_size, bundle.stride, lag, bundle.channels)
-    return Geometry(bundle.window_size, bundle.stride, lag, bundle.channels, norm.halflife, norm.deviation_halflife)
-
-
-@dataclass(frozen=True)
-class Served:
-    """A bundle and the aggregation geometry it is served with: swapped together, read together."""
-
-    bundle: Bundle
-    geometry: Geometry
+from model.serving import Served
 
 
 class Scorer:
@@ -39,7 +22,6 @@ class Scorer:
         # One thread: ONNX Runtime parallelises inside a run (model.threads); two concurrent runs would
         # only contend for the same cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
-        self.last_latency_s = 0.0
 
     @property
     def bundle(self) -> Bundle:
@@ -60,11 +42,6 @@ class Scorer:
             done.set_result((np.empty((0, bundle.window_size), np.float32), 0.0))
             return done
         return loop.run_in_executor(self._executor, self._timed_run, bundle, windows)
-
-    async def score(self, windows: np.ndarray, bundle: Bundle | None = None) -> np.ndarray:
-        """Score windows with `bundle` (default: the current one) in the executor thread."""
-        out, self.last_latency_s = await self.submit(windows, bundle)
-        return out
 
     def _timed_run(self, bundle: Bundle, windows: np.ndarray) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()

@@ -218,20 +218,3 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
-
-
-def resolve_score_lag(scoring: ScoringSettings, window_size: int, stride: int, calibrated: int | None) -> int:
-    """The lag in force: the setting, else the lag the bundle's threshold was calibrated with, else W-1.
-
-    A threshold calibrated at one lag is only meaningful at that lag (fewer windows per point give
-    noisier scores), which is why the bundle's own value wins over the W-1 fallback.
-    """
-    from model.windows import check_lag
-
-    lag = scoring.score_lag if scoring.score_lag is not None else calibrated
-    lag = window_size - 1 if lag is None else int(lag)
-    try:
-        check_lag(window_size, stride, lag)
-    except ValueError as e:
-        raise ValueError(f"scoring.score_lag: {e} (bundle window_size={window_size}, stride={stride})") from e
-    return lag

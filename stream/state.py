@@ -16,16 +16,14 @@ windows), then starts a new "era" for the new geometry: the buffered points are 
 first window ends at `era_end = max(base + W' - 1, n)`, playing the role that the first full window
 (W-1) plays for a new series. Offline parity holds within an era.
 
-Point-by-point normalization (a bundle with the `series` normalization scope, `Geometry.halflife > 0`):
-the state also keeps the running statistics (`model.normalize.RunningStats`) and, beside the raw
-buffer, the standardized model inputs (float32, what ONNX Runtime receives); windows are cut from those.
-Each accepted point is standardized once, on arrival, exactly as `Normalizer.prepare_series` does
-offline. A swap to such a model from one without it starts the statistics from the buffered points.
-A bundle whose normalizer adds deviation channels (`Geometry.deviation_halflife > 0`) doubles the
-statistics and the inputs: the last C channels are the points' deviations against long plain statistics
-(see `model.normalize`). A swap that adds them keeps the model channels' statistics and starts the
-deviation statistics as a copy of them (and the buffered deviation inputs as copies of the model inputs),
-so an upgrade does not start every series' history anew; a swap that drops them keeps the model channels.
+Point-by-point normalization (`Geometry.pointwise`, a bundle whose normalizer runs point by point): the
+state also keeps the normalizer's running statistics (`model.normalize.RunningStats`) and, beside the raw
+buffer, the model inputs (float32, `Geometry.input_channels` wide, what ONNX Runtime receives); windows are
+cut from those. Each accepted point is turned into inputs once, on arrival, by `Geometry.standardize`,
+exactly as `Normalizer.prepare_series` does offline; what the inputs mean (and which extra input features
+the normalizer adds) is the normalizer's business. A swap to such a model from one without it starts the
+statistics from the buffered points; a swap between two of them whose input width differs carries the
+statistics over (`Geometry.carry`).
 """
 
 from __future__ import annotations
@@ -37,7 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.normalize import RunningStats
-from model.windows import check_lag, included_offsets
+from model.serving import Geometry
+from model.windows import included_offsets
 from stream.alerts import AlertState
 from stream.errors import CorruptState
 
@@ -56,39 +55,6 @@ _BODY = struct.Struct("<BBHHHHHHqqIqqddBdQd")
 _FLAG_OPEN = 1
 _FLAG_TS_DELTA32 = 2
 _FLAG_HAS_TS = 4
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Window size, stride, aggregation lag, channel count, the half-life of point-by-point
-    normalization (0: none) and that of its deviation channels (0: none): what a stored state must agree
-    with."""
-
-    window: int
-    stride: int
-    lag: int
-    channels: int
-    halflife: float = 0.0
-    deviation_halflife: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_lag(self.window, self.stride, self.lag)
-        if self.channels < 1:
-            raise ValueError(f"channels must be >= 1, got {self.channels}")
-        if self.halflife and self.halflife < 1.0:
-            raise ValueError(f"halflife must be 0 (none) or >= 1, got {self.halflife}")
-        if self.deviation_halflife and (not self.halflife or self.deviation_halflife < 1.0):
-            raise ValueError(f"deviation_halflife must be 0 (none), or >= 1 with a halflife; got "
-                             f"{self.deviation_halflife} with halflife {self.halflife}")
-
-    @property
-    def pointwise(self) -> bool:
-        return self.halflife > 0
-
-    @property
-    def input_channels(self) -> int:
-        """Width of the model input: the channels, then as many deviation channels if any."""
-        return 2 * self.channels if self.deviation_halflife else self.channels
 
 
 @dataclass
@@ -149,18 +115,8 @@ class SeriesState:
         """Running statistics from the buffered points on (a new series: from its first point)."""
         assert self.values is not None
         g = self.geometry
-        self.stats = RunningStats.empty(g.input_channels)
-        self.inputs = self.stats.standardize(self.values, g.halflife, g.deviation_halflife).astype(np.float32)
-
-    def _resize_stats(self, geometry: Geometry) -> None:
-        """Deviation channels added (seeded from the model channels) or dropped; the model channels go on."""
-        assert self.stats is not None and self.inputs is not None
-        c = geometry.channels
-        mean, var, inputs = self.stats.mean[:c], self.stats.var[:c], self.inputs[:, :c]
-        if geometry.deviation_halflife:
-            mean, var, inputs = np.tile(mean, 2), np.tile(var, 2), np.tile(inputs, (1, 2))
-        self.stats = RunningStats(self.stats.count, mean.copy(), var.copy())
-        self.inputs = np.ascontiguousarray(inputs)
+        self.stats = g.new_stats()
+        self.inputs = g.standardize(self.stats, self.values)
 
     @property
     def first_pending(self) -> int:
@@ -193,7 +149,7 @@ class SeriesState:
         self.ts = np.concatenate([self.ts, np.asarray(ts, dtype=np.int64)[keep]])
         self.values = np.concatenate([self.values, vals])
         if self.stats is not None and self.inputs is not None:
-            z = self.stats.standardize(vals, g.halflife, g.deviation_halflife).astype(np.float32)
+            z = g.standardize(self.stats, vals)
             self.inputs = np.concatenate([self.inputs, z])
         self.sums = np.concatenate([self.sums, np.zeros(m)])
         self.counts = np.concatenate([self.counts, np.zeros(m, np.int64)])
@@ -289,7 +245,8 @@ class SeriesState:
         elif not old.pointwise:
             self._restart_stats()
         elif old.input_channels != geometry.input_channels:
-            self._resize_stats(geometry)
+            assert self.stats is not None and self.inputs is not None
+            self.stats, self.inputs = geometry.carry(self.stats, self.inputs)
         # pointwise to pointwise: the statistics go on (new half-lives apply from the next point)
         # The era's first window lies in the buffer and covers the oldest point still pending (it then
         # counts for all of its points, as a new series' first window does).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from model.config import ModelConfig
+from model.families.anomalybert.config import ModelConfig
 
 TINY = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, window_size=16, dropout=0.0)
 
@@ -16,8 +16,8 @@ def tiny_bundle(path: Path, seed: int = 0, cfg: ModelConfig = TINY, threshold: f
     import torch
 
     from model.checkpoint import Checkpoint
-    from model.encoder import AnomalyBERT
     from model.export import export_bundle
+    from model.families.anomalybert.modules import AnomalyBERT
     from model.normalize import Normalizer
 
     torch.manual_seed(seed)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from model.bundle import DEFAULT_BUNDLE_DIR, INPUT_NAME, MODEL_FILE, OUTPUT_NAME, write_bundle
-from model.config import ModelConfig
+from model.families.anomalybert.config import ModelConfig
 from tests.bundles import TINY, tiny_bundle
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -158,11 +158,9 @@ def run_demo(plan: DemoPlan, bootstrap: str | None = None) -> dict[str, Any]:
 def _served_lag(model: Path | None) -> int:
     """Points per series that stay pending at the end of the replay (the score lag in force)."""
     from model.bundle import DEFAULT_BUNDLE_DIR, read_manifest, resolve_bundle_dir
-    from stream.settings import ScoringSettings, resolve_score_lag
+    from model.serving import default_lag
 
-    m = read_manifest(resolve_bundle_dir(model or DEFAULT_BUNDLE_DIR))
-    calibrated = m.calibration.details.get("score_lag")
-    return resolve_score_lag(ScoringSettings(), m.window_size, m.stride, calibrated)
+    return default_lag(read_manifest(resolve_bundle_dir(model or DEFAULT_BUNDLE_DIR)))
 
 
 def _plots(bootstrap: str, series: list, output_dir: Path) -> list[Path]:

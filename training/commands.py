@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from model.config import ModelConfig
 from model.errors import DataError
+from model.families.anomalybert.config import ModelConfig
 from model.normalize import DEFAULT_HALFLIFE, KINDS, SCOPES, Normalizer
 from training.calibrate import DEFAULT_THRESHOLD_BETA
 from training.synth import MIN_SAMPLES, SCENARIOS
@@ -60,12 +60,39 @@ def generate(output_dir: Path, scenarios: tuple[str, ...], n_samples: int, n_ser
     click.echo(f"wrote {len(paths)} file(s) to {output_dir} (seed {seed})")
 
 
-def _model_config(options: dict[str, Any]) -> ModelConfig:
-    given = {k: v for k, v in options.items() if v is not None}
+def _model_config(family_name: str, options: dict[str, Any], settings: tuple[str, ...]) -> Any:
+    """The family's config from the architecture options and `--set KEY=VALUE` pairs (JSON values)."""
+    from model import families
+
+    given = dict(options)
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            given[key.strip().replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            given[key.strip().replace("-", "_")] = raw
     try:
-        return ModelConfig(**given)
+        return families.get(family_name).config(**given)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
+
+
+def _family_names() -> list[str]:
+    from model import families
+
+    return families.names()
+
+
+family_option = click.option(
+    "--family", default="anomalybert", show_default=True, metavar="NAME",
+    help="Model family to train (see the README's model families; a family installed by another package "
+         "through the 'anomalybert.families' entry point works too).")
+set_option = click.option(
+    "--set", "settings", multiple=True, metavar="KEY=VALUE",
+    help="A field of the family's config (value as JSON, else a string); repeat for several. The "
+         "architecture options above are shortcuts for AnomalyBERT's.")
 
 
 @click.command()
@@ -118,11 +145,14 @@ def _model_config(options: dict[str, Any]) -> ModelConfig:
                    "precision (fewer, more trustworthy alerts), 1 is best F1.")
 @click.option("--finetune", type=click.Path(dir_okay=False, path_type=Path),
               help="Start from this checkpoint: keep its encoder frozen and train a new head only.")
+@family_option
+@set_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on a terminal only].")
 @click.option("--verbose", "-v", is_flag=True, help="Log details.")
 def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val_fraction: float, seed: int,
           score_lag: int | None, finetune: Path | None, normalization: str | None, scope: str | None,
-          halflife: float | None, threshold_beta: float, progress: bool | None, verbose: bool, **arch: Any) -> None:
+          halflife: float | None, threshold_beta: float, family: str, settings: tuple[str, ...],
+          progress: bool | None, verbose: bool, **arch: Any) -> None:
     """Train a model (or finetune one) on labelled CSV data and save a checkpoint.
 
     Loss is binary cross-entropy between the per-point scores and `probability`, over overlapping
@@ -135,25 +165,31 @@ def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val
       anomalybert train --data data/mine.csv --output tuned.pt --epochs 5 --finetune model.pt
     """
     _setup_logging(verbose)
+    from model import families
     from training.data import load_series
-    from training.train import TrainConfig, check_deviation_blend
+    from training.train import TrainConfig
     from training.train import train as run_training
 
     if finetune is not None:
-        if given := [k for k, v in arch.items() if v is not None]:
+        if given := [k for k, v in arch.items() if v is not None] + ["set"] * bool(settings):
             raise click.UsageError(f"--finetune keeps the checkpoint's architecture; drop "
                                    f"{', '.join('--' + k.replace('_', '-') for k in given)}")
         if normalization is not None or scope is not None or halflife is not None:
             raise click.UsageError("--finetune keeps the checkpoint's normalization; "
                                    "drop --normalization/--scope/--halflife")
-    cfg = _model_config(arch)
+    try:
+        fam = families.get(family)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--family") from e
+    cfg = _model_config(family, arch, settings)
     kind = normalization or ("zscore" if scope == "series" else "minmax")
     try:
-        check_deviation_blend(cfg, Normalizer(kind=kind, scope=scope or "window",  # type: ignore[arg-type]
-                                              halflife=halflife or DEFAULT_HALFLIFE))
+        fam.check(cfg, Normalizer(kind=kind, scope=scope or "window",  # type: ignore[arg-type]
+                                  halflife=halflife or DEFAULT_HALFLIFE))
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed,
+                     family=family,
                      normalization=kind, scope=scope or "window",
                      halflife=halflife or DEFAULT_HALFLIFE, threshold_beta=threshold_beta,
                      finetune=str(finetune) if finetune else None, progress=progress,
@@ -174,7 +210,7 @@ def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val
         raise click.BadParameter(str(e), param_hint="--score-lag") from e
     ckpt.training_data["source"] = str(data)
     ckpt.save(output)
-    click.echo(f"saved {output} (threshold {ckpt.threshold:.4f}, {ckpt.calibration['method']})")
+    click.echo(f"saved {output} ({ckpt.family}, threshold {ckpt.threshold:.4f}, {ckpt.calibration['method']})")
 
 
 def _write_results(results: list[dict[str, Any]], fmt: str, output: Path | None) -> None:
@@ -333,8 +369,9 @@ def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None,
         raise click.BadParameter(str(e), param_hint=hint) from e
     ckpt.save(output)
     cal = ckpt.calibration
-    blended = f", deviation blend {ckpt.config.deviation_blend:g}" if ckpt.config.deviation_blend else ""
-    if ckpt.config.deviation_blend and ckpt.normalizer.deviation_halflife:
+    blend_weight = getattr(ckpt.config, "deviation_blend", 0.0)
+    blended = f", deviation blend {blend_weight:g}" if blend_weight else ""
+    if blend_weight and ckpt.normalizer.deviation_halflife:
         blended += f" against statistics of half-life {ckpt.normalizer.deviation_halflife:g}"
     click.echo(f"saved {output} (threshold {ckpt.threshold:.4f} at score_lag {cal['score_lag']}{blended}, "
                f"{cal['method']}; was {cal['recalibrated']['previous_threshold']:.4f})")

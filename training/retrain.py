@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from evaluation.detect import score_series
-from model.config import ModelConfig
 from model.errors import DataError
 from model.normalize import Normalizer
 from training.calibrate import DEFAULT_THRESHOLD_BETA, best_f1_threshold, roc_auc
@@ -167,6 +166,7 @@ class RetrainPlan:
     batch_size: int = 64
     progress: bool | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    family: str | None = None  # None: the current model's family
 
 
 def prepare_data(raw: list[Series], plan: RetrainPlan, window_size: int) -> tuple[list[Series], list[Series]]:
@@ -201,7 +201,9 @@ def _threshold_beta(current: Any) -> float:
 def run_retrain(raw: list[Series], current_dir: Path, plan: RetrainPlan) -> RetrainOutcome:
     """Train a candidate (finetuning the current model, or from scratch) and gate it against the current one."""
     from evaluation.detect import TorchScorer
+    from model import families
     from model.bundle import CHECKPOINT_FILE, load_bundle
+    from model.serving import default_lag as serve_default_lag
     from training.train import TrainConfig, train
 
     current = load_bundle(current_dir)
@@ -209,13 +211,19 @@ def run_retrain(raw: list[Series], current_dir: Path, plan: RetrainPlan) -> Retr
     if plan.finetune and not base_ckpt.is_file():
         raise DataError(f"the current model {current.version} has no {CHECKPOINT_FILE} to finetune; "
                         "use --from-scratch")
-    cfg = current.manifest.config if plan.finetune else ModelConfig(**{
-        **current.manifest.config.to_dict(), **plan.model_overrides})
+    name = plan.family or current.manifest.family
+    if plan.finetune and name != current.manifest.family:
+        raise DataError(f"finetuning continues the current model's family ({current.manifest.family}); "
+                        f"use --from-scratch to train a {name} model")
+    family = families.get(name)
+    # A new family starts from its own defaults, in the served window and channels.
+    base = current.manifest.model if name == current.manifest.family else {
+        "window_size": current.window_size, "stride": current.stride, "channels": current.channels}
+    cfg = family.config(base, **({} if plan.finetune else plan.model_overrides))
     train_series, gate = prepare_data(raw, plan, cfg.window_size)
     # The candidate's threshold is calibrated at the lag the current model is served with.
-    lag = min(int(current.manifest.calibration.details.get("score_lag", cfg.window_size - 1)),
-              cfg.window_size - 1)
-    tc = TrainConfig(epochs=plan.epochs, batch_size=plan.batch_size, lr=plan.lr, seed=plan.seed,
+    lag = min(serve_default_lag(current.manifest), cfg.window_size - 1)
+    tc = TrainConfig(family=name, epochs=plan.epochs, batch_size=plan.batch_size, lr=plan.lr, seed=plan.seed,
                      normalization=current.normalizer.kind, scope=current.normalizer.scope,
                      halflife=current.normalizer.halflife, threshold_beta=_threshold_beta(current),
                      finetune=str(base_ckpt) if plan.finetune else None, progress=plan.progress,

@@ -45,11 +45,14 @@ def _when(value: str | None) -> int | None:
               help="Announce the new version on the model-updates topic (workers also poll `current`).")
 @click.option("--bootstrap", envvar="ANOMALYBERT_KAFKA__BOOTSTRAP", show_envvar=True,
               help="Kafka bootstrap servers (default: the worker settings' value).")
+@click.option("--family", metavar="NAME",
+              help="With --from-scratch: train a model of this family [the current model's].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 def retrain(sources: tuple[Path, ...], from_topic: str | None, since: str | None, until: str | None,
             max_points: int | None, series_ids: tuple[str, ...], registry: Path, finetune: bool, epochs: int,
             lr: float, batch_size: int, copies: int, gate_fraction: float, tolerance: float, seed: int,
-            force: bool, dry_run: bool, announce: bool, bootstrap: str | None, progress: bool | None) -> None:
+            force: bool, dry_run: bool, announce: bool, bootstrap: str | None, family: str | None,
+            progress: bool | None) -> None:
     """Retrain on your own telemetry and publish the result if it is not worse than the current model.
 
     SOURCES are CSV or Parquet files or directories with the columns timestamp, value and optionally
@@ -63,6 +66,13 @@ def retrain(sources: tuple[Path, ...], from_topic: str | None, since: str | None
 
     if bool(sources) == bool(from_topic):
         raise click.UsageError("give input files or --from-topic (one of the two)")
+    if family is not None:
+        from model import families
+
+        try:
+            families.get(family)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--family") from e
     ids = set(series_ids) or None
     kafka = kafka_settings(bootstrap) if (from_topic or announce) else None
     if from_topic:
@@ -70,7 +80,8 @@ def retrain(sources: tuple[Path, ...], from_topic: str | None, since: str | None
     else:
         raw = load_tables(list(sources), ids)
     plan = RetrainPlan(epochs=epochs, seed=seed, finetune=finetune, copies=copies, gate_fraction=gate_fraction,
-                       tolerance=tolerance, lr=lr, batch_size=batch_size, progress=progress)
+                       tolerance=tolerance, lr=lr, batch_size=batch_size, progress=progress,
+                       family=family)
     outcome = _train_and_compare(raw, registry, plan)
     if dry_run:
         click.echo("dry run: nothing published")

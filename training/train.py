@@ -1,4 +1,8 @@
-"""Training and finetuning: labelled series in, a checkpoint with a validation-chosen threshold out.
+"""Training and finetuning, for every model family: labelled series in, a checkpoint with a validation-chosen
+threshold out.
+
+The loop, the split, validation and the threshold are shared; the family (`model.families`) gives the model
+and its objective (`Family.build`, `Family.objective`/`loss`, `Family.finetune`).
 
 Each series is split in time: the head (`1 - val_fraction`) gives the training windows, the tail is held
 out. Validation scores the held-out points exactly as `detect` does (overlapping windows, averaged),
@@ -12,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,9 +24,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 
 from evaluation.detect import TorchScorer, score_series
+from model import families
 from model.checkpoint import Checkpoint, load_checkpoint
-from model.config import ModelConfig
-from model.encoder import AnomalyBERT
 from model.errors import DataError
 from model.normalize import DEFAULT_HALFLIFE, Normalizer
 from model.windows import check_lag, make_windows
@@ -30,13 +34,10 @@ from training.data import Series, require_length
 
 log = logging.getLogger(__name__)
 
-# Largest encoder-output cache kept in memory when finetuning; beyond it the encoder runs every step.
-FEATURE_CACHE_BYTES = 2 << 30
-
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings; the model's shape lives in `ModelConfig`."""
+    """Optimisation settings; the model's shape lives in its family's config."""
 
     epochs: int = 10
     batch_size: int = 64
@@ -47,7 +48,8 @@ class TrainConfig:
     normalization: str = "minmax"
     scope: str = "window"
     halflife: float = DEFAULT_HALFLIFE  # series scope: half-life of the running statistics, in points
-    finetune: str | None = None  # checkpoint whose encoder is kept frozen
+    family: str = families.DEFAULT_FAMILY  # ignored when finetuning: the checkpoint's family
+    finetune: str | None = None  # checkpoint to finetune (AnomalyBERT: its encoder is kept frozen)
     score_lag: int | None = None  # lag of the validation scores and the threshold; None = window_size - 1
     threshold_beta: float = DEFAULT_THRESHOLD_BETA  # the threshold maximizes F-beta on validation
     progress: bool | None = None  # progress bar: None = only on a terminal
@@ -97,7 +99,7 @@ def split_point(n: int, window_size: int, val_fraction: float) -> int:
     return max(cut, min(n, window_size))
 
 
-def _holdout(s: Series, values: np.ndarray, cut: int, cfg: ModelConfig) -> Holdout | None:
+def _holdout(s: Series, values: np.ndarray, cut: int, cfg: Any) -> Holdout | None:
     if cut >= len(s):
         return None
     # Start on the series' window grid so the windows here are exactly the full series' windows.
@@ -106,7 +108,7 @@ def _holdout(s: Series, values: np.ndarray, cut: int, cfg: ModelConfig) -> Holdo
     return Holdout(values[start:], cut - start, s.probability[cut:], s.label[cut:])
 
 
-def prepare(series: list[Series], cfg: ModelConfig, normalizer: Normalizer, val_fraction: float) -> Prepared:
+def prepare(series: list[Series], cfg: Any, normalizer: Normalizer, val_fraction: float) -> Prepared:
     """Split every series in time, fit the normalizer on the training heads only, build the windows."""
     if any(s.probability is None for s in series):
         raise DataError("training and calibration need labels: every file must carry 'probability' or "
@@ -130,7 +132,7 @@ def prepare(series: list[Series], cfg: ModelConfig, normalizer: Normalizer, val_
 
 
 def holdout_scores(scorer: Callable[[np.ndarray], np.ndarray], holdouts: list[Holdout],
-                   cfg: ModelConfig, score_lag: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   cfg: Any, score_lag: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(scores, probability, label) of every held-out point that a window covers, each point's score
     aggregated at `score_lag` as the worker would (None: every covering window). The holdout values are
     already prepared (`Normalizer.prepare_series`)."""
@@ -154,41 +156,31 @@ def fingerprint(series: list[Series]) -> str:
     return h.hexdigest()
 
 
-def _model(cfg: ModelConfig, tc: TrainConfig) -> tuple[AnomalyBERT, Normalizer]:
+def _model(cfg: Any, tc: TrainConfig) -> tuple[families.Family, nn.Module, Normalizer]:
     if tc.finetune is None:
-        return AnomalyBERT(cfg), Normalizer(kind=tc.normalization, scope=tc.scope,  # type: ignore[arg-type]
-                                            halflife=tc.halflife)
+        family = families.get(tc.family)
+        return family, family.build(cfg), Normalizer(kind=tc.normalization, scope=tc.scope,  # type: ignore[arg-type]
+                                                     halflife=tc.halflife)
     base = load_checkpoint(tc.finetune)
-    base.model.freeze_encoder()
-    # Same kind and scope as the encoder was trained with; refitted on the new data.
-    return base.model, Normalizer(kind=base.normalizer.kind, scope=base.normalizer.scope,
-                                  halflife=base.normalizer.halflife)
+    family = families.get(base.family)
+    # Same kind and scope as the model was trained with; refitted on the new data.
+    return family, family.finetune(base.model), Normalizer(kind=base.normalizer.kind, scope=base.normalizer.scope,
+                                                           halflife=base.normalizer.halflife)
 
 
-def _frozen_features(model: AnomalyBERT, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    """Encoder outputs (N, W, D), computed once: when finetuning, the encoder is frozen and in eval mode
-    (no dropout), so repeating its forward pass every epoch would give the same tensors."""
-    model.encoder.eval()
-    with torch.no_grad():
-        return torch.cat([model.encoder(x[i:i + batch]) for i in range(0, len(x), batch)])
-
-
-def _epoch(model: AnomalyBERT, data: Prepared, opt: torch.optim.Optimizer, sched: LRScheduler,
-           tc: TrainConfig, gen: torch.Generator, label: str, features: torch.Tensor | None = None) -> float:
-    """One pass over the training windows; with `features` (finetuning) only the head runs."""
+def _epoch(model: nn.Module, family: families.Family, inputs: torch.Tensor, y: torch.Tensor,
+           batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer,
+           sched: LRScheduler, tc: TrainConfig, gen: torch.Generator, label: str) -> float:
+    """One pass over the training batches (cut from `inputs`, the family's objective)."""
     from tqdm import tqdm
 
-    model.train()
-    if tc.finetune is not None:
-        model.encoder.eval()  # frozen: no dropout either
-    inputs, forward = (data.x, model.logits) if features is None else (features, model.head.logits)
-    loss_fn = nn.BCEWithLogitsLoss()
-    order = torch.randperm(len(data.x), generator=gen)
+    family.train_mode(model, tc.finetune is not None)
+    order = torch.randperm(len(inputs), generator=gen)
     total, n = 0.0, 0
     with tqdm(total=len(order), desc=label, unit="win", leave=False, disable=_disable(tc)) as bar:
         for i in range(0, len(order), tc.batch_size):
             idx = order[i:i + tc.batch_size]
-            loss = loss_fn(forward(inputs[idx]), data.y[idx])  # (B, W) vs (B, W)
+            loss = batch_loss(inputs[idx], y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -205,14 +197,14 @@ def _disable(tc: TrainConfig) -> bool | None:
     return None if tc.progress is None else not tc.progress
 
 
-def train(series: list[Series], cfg: ModelConfig, tc: TrainConfig,
+def train(series: list[Series], cfg: Any, tc: TrainConfig,
           on_epoch: Callable[[EpochStats], None] | None = None) -> Checkpoint:
     """Train (or finetune) on labelled series; returns a checkpoint whose threshold was chosen on the
     held-out tails. The same data, config and seed give the same weights."""
     torch.manual_seed(tc.seed)
-    model, normalizer = _model(cfg, tc)
+    family, model, normalizer = _model(cfg, tc)
     cfg = model.cfg
-    check_deviation_blend(cfg, normalizer)
+    family.check(cfg, normalizer)
     lag = cfg.window_size - 1 if tc.score_lag is None else tc.score_lag
     check_lag(cfg.window_size, cfg.stride, lag)
     data = prepare(series, cfg, normalizer, tc.val_fraction)  # every series fills a training window
@@ -223,17 +215,16 @@ def train(series: list[Series], cfg: ModelConfig, tc: TrainConfig,
     steps = tc.epochs * -(-len(data.x) // tc.batch_size)
     sched = OneCycleLR(opt, max_lr=tc.lr, total_steps=steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(tc.seed)
-    scorer = TorchScorer(Checkpoint(model, normalizer))
+    scorer = TorchScorer(Checkpoint(model, normalizer, family=family.name))
     log.info("training on %d windows, %d held-out series tails, %d parameters (%d trainable)",
              len(data.x), len(data.holdouts), sum(p.numel() for p in model.parameters()),
              sum(p.numel() for p in params))
-    cache_bytes = data.x.shape[0] * data.x.shape[1] * cfg.d_model * 4
-    features = _frozen_features(model, data.x) if tc.finetune is not None and cache_bytes <= FEATURE_CACHE_BYTES \
-        else None
+    inputs, batch_loss = family.objective(model, data.x, tc.finetune is not None)
     history: list[EpochStats] = []
     for epoch in range(1, tc.epochs + 1):
         t0 = time.perf_counter()
-        train_loss = _epoch(model, data, opt, sched, tc, gen, f"epoch {epoch}/{tc.epochs}", features)
+        train_loss = _epoch(model, family, inputs, data.y, batch_loss, opt, sched, tc, gen,
+                            f"epoch {epoch}/{tc.epochs}")
         model.eval()
         scores, prob, label = holdout_scores(scorer, data.holdouts, cfg, lag)
         stats = EpochStats(epoch, train_loss, bce(scores, prob) if len(scores) else None,
@@ -245,20 +236,13 @@ def train(series: list[Series], cfg: ModelConfig, tc: TrainConfig,
     threshold, calibration = best_fbeta_threshold(scores, label, tc.threshold_beta)
     calibration["score_lag"] = lag
     return Checkpoint(
-        model=model.eval(), normalizer=normalizer, threshold=threshold, calibration=calibration,
+        model=model.eval(), normalizer=normalizer, threshold=threshold, calibration=calibration, family=family.name,
         metrics={"val_loss": history[-1].val_loss, "val_roc_auc": history[-1].val_roc_auc,
                  "train_loss": history[-1].train_loss, "history": [asdict(h) for h in history]},
         training_data={"n_series": len(series), "n_points": int(sum(len(s) for s in series)),
                        "n_train_windows": len(data.x), "sha256": fingerprint(series),
-                       "settings": {k: v for k, v in asdict(tc).items() if k != "progress"}},
+                       "settings": {k: v for k, v in asdict(tc).items() if k != "progress"} | {"family": family.name}},
     )
-
-
-def check_deviation_blend(cfg: ModelConfig, normalizer: Normalizer) -> None:
-    """A deviation blend reads the input as a z-score against the series' history: the series scope only."""
-    if cfg.deviation_blend > 0 and not normalizer.pointwise:
-        raise ValueError(f"a deviation blend needs the series normalization scope (inputs that are z-scores "
-                         f"against the series' history), not {normalizer.kind}/{normalizer.scope}")
 
 
 def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, beta: float,
@@ -271,15 +255,12 @@ def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, b
     deviation_scale) changes how the served scores blend in the input's deviation first, and
     `deviation_halflife` which deviation they blend in (0: the model input's; > 0: deviation channels with
     their own statistics, `Normalizer.deviation_halflife`); the weights stay."""
+    family = families.get(ckpt.family)
     if deviation_halflife is not None:
-        ckpt = Checkpoint(model=ckpt.model, normalizer=replace(ckpt.normalizer, deviation_halflife=deviation_halflife),
-                          threshold=ckpt.threshold, calibration=ckpt.calibration, metrics=ckpt.metrics,
-                          training_data=ckpt.training_data)
+        ckpt = replace(ckpt, normalizer=replace(ckpt.normalizer, deviation_halflife=deviation_halflife))
     if blend:
-        model = ckpt.model.with_config(**blend)
-        check_deviation_blend(model.cfg, ckpt.normalizer)
-        ckpt = Checkpoint(model=model, normalizer=ckpt.normalizer, threshold=ckpt.threshold,
-                          calibration=ckpt.calibration, metrics=ckpt.metrics, training_data=ckpt.training_data)
+        ckpt = replace(ckpt, model=family.reconfigure(ckpt.model, **blend))
+    family.check(ckpt.config, ckpt.normalizer)
     cfg = ckpt.config
     lag = cfg.window_size - 1 if score_lag is None else score_lag
     check_lag(cfg.window_size, cfg.stride, lag)
@@ -295,6 +276,5 @@ def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, b
     calibration |= {"score_lag": lag, "val_roc_auc": roc_auc(scores, label),
                     "recalibrated": {"data_sha256": fingerprint(series), "previous_threshold": ckpt.threshold,
                                      "previous": ckpt.calibration}}
-    return Checkpoint(model=ckpt.model, normalizer=ckpt.normalizer, threshold=threshold, calibration=calibration,
-                      metrics=ckpt.metrics, training_data=ckpt.training_data)
+    return replace(ckpt, threshold=threshold, calibration=calibration)
 

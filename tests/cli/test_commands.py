@@ -159,7 +159,7 @@ def test_missing_or_corrupt_models_are_one_line_errors(workdir: Path, tmp_path: 
         (bad / f).write_bytes((workdir / "bundle" / f).read_bytes())
     (bad / "model.onnx").write_bytes((bad / "model.onnx").read_bytes()[:-10])
     cases = [(tmp_path / "absent.pt", "checkpoint not found"), (tmp_path / "absent", "no model.onnx found"),
-             (tmp_path / "junk.pt", "not a valid AnomalyBERT checkpoint"), (bad, "sha256 mismatch")]
+             (tmp_path / "junk.pt", "not a valid checkpoint"), (bad, "sha256 mismatch")]
     for model, message in cases:
         code, _, err = cli(["detect", "-m", str(model), "-i", data])
         assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err

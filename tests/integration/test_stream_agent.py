@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from model.bundle import load_bundle
+from model.serving import Geometry
 from stream.app import Checked, Runtime, build_app, check_services
 from stream.settings import Settings
-from stream.state import Geometry
 from tests.stream_support import Names, random_bundle
 
 pytestmark = pytest.mark.integration

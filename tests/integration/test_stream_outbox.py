@@ -180,7 +180,8 @@ async def test_redis_bytes_per_series_single_channel_w64(services: Any, unique: 
     """What one steady-state series costs in Redis (issue 4 measures this at scale)."""
     import numpy as np
 
-    from stream.state import Geometry, SeriesState
+    from model.serving import Geometry
+    from stream.state import SeriesState
 
     state = SeriesState(Geometry(64, 1, 63, 1))
     step = state.push(1_732_600_000_000 + 1000 * np.arange(300), np.random.default_rng(0).normal(size=300))

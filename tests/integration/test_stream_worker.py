@@ -20,9 +20,9 @@ import pytest
 import redis
 
 from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+from model.serving import serve
 from model.windows import aggregate, make_windows
 from stream.alerts import AlertPolicy, AlertState, update
-from stream.settings import ScoringSettings, resolve_score_lag
 from tests.stream_support import (
     Names,
     Worker,
@@ -51,8 +51,7 @@ def offline_scores(bundle_dir: Path, values: np.ndarray, lag: int) -> np.ndarray
 
 def served_lag(bundle: Any) -> int:
     """The lag a worker with default settings serves the bundle with: its calibrated one, else W-1."""
-    calibrated = bundle.manifest.calibration.details.get("score_lag")
-    return resolve_score_lag(ScoringSettings(), bundle.window_size, bundle.stride, calibrated)
+    return serve(bundle).lag
 
 
 def offline_alerts(scores: np.ndarray, ts: list[int], policy: AlertPolicy) -> list[tuple[str, int]]:

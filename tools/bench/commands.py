@@ -261,7 +261,7 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
 
 def _measure_redis(path: Path, redis_url: str, n_series: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
     from model.bundle import load_bundle
-    from stream.scorer import geometry_of
+    from model.serving import serve
     from tools.bench.memory import measure_memory
     from tools.bench.run import WorkerConfig, served_lag
 
@@ -270,7 +270,7 @@ def _measure_redis(path: Path, redis_url: str, n_series: int, say: Callable[[str
     out = []
     for lat_lag in sorted({0, lag}):
         say(f"Redis memory, {n_series} series, score_lag {lat_lag}")
-        g = geometry_of(bundle, lat_lag)
+        g = serve(bundle, lat_lag).geometry
         out.append(measure_memory(redis_url, g, n_series, bundle.version))
     return out
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from stream.state import Geometry, SeriesState
+from model.serving import Geometry
+from stream.state import SeriesState
 
 CHUNK = 500  # series per pipeline
 SAMPLE = 200  # keys asked for MEMORY USAGE

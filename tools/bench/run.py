@@ -92,11 +92,9 @@ def bare_ort(bundle: Bundle, batch: int, seconds: float = 5.0) -> float:
 
 def served_lag(cfg: WorkerConfig) -> int:
     """The score_lag the worker will use (the setting, else the bundle's calibrated lag, else W-1)."""
-    from stream.settings import ScoringSettings, resolve_score_lag
+    from model.serving import serve
 
-    b = load_bundle(cfg.model, verify=False)
-    calibrated = b.manifest.calibration.details.get("score_lag")
-    return resolve_score_lag(ScoringSettings(score_lag=cfg.score_lag), b.window_size, b.stride, calibrated)
+    return serve(load_bundle(cfg.model, verify=False), cfg.score_lag).lag
 
 
 def percentiles(samples_ms: np.ndarray) -> dict[str, float]:

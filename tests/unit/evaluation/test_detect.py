@@ -13,8 +13,8 @@ import torch
 from evaluation.detect import Detector, top_n
 from model.bundle import load_bundle
 from model.checkpoint import Checkpoint
-from model.encoder import AnomalyBERT
 from model.errors import BundleError, DataError
+from model.families.anomalybert.modules import AnomalyBERT
 from model.normalize import Normalizer
 from model.windows import aggregate, make_windows
 from tests.bundles import TINY, tiny_bundle

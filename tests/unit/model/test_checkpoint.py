@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from model.checkpoint import Checkpoint, load_checkpoint
-from model.encoder import AnomalyBERT
 from model.errors import BundleError
+from model.families.anomalybert.modules import AnomalyBERT
 from model.normalize import Normalizer
 from tests.bundles import TINY
 
@@ -40,7 +40,7 @@ def test_missing_and_corrupt_files_raise_bundle_error(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="not found"):
         load_checkpoint(tmp_path / "absent.pt")
     (tmp_path / "junk.pt").write_bytes(b"definitely not a checkpoint")
-    with pytest.raises(BundleError, match="not a valid AnomalyBERT checkpoint"):
+    with pytest.raises(BundleError, match="not a valid checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
     torch.save({"config": {"n_layers": 1}}, tmp_path / "partial.pt")
     with pytest.raises(BundleError, match="not a valid"):

@@ -16,7 +16,7 @@ def test_default_bundle_loads_and_is_scale_free() -> None:
     assert bundle.manifest.normalization["scope"] == "series"
     assert bundle.manifest.calibration.method == "normal_rate_validation"  # one normal point in a thousand
     assert bundle.manifest.calibration.details["score_lag"] == 0
-    assert bundle.manifest.config.deviation_blend == 0.7  # the graph blends in the points' deviation scores,
+    assert bundle.manifest.model["deviation_blend"] == 0.7  # the graph blends in the points' deviation scores,
     assert bundle.normalizer.deviation_halflife == 6400.0 and bundle.input_channels == 2  # from long statistics
     assert (DEFAULT_BUNDLE_DIR / "model.onnx").stat().st_size < 5_000_000
     # Scale-free: a*x + b scores like x (to float32 rounding), so one model serves every series.

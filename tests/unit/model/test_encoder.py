@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from model.config import ModelConfig
-from model.encoder import AnomalyBERT, Attention, sinusoidal_positions
+from model.families.anomalybert.config import ModelConfig
+from model.families.anomalybert.modules import AnomalyBERT, Attention, sinusoidal_positions
 from tests.bundles import TINY
 
 

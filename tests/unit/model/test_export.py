@@ -12,9 +12,9 @@ import torch
 from evaluation.detect import TorchScorer
 from model.bundle import load_bundle
 from model.checkpoint import Checkpoint
-from model.config import ModelConfig
-from model.encoder import AnomalyBERT
 from model.export import export_bundle
+from model.families.anomalybert.config import ModelConfig
+from model.families.anomalybert.modules import AnomalyBERT
 from model.normalize import Normalizer
 from model.windows import make_windows
 
@@ -51,7 +51,9 @@ def test_graph_signature_has_dynamic_batch(exported: tuple[Checkpoint, Path]) ->
 
 def test_manifest_describes_the_model(exported: tuple[Checkpoint, Path]) -> None:
     m = load_bundle(exported[1]).manifest
-    assert m.config == CFG and m.window_size == 24 and m.channels == 1
+    assert m.family == "anomalybert" and m.model == CFG.to_dict()
+    assert m.window_size == 24 and m.channels == 1 and m.input_channels == 1
+    assert m.score_lag is None  # the checkpoint's calibration names none: served at window_size - 1
     assert m.normalization["scope"] == "window"
     assert m.threshold == pytest.approx(0.42)
     assert m.calibration.method == "best_f1_validation" and m.calibration.details == {"f1": 0.5}
@@ -74,7 +76,7 @@ def test_series_scope_with_window_features_exports_and_matches(tmp_path: Path) -
     directory, manifest = export_bundle(ckpt, tmp_path / "bundle")
     bundle = load_bundle(directory)
     assert bundle.normalizer.pointwise and bundle.normalizer.halflife == 50.0
-    assert manifest.config.window_features and manifest.config.deviation_blend == 0.5  # the blend is in the graph
+    assert manifest.model["window_features"] and manifest.model["deviation_blend"] == 0.5  # the blend is in the graph
     values = np.random.default_rng(0).normal(size=200) * 30 + 5
     windows = make_windows(bundle.normalizer.prepare_series(values), 16, 1)
     np.testing.assert_allclose(bundle.score_windows(windows), TorchScorer(ckpt)(windows), rtol=0, atol=1e-5)

@@ -7,7 +7,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from stream.settings import ScoringSettings, Settings, resolve_score_lag
+from stream.settings import Settings
 
 
 def test_environment_nesting_and_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,16 +43,6 @@ def test_bad_settings_fail_at_start_up(monkeypatch: pytest.MonkeyPatch, env: dic
         monkeypatch.setenv(k, v)
     with pytest.raises(ValidationError):
         Settings()
-
-
-def test_score_lag_resolution() -> None:
-    assert resolve_score_lag(ScoringSettings(), 64, 1, None) == 63
-    assert resolve_score_lag(ScoringSettings(), 64, 1, 16) == 16  # the bundle's calibrated lag
-    assert resolve_score_lag(ScoringSettings(score_lag=0), 64, 1, 16) == 0
-    with pytest.raises(ValueError, match="score_lag"):
-        resolve_score_lag(ScoringSettings(score_lag=64), 64, 1, None)
-    with pytest.raises(ValueError, match="stride"):
-        resolve_score_lag(ScoringSettings(score_lag=2), 64, 8, None)
 
 
 def test_importing_stream_does_not_import_torch_or_faust() -> None:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from model.normalize import RunningStats
+from model.serving import Geometry
 from model.windows import aggregate, make_windows
 from stream.errors import CorruptState
-from stream.state import Geometry, SeriesState
+from stream.state import SeriesState
 
 
 def fake_scores(windows: np.ndarray) -> np.ndarray:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.state import Geometry, SeriesState
+from model.serving import Geometry
+from stream.state import SeriesState
 from tools.bench.memory import steady_state
 from tools.bench.run import percentiles, steady_rate
 

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from evaluation.detect import TorchScorer, score_series
-from model.config import ModelConfig
-from model.encoder import AnomalyBERT
 from model.errors import DataError
+from model.families.anomalybert.config import ModelConfig
+from model.families.anomalybert.modules import AnomalyBERT
 from model.normalize import Normalizer
 from tests.bundles import TINY
 from training.calibrate import DEFAULT_THRESHOLD_BETA, best_f1_threshold, best_fbeta_threshold, normal_rate_threshold

@@ -12,7 +12,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from model.config import ModelConfig
+from model.families.anomalybert.config import ModelConfig
 
 
 def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:

@@ -1,0 +1,115 @@
+"""Model families: each is a folder (config, torch modules, training objective) registered under the name that
+bundles and checkpoints record as their `family`.
+
+A family is what differs between the model systems; everything else (normalization, windowing, the training
+loop, validation and thresholds, export, serving) is shared and reads only the contract below:
+
+- `config(data)` gives the family's config object from its dict (what checkpoints and manifests carry under
+  `model`/`config`); the object has `window_size`, `stride`, `channels` and `to_dict()`. The worker never reads
+  it: what serving needs is in the manifest's own fields.
+- `build(cfg)` gives a `torch.nn.Module` with that `cfg` attribute whose `forward` maps normalized windows
+  `(B, W, input_channels)` to scores `(B, W)` in [0, 1] (higher = more anomalous): the ONNX contract.
+- `loss(model, x, y)` is the training objective on a batch of normalized windows `x` and soft labels `y`
+  `(B, W)` in [0, 1]; an unsupervised family ignores `y` (labels then serve validation and the threshold
+  only).
+
+This module imports neither torch nor a family: families are imported when first asked for (`get`), from
+the built-in table, from the `anomalybert.families` entry-point group (a family in another package), or
+registered in-process with `register`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from model.normalize import Normalizer
+
+DEFAULT_FAMILY = "anomalybert"
+ENTRY_POINT_GROUP = "anomalybert.families"
+# Built-in families: name -> the module whose import registers it.
+_BUILTIN = {"anomalybert": "model.families.anomalybert"}
+_REGISTRY: dict[str, Family] = {}
+
+
+class Family:
+    """Base class of a model family. Subclasses set `name` and `config_class` and implement `build` and
+    `loss`; the hooks below have defaults that suit a family trained end to end."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    # Learns from the labels (`y` in `loss`); False: from the windows alone.
+    supervised: ClassVar[bool] = True
+
+    def config(self, data: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
+        """The config from its dict, with `overrides` (None values ignored); a bad value is a ValueError."""
+        merged = {**(data or {}), **{k: v for k, v in overrides.items() if v is not None}}
+        from_dict = getattr(self.config_class, "from_dict", None)
+        try:
+            return from_dict(merged) if from_dict else self.config_class(**merged)
+        except TypeError as e:  # an unknown keyword
+            raise ValueError(f"family {self.name!r}: {e}") from e
+
+    def build(self, cfg: Any) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check(self, cfg: Any, normalizer: Normalizer) -> None:
+        """Raise ValueError when `cfg` cannot be trained or served with `normalizer`."""
+
+    def finetune(self, model: nn.Module) -> nn.Module:
+        """The model to train when finetuning a trained one (e.g. with a frozen part)."""
+        raise ValueError(f"family {self.name!r} does not support finetuning")
+
+    def train_mode(self, model: nn.Module, finetune: bool) -> None:
+        """Put the model in training mode for an epoch (a frozen part can stay in eval mode)."""
+        model.train()
+
+    def objective(self, model: nn.Module, x: torch.Tensor,
+                  finetune: bool) -> tuple[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+        """What training batches are cut from and the loss of a batch of it: by default the windows and
+        `loss`. A family may precompute (e.g. the features of a frozen encoder, once) and return those."""
+        return x, lambda xb, yb: self.loss(model, xb, yb)
+
+    def reconfigure(self, model: nn.Module, **changes: Any) -> nn.Module:
+        """The same weights under a config with `changes` that need no training (e.g. how scores are
+        blended); used by `calibrate`."""
+        raise ValueError(f"family {self.name!r} has no settings that change without training "
+                         f"(asked: {sorted(changes)})")
+
+
+def register(family: Family) -> Family:
+    """Make `family` known under `family.name` (replacing one of the same name)."""
+    if not getattr(family, "name", ""):
+        raise ValueError("a family needs a name")
+    _REGISTRY[family.name] = family
+    return family
+
+
+def get(name: str | None = None) -> Family:
+    """The family called `name` (default AnomalyBERT); ValueError naming the known ones if there is none."""
+    name = name or DEFAULT_FAMILY
+    if name not in _REGISTRY:
+        if name in _BUILTIN:
+            importlib.import_module(_BUILTIN[name])
+        else:
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                if ep.name == name:
+                    loaded = ep.load()
+                    register(loaded() if isinstance(loaded, type) else loaded)
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model family {name!r} (known: {', '.join(names())})")
+    return _REGISTRY[name]
+
+
+def names() -> list[str]:
+    """Every family that `get` can find: built in, registered, or installed through entry points."""
+    return sorted({*_BUILTIN, *_REGISTRY, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})

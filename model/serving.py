@@ -1,0 +1,115 @@
+"""What a worker serves (numpy only): a bundle turned into its serving geometry, in one place.
+
+`serve(bundle)` is the one function that turns a loaded bundle into what is served: the stream worker's
+start-up and hot reload, `detect`, `evaluate`, `bench` and the demo all call it, so the lag and the
+point-by-point normalization a bundle is served with cannot differ between them.
+
+The score lag comes from, in order: an explicit override (the operator's setting), the manifest's
+`score_lag`, the calibration's `score_lag` (bundles written before it was a manifest field), and
+`window_size - 1` (every covering window averaged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from model.normalize import RunningStats
+from model.windows import check_lag
+
+if TYPE_CHECKING:
+    from model.bundle import Bundle, Manifest
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What a series' stored state must agree with: window size, stride, aggregation lag, channel count, and
+    the point-by-point normalization the bundle's normalizer declares (`halflife` of its running statistics,
+    0: none; `deviation_halflife` of the extra input features it adds, 0: none). The worker's state keeps the
+    statistics and the model inputs; what they mean is the normalizer's (`model.normalize`)."""
+
+    window: int
+    stride: int
+    lag: int
+    channels: int
+    halflife: float = 0.0
+    deviation_halflife: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_lag(self.window, self.stride, self.lag)
+        if self.channels < 1:
+            raise ValueError(f"channels must be >= 1, got {self.channels}")
+        if self.halflife and self.halflife < 1.0:
+            raise ValueError(f"halflife must be 0 (none) or >= 1, got {self.halflife}")
+        if self.deviation_halflife and (not self.halflife or self.deviation_halflife < 1.0):
+            raise ValueError(f"deviation_halflife must be 0 (none), or >= 1 with a halflife; got "
+                             f"{self.deviation_halflife} with halflife {self.halflife}")
+
+    @property
+    def pointwise(self) -> bool:
+        """Inputs are normalized point by point on arrival, with running statistics kept per series."""
+        return self.halflife > 0
+
+    @property
+    def input_channels(self) -> int:
+        """Width of the model input: the channels, then the normalizer's extra features if any."""
+        return 2 * self.channels if self.deviation_halflife else self.channels
+
+    def new_stats(self) -> RunningStats:
+        return RunningStats.empty(self.input_channels)
+
+    def standardize(self, stats: RunningStats, values: np.ndarray) -> np.ndarray:
+        """Model inputs (T, input_channels) float32 of raw values (T, channels), continuing `stats` in place:
+        exactly `Normalizer.prepare_series` offline."""
+        return stats.standardize(values, self.halflife, self.deviation_halflife).astype(np.float32)
+
+    def carry(self, stats: RunningStats, inputs: np.ndarray) -> tuple[RunningStats, np.ndarray]:
+        """Statistics and buffered inputs of another pointwise geometry of the same channels, carried over to
+        this one (`RunningStats.resized`), so that a model upgrade does not start every history anew."""
+        return stats.resized(self.channels, bool(self.deviation_halflife), inputs)
+
+
+def geometry_of(manifest: Manifest, lag: int) -> Geometry:
+    """The geometry a bundle with this manifest is served with at `lag`."""
+    norm = manifest.normalizer
+    if not norm.pointwise:
+        return Geometry(manifest.window_size, manifest.stride, lag, manifest.channels)
+    return Geometry(manifest.window_size, manifest.stride, lag, manifest.channels, norm.halflife,
+                    norm.deviation_halflife)
+
+
+def default_lag(manifest: Manifest) -> int:
+    """The lag a bundle is served with when nobody says otherwise (see the module's docstring)."""
+    if manifest.score_lag is not None:
+        return manifest.score_lag
+    calibrated = manifest.calibration.details.get("score_lag")
+    return manifest.window_size - 1 if calibrated is None else int(calibrated)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A bundle and the geometry it is served with: swapped together, read together."""
+
+    bundle: Bundle
+    geometry: Geometry
+
+    @property
+    def lag(self) -> int:
+        return self.geometry.lag
+
+    @property
+    def threshold(self) -> float:
+        return self.bundle.threshold
+
+
+def serve(bundle: Bundle, score_lag: int | None = None) -> Served:
+    """What `bundle` is served as, at `score_lag` (None: the bundle's own, `default_lag`). A lag the
+    bundle's window and stride cannot serve is a ValueError."""
+    lag = default_lag(bundle.manifest) if score_lag is None else int(score_lag)
+    try:
+        return Served(bundle, geometry_of(bundle.manifest, lag))
+    except ValueError as e:
+        raise ValueError(f"{e} (bundle {bundle.version}: window_size={bundle.window_size}, "
+                         f"stride={bundle.stride})") from e
