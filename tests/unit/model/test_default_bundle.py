@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from evaluation.detect import Detector
@@ -35,3 +37,20 @@ def test_default_model_ranks_spikes_first_on_unseen_data() -> None:
         top = {r["timestamp"] for r in Detector(score_lag=63).detect(series, len(spikes))}
         found.append(len(top & spikes) / len(spikes))
     assert np.mean(found) >= 0.8
+
+
+def test_default_bundle_scores_are_those_it_gave_before_the_family_seam(tmp_path: Path) -> None:
+    """Every 10th score of three synthetic series (generated with seed 7), as `detect` gave them at commit
+    b2e86dc, before AnomalyBERT moved behind `model.families` and serving behind `model.serving.serve`."""
+    import json
+
+    from training.data import load_series
+    from training.synth import write_scenarios
+
+    reference = json.loads((Path(__file__).parent / "data" / "default_bundle_scores.json").read_text())
+    write_scenarios(tmp_path, 1500, 7, ("point_anomaly", "collective_anomaly", "contextual_anomaly"))
+    detector = Detector()
+    for s in load_series(tmp_path, labels=True):
+        want = reference[Path(s.name).name]
+        assert detector.score_lag == want["lag"]
+        np.testing.assert_allclose(detector.score(s.values)[::10], want["scores"], atol=1e-5, rtol=0)
