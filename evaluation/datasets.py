@@ -10,69 +10,16 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from evaluation.nab import PUBLISHED_PROFILES, probationary_length
+from evaluation.series import Series, data_files
 from model.errors import DataError
 
 DATASETS: tuple[str, ...] = ("seed", "nab", "ucr", "smd", "smap_msl")
-PROBATION_PERCENT = 0.15
-
-
-@dataclass
-class Series:
-    """One labelled series. `values` (T, C) float64; `labels` (T,) int8, 1 = anomalous point."""
-
-    name: str
-    values: np.ndarray
-    labels: np.ndarray
-    seen_end: int
-    timestamps: np.ndarray | None = None
-    # NAB anomaly windows as inclusive row ranges; the NAB scorer uses these rather than `labels`.
-    windows: list[tuple[int, int]] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.values = np.asarray(self.values, dtype=np.float64).reshape(len(self.values), -1)
-        self.labels = np.asarray(self.labels, dtype=np.int8)
-        if len(self.labels) != len(self.values):
-            raise DataError(f"{self.name}: {len(self.values)} values but {len(self.labels)} labels")
-        if not 0 <= self.seen_end <= len(self.values):
-            raise DataError(f"{self.name}: seen_end {self.seen_end} outside [0, {len(self.values)}]")
-        if not np.all(np.isfinite(self.values)):
-            raise DataError(f"{self.name}: values contain NaN or inf")
-
-    @property
-    def n_points(self) -> int:
-        return len(self.values)
-
-    @property
-    def channels(self) -> int:
-        return self.values.shape[1]
-
-    def crop_seen(self, max_seen: int | None) -> Series:
-        """Keep at most the last `max_seen` points of the seen part (a speed knob for long train splits)."""
-        if max_seen is None or self.seen_end <= max_seen:
-            return self
-        cut = self.seen_end - max_seen
-        return Series(
-            name=self.name, values=self.values[cut:], labels=self.labels[cut:], seen_end=max_seen,
-            timestamps=None if self.timestamps is None else self.timestamps[cut:],
-            windows=[(a - cut, b - cut) for a, b in self.windows if b >= cut],
-            meta={**self.meta, "seen_cropped_from": self.seen_end},
-        )
-
-
-def probationary_length(n_points: int, percent: float = PROBATION_PERCENT) -> int:
-    """NAB's probationary period: the first 15 % of a file, at most 750 rows (`_getProbationaryLength`)."""
-    return int(min(math.floor(percent * n_points), percent * 5000))
-
-
 def label_runs(labels: np.ndarray) -> list[tuple[int, int]]:
     """Inclusive (start, end) index pairs of the runs of non-zero labels."""
     padded = np.concatenate([[0], (np.asarray(labels) > 0).astype(np.int8), [0]])
@@ -100,13 +47,8 @@ def load_seed(path: Path, limit: int | None = None) -> list[Series]:
     """
     import pandas as pd
 
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder")
-    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
-    if not files:
-        raise DataError(f"{path}: no *.csv files")
     out = []
-    for f in _limit(files, limit):
+    for f in _limit(data_files(path), limit):
         df = pd.read_csv(f, skipinitialspace=True)
         df.columns = [c.strip() for c in df.columns]
         missing = {"value", "anomaly_tag"} - set(df.columns)
@@ -160,8 +102,6 @@ def load_nab(path: Path, limit: int | None = None) -> list[Series]:
 
 def nab_profiles(path: Path) -> dict[str, dict[str, float]]:
     """NAB's cost profiles from `config/profiles.json` (falling back to the published values)."""
-    from evaluation.nab import PUBLISHED_PROFILES
-
     for candidate in (path / "config" / "profiles.json", path / "labels" / "profiles.json"):
         if candidate.is_file():
             raw = json.loads(candidate.read_text())
@@ -252,6 +192,8 @@ def load_dataset(kind: str, path: str | Path, limit: int | None = None) -> list[
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     series = LOADERS[kind](p, limit)
+    for s in series:  # every dataset's values as (T, C), one channel included
+        s.values = s.matrix
     if not series:
         raise DataError(f"{p}: no series found for dataset {kind!r}")
     return series

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from evaluation.series import Series, load_csv, require_length
 from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 from model.normalize import Normalizer
 from model.serving import serve
 from model.windows import aggregate, check_lag, make_windows
-from training.data import Series, load_csv, require_length
 
 if TYPE_CHECKING:
     from model.checkpoint import Checkpoint

@@ -16,12 +16,19 @@ maximizes the corpus score; `CorpusSweep` finds it exactly by sweeping every dis
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.datasets import PROBATION_PERCENT, probationary_length
+# NAB's probationary period: the first 15 % of a file (`_getProbationaryLength`).
+PROBATION_PERCENT = 0.15
+
+
+def probationary_length(n_points: int, percent: float = PROBATION_PERCENT) -> int:
+    """NAB's probationary period: the first 15 % of a file, at most 750 rows (`_getProbationaryLength`)."""
+    return int(min(math.floor(percent * n_points), percent * 5000))
 
 # NAB's `config/profiles.json`.
 PUBLISHED_PROFILES: dict[str, dict[str, float]] = {

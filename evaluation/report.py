@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 
 from evaluation import metrics
-from evaluation.datasets import probationary_length
 from evaluation.likelihood import LIKELIHOOD_THRESHOLD
-from evaluation.nab import CorpusSweep, FileSweep
+from evaluation.nab import CorpusSweep, FileSweep, probationary_length
 from evaluation.scoring import Scored, ScoredSeries, series_seed
 
 POINT_METRICS: tuple[str, ...] = ("vus_pr", "auc_pr", "auc_roc", "best_f1", "f1_seen")

@@ -130,7 +130,7 @@ def score_series(bundle: Bundle, series: Series, cfg: EvalConfig) -> ScoredSerie
     w, n = bundle.window_size, series.n_points
     if n < w:
         raise DataError(f"{series.name}: {n} points, fewer than the model window {w}")
-    window_scores = model_window_scores(bundle, series.values, cfg.eval_stride)
+    window_scores = model_window_scores(bundle, series.matrix, cfg.eval_stride)
     raw_by_lag: dict[int, np.ndarray] = {}
     for variant in cfg.variants:
         lag = variant.lag
@@ -150,8 +150,8 @@ def baseline_scores(series: Series, cfg: EvalConfig) -> dict[str, np.ndarray]:
     seed = series_seed(series.name, cfg.seed)
     return {
         "random": baselines.random_scores(series.n_points, seed),
-        "windowed_gaussian": baselines.windowed_gaussian(series.values, reduce=cfg.channel_reduce),
-        "iforest": baselines.iforest_scores(series.values, series.seen_end, seed=seed % (2**31)),
+        "windowed_gaussian": baselines.windowed_gaussian(series.matrix, reduce=cfg.channel_reduce),
+        "iforest": baselines.iforest_scores(series.matrix, series.seen_end, seed=seed % (2**31)),
     }
 
 

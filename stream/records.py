@@ -11,9 +11,9 @@ import base64
 import math
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from stream.errors import InvalidRecord
 
@@ -50,7 +50,8 @@ class Telemetry(BaseModel):
     series_id: str = Field(min_length=1)
     ts: int
     value: float | None = Field(None, strict=True)
-    values: tuple[float, ...] | None = Field(None, strict=True)
+    # Strict per item too: a string or a boolean among the values is refused, as it is for `value`.
+    values: tuple[Annotated[float, Strict()], ...] | None = Field(None, strict=True)
 
     @field_validator("ts", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from model.errors import AnomalyBertError
 # Modules that each expose COMMANDS: a list of click commands (import-light: no torch, no faust).
 COMMAND_MODULES = (
     "training.commands", "tools.models", "training.retrain_commands", "evaluation.commands",
-    "tools.topics",
+    "tools.topics", "tools.demo", "tools.contracts",
     "stream.cli",
     "tools.bench.commands",
 )

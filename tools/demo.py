@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 from rich.console import Console
 
 from tools.localstack import LocalStackError, free_port, local_stack, port_open
+from tools.topics import BOOTSTRAP, plot_from_topic
 
 console = Console(highlight=False)
 
@@ -165,12 +167,35 @@ def _served_lag(model: Path | None) -> int:
 
 def _plots(bootstrap: str, series: list, output_dir: Path) -> list[Path]:
     from stream.settings import KafkaSettings
-    from tools.topics import _plot_from_topic
 
     cfg = KafkaSettings(bootstrap=bootstrap)
     paths = []
     for sid, _, labels in series:
         path = output_dir / f"demo-{sid.replace('/', '_')}.png"
-        _plot_from_topic(cfg, sid, path, labels)
+        plot_from_topic(cfg, sid, path, labels)
         paths.append(path)
     return paths
+
+
+@click.command("demo")
+@click.option("--points", type=int, default=1500, show_default=True, help="Points per demo series.")
+@click.option("--rate", type=float, default=600.0, show_default=True,
+              help="Points per second, all series together (0: as fast as possible).")
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the synthetic series.")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
+              show_default=True, help="Where the plots and the worker log go.")
+@click.option("--model", type=click.Path(exists=True, path_type=Path),
+              help="Bundle to serve (default: the shipped model).")
+@BOOTSTRAP
+def demo(points: int, rate: float, seed: int, output_dir: Path, model: Path | None, bootstrap: str | None) -> None:
+    """Run the whole service locally without Docker and watch it catch anomalies.
+
+    Starts Redis and the local Kafka-compatible broker when they are not already running, one stream
+    worker with the shipped model, replays three synthetic series with injected anomalies to the
+    telemetry topic, prints alerts as they open and close, writes one plot per series from what the
+    worker published, and stops everything it started (also on Ctrl-C).
+    """
+    run_demo(DemoPlan(points, rate, seed, output_dir, model), bootstrap=bootstrap)
+
+
+COMMANDS = [demo]

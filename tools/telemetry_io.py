@@ -43,17 +43,6 @@ def _parse_datetime(raw: str) -> int:
     return int(dt.timestamp() * 1000)
 
 
-def csv_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        files = sorted(path.glob("*.csv"))
-        if not files:
-            raise DataError(f"{path}: no .csv files in this directory")
-        return files
-    if not path.is_file():
-        raise DataError(f"{path}: no such file or directory")
-    return [path]
-
-
 def read_points(path: Path, series_id: str | None = None) -> Iterator[Point]:
     """Points of one CSV file in file order; series id from the `series_id` column, the option, or the file name."""
     with open(path, newline="") as f:

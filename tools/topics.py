@@ -43,9 +43,10 @@ def publish(source: Path, series_id: str | None, rate: float | None, speedup: fl
     """
     if rate is not None and speedup is not None:
         raise click.UsageError("give --rate or --speedup, not both")
-    from tools.telemetry_io import csv_files, read_points
+    from evaluation.series import data_files
+    from tools.telemetry_io import read_points
 
-    points = [p for f in csv_files(source) for p in read_points(f, series_id)]
+    points = [p for f in data_files(source) for p in read_points(f, series_id)]
     if limit is not None:
         points = points[:limit]
     cfg = kafka_settings(bootstrap)
@@ -187,7 +188,7 @@ def plot(input_path: Path | None, model_path: Path | None, from_topic: bool, ser
     if from_topic:
         if not series_id:
             raise click.UsageError("--from-topic needs --series-id")
-        _plot_from_topic(kafka_settings(bootstrap), series_id, output)
+        plot_from_topic(kafka_settings(bootstrap), series_id, output)
     else:
         if input_path is None:
             raise click.UsageError("give --input (or --from-topic --series-id)")
@@ -197,11 +198,11 @@ def plot(input_path: Path | None, model_path: Path | None, from_topic: bool, ser
 
 def _plot_file(input_path: Path, model_path: Path | None, score_lag: int | None, output: Path) -> None:
     from evaluation.detect import Detector
+    from evaluation.series import load_csv, require_length
     from model.bundle import DEFAULT_BUNDLE_DIR
     from stream.alerts import AlertPolicy
     from stream.settings import AlertSettings
     from tools.plot import alert_spans, label_spans, plot_series
-    from training.data import load_csv, require_length
 
     series = load_csv(input_path)
     detector = Detector(model_path or DEFAULT_BUNDLE_DIR, score_lag=score_lag)
@@ -209,13 +210,13 @@ def _plot_file(input_path: Path, model_path: Path | None, score_lag: int | None,
     scores = detector.score(series.values)
     a = AlertSettings()
     policy = AlertPolicy(detector.threshold, a.min_points, a.cooldown_points, a.close_ratio)
-    truth = label_spans(series.label) if series.label is not None else None
+    truth = label_spans(series.labels) if series.labels is not None else None
     spans = alert_spans(scores, policy)
     plot_series(output, series.values, scores, detector.threshold, spans, truth,
                 title=f"{Path(series.name).name}: {len(spans)} alert(s)")
 
 
-def _plot_from_topic(cfg: Any, series_id: str, output: Path, labels: Any = None) -> None:
+def plot_from_topic(cfg: Any, series_id: str, output: Path, labels: Any = None) -> None:
     """Plot a series as published; `labels` (aligned with the series' points in ts order) shades truth."""
     import numpy as np
 
@@ -241,27 +242,4 @@ def _plot_from_topic(cfg: Any, series_id: str, output: Path, labels: Any = None)
     plot_series(output, np.array([m["value"] for m in scored]), np.array([m["score"] for m in scored]),
                 float(scored[-1]["threshold"]), index, truth,
                 title=f"{series_id}: {len(index)} alert(s), as published to {cfg.topics.scores}")
-@click.command("demo")
-@click.option("--points", type=int, default=1500, show_default=True, help="Points per demo series.")
-@click.option("--rate", type=float, default=600.0, show_default=True,
-              help="Points per second, all series together (0: as fast as possible).")
-@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the synthetic series.")
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
-              show_default=True, help="Where the plots and the worker log go.")
-@click.option("--model", type=click.Path(exists=True, path_type=Path),
-              help="Bundle to serve (default: the shipped model).")
-@BOOTSTRAP
-def demo(points: int, rate: float, seed: int, output_dir: Path, model: Path | None, bootstrap: str | None) -> None:
-    """Run the whole service locally without Docker and watch it catch anomalies.
-
-    Starts Redis and the local Kafka-compatible broker when they are not already running, one stream
-    worker with the shipped model, replays three synthetic series with injected anomalies to the
-    telemetry topic, prints alerts as they open and close, writes one plot per series from what the
-    worker published, and stops everything it started (also on Ctrl-C).
-    """
-    from tools.demo import DemoPlan, run_demo
-
-    run_demo(DemoPlan(points, rate, seed, output_dir, model), bootstrap=bootstrap)
-
-
-COMMANDS = [publish, alerts, scores, plot, demo]
+COMMANDS = [publish, alerts, scores, plot]

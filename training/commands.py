@@ -165,8 +165,8 @@ def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val
       anomalybert train --data data/mine.csv --output tuned.pt --epochs 5 --finetune model.pt
     """
     _setup_logging(verbose)
+    from evaluation.series import load_series
     from model import families
-    from training.data import load_series
     from training.train import TrainConfig
     from training.train import train as run_training
 
@@ -352,8 +352,8 @@ def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None,
       anomalybert calibrate --model model.pt --data data/val --score-lag 0 --deviation-blend 0.7 \\
           --deviation-scale 8 --deviation-halflife 6400 --max-normal-rate 0.001 --output model-blend.pt
     """
+    from evaluation.series import load_series
     from model.checkpoint import load_checkpoint
-    from training.data import load_series
     from training.train import recalibrate
 
     try:

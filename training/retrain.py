@@ -17,28 +17,16 @@ from typing import Any
 import numpy as np
 
 from evaluation.detect import score_series
+from evaluation.series import Series, data_files
 from model.errors import DataError
 from model.normalize import Normalizer
 from training.calibrate import DEFAULT_THRESHOLD_BETA, best_f1_threshold, roc_auc
-from training.data import Series
 from training.synth import MIN_SAMPLES, inject_anomalies
 
 log = logging.getLogger(__name__)
 
 WindowScorer = Callable[[np.ndarray], np.ndarray]
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
-
-
-def table_files(path: Path) -> list[Path]:
-    """The file itself, or every CSV / Parquet file under a directory (sorted)."""
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in TABLE_SUFFIXES)
-        if not files:
-            raise DataError(f"{path}: no .csv or .parquet files in this directory")
-        return files
-    raise DataError(f"{path}: no such file or directory")
 
 
 def _read_table(path: Path) -> Any:
@@ -64,7 +52,7 @@ def _to_series(name: str, frame: Any, where: str) -> Series:
         prob = frame["probability"] if "probability" in frame else frame["anomaly_tag"]
         s.probability = pd.to_numeric(prob, errors="coerce").fillna(0).clip(0, 1).to_numpy(np.float64)
         tag = frame["anomaly_tag"] if "anomaly_tag" in frame else prob >= 0.5
-        s.label = pd.to_numeric(tag, errors="coerce").fillna(0).to_numpy().astype(np.int8)
+        s.labels = pd.to_numeric(tag, errors="coerce").fillna(0).to_numpy().astype(np.int8)
     return s
 
 
@@ -74,7 +62,7 @@ def load_tables(paths: list[Path], series_ids: set[str] | None = None) -> list[S
     Rows are grouped by `series_id` (or the file name when absent) and kept in file order.
     """
     out: list[Series] = []
-    for path in [f for p in paths for f in table_files(Path(p))]:
+    for path in [f for p in paths for f in data_files(Path(p), TABLE_SUFFIXES)]:
         frame = _read_table(path)
         missing = {"timestamp", "value"} - set(frame.columns)
         if missing:
@@ -97,7 +85,8 @@ def degrade(series: list[Series], rng: np.random.Generator, copies: int) -> list
             continue
         for k in range(copies):
             values, prob = inject_anomalies(s.values, rng)
-            out.append(Series(f"{s.name}#inj{k}", s.timestamps, values, prob, (prob >= 0.5).astype(np.int8)))
+            out.append(Series(name=f"{s.name}#inj{k}", timestamps=s.timestamps, values=values, probability=prob,
+                              labels=(prob >= 0.5).astype(np.int8)))
     return out
 
 
@@ -117,7 +106,7 @@ def split_gate(series: list[Series], fraction: float, min_points: int) -> tuple[
 def _slice(s: Series, a: int, b: int) -> Series:
     return replace(s, timestamps=s.timestamps[a:b], values=s.values[a:b],
                    probability=None if s.probability is None else s.probability[a:b],
-                   label=None if s.label is None else s.label[a:b])
+                   labels=None if s.labels is None else s.labels[a:b])
 
 
 @dataclass
@@ -138,7 +127,7 @@ def gate_metrics(score_windows: WindowScorer, gate: list[Series], window_size: i
         sc = score_series(score_windows, s.values, window_size, stride, normalizer=normalizer)
         ok = ~np.isnan(sc)
         scores.append(sc[ok])
-        labels.append(s.label[ok])  # type: ignore[index]
+        labels.append(s.labels[ok])  # type: ignore[index]
     y, x = np.concatenate(labels), np.concatenate(scores)
     _, cal = best_f1_threshold(x, y)
     return GateResult(roc_auc(x, y), float(cal.get("f1", 0.0)), int(len(y)), int(y.sum()))
@@ -242,18 +231,24 @@ def run_retrain(raw: list[Series], current_dir: Path, plan: RetrainPlan) -> Retr
 
 
 async def read_topic(kafka: Any, topic: str, since_ms: int | None, until_ms: int | None,
-                     max_points: int | None, series_ids: set[str] | None) -> list[Series]:
+                     max_points: int | None, series_ids: set[str] | None, channels: int = 1,
+                     max_id_length: int = 256) -> list[Series]:
     """A bounded read of the telemetry topic (no consumer group, nothing committed): from `since_ms`
     (or the start) to the end offsets seen at the start, stopping at `max_points`; points whose `ts` is
-    past `until_ms` are left out. Malformed or multichannel messages are skipped."""
+    past `until_ms` are left out. Each message is validated by the worker's own parser
+    (`stream.records.parse_telemetry`, `channels` values each): what the worker dead-letters is skipped
+    here (and counted), so retraining learns from exactly the points the worker scores."""
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from stream.errors import InvalidRecord
     from stream.kafka import client_options
+    from stream.records import parse_telemetry
 
     consumer = AIOKafkaConsumer(**client_options(kafka), group_id=None, enable_auto_commit=False)
     await consumer.start()
-    points: dict[str, list[tuple[int, float]]] = {}
+    points: dict[str, list[tuple[int, tuple[float, ...]]]] = {}
+    skipped = 0
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not parts:
@@ -267,10 +262,14 @@ async def read_topic(kafka: Any, topic: str, since_ms: int | None, until_ms: int
             batch = await consumer.getmany(*remaining, timeout_ms=1000)
             for records in batch.values():
                 for r in records[:None if max_points is None else max(0, max_points - n)]:
-                    msg = _parse(r.value)
-                    if msg and (series_ids is None or msg[0] in series_ids) \
-                            and (until_ms is None or msg[1] <= until_ms):
-                        points.setdefault(msg[0], []).append((msg[1], msg[2]))
+                    try:
+                        msg = parse_telemetry(r.value, r.key, channels, max_id_length)
+                    except InvalidRecord:
+                        skipped += 1
+                        continue
+                    if (series_ids is None or msg.series_id in series_ids) \
+                            and (until_ms is None or msg.ts <= until_ms):
+                        points.setdefault(msg.series_id, []).append((msg.ts, msg.channels))
                         n += 1
             # Done with a partition once past the end seen at the start. Records of the last fetch beyond
             # it are kept: some brokers report an end offset inside the last multi-record batch.
@@ -281,7 +280,8 @@ async def read_topic(kafka: Any, topic: str, since_ms: int | None, until_ms: int
         await consumer.stop()
     if not points:
         raise DataError(f"no usable points read from topic {topic!r}")
-    log.info("read %d points of %d series from %s", sum(map(len, points.values())), len(points), topic)
+    log.info("read %d points of %d series from %s (%d invalid messages skipped, as the worker dead-letters them)",
+             sum(map(len, points.values())), len(points), topic, skipped)
     return [_points_series(sid, pts) for sid, pts in points.items()]
 
 
@@ -297,28 +297,18 @@ async def _seek_start(consumer: Any, parts: list[Any], since_ms: int | None) -> 
             consumer.seek(tp, found[tp].offset)
 
 
-def _parse(raw: bytes) -> tuple[str, int, float] | None:
-    import json
-
-    try:
-        m = json.loads(raw)
-        value = float(m["value"])
-        ts = m["ts"]
-        if isinstance(ts, str):
-            from tools.telemetry_io import parse_ts
-
-            ts = parse_ts(ts, "telemetry")
-        return (str(m["series_id"]), int(ts), value) if np.isfinite(value) else None
-    except (ValueError, KeyError, TypeError, DataError):
-        return None
-
-
-def _points_series(sid: str, pts: list[tuple[int, float]]) -> Series:
-    """Sorted by ts with repeated ts dropped (the first to arrive stays, as in the worker)."""
-    pts.sort(key=lambda p: p[0])  # stable: equal ts keep their arrival order
-    ts = np.array([p[0] for p in pts], dtype=np.int64)
-    keep = np.concatenate([[True], np.diff(ts) > 0])
-    return Series(sid, ts[keep], np.array([p[1] for p in pts], dtype=np.float64)[keep])
+def _points_series(sid: str, pts: list[tuple[int, tuple[float, ...]]]) -> Series:
+    """The points the worker accepts, in arrival order: a point whose ts is not newer than the last accepted
+    one is a duplicate or late point, left out as the worker leaves it out."""
+    ts: list[int] = []
+    values: list[tuple[float, ...]] = []
+    for t, v in pts:
+        if not ts or t > ts[-1]:
+            ts.append(t)
+            values.append(v)
+    matrix = np.array(values, dtype=np.float64)
+    return Series(name=sid, timestamps=np.array(ts, dtype=np.int64),
+                  values=matrix[:, 0] if matrix.shape[1] == 1 else matrix)
 
 
 def publish_candidate(candidate: Any, registry: Path) -> tuple[str, Path]:
@@ -338,19 +328,18 @@ def publish_candidate(candidate: Any, registry: Path) -> tuple[str, Path]:
 
 async def announce(kafka: Any, version: str, path: Path) -> None:
     """Tell every worker on the compacted `model-updates` topic that `version` is current."""
-    import json
-
     from aiokafka import AIOKafkaProducer
 
     from model.bundle import MODEL_FILE, sha256_file
     from stream.kafka import client_options, ensure_topics
+    from stream.records import ModelUpdate, to_json
 
     topic = kafka.topics.model_updates
     await ensure_topics(kafka, [topic], compacted=[topic])
     producer = AIOKafkaProducer(**client_options(kafka), acks="all")
     await producer.start()
     try:
-        body = {"version": version, "uri": str(path.resolve()), "sha256": sha256_file(path / MODEL_FILE)}
-        await producer.send_and_wait(topic, json.dumps(body).encode(), key=b"current")
+        body = ModelUpdate(version=version, uri=str(path.resolve()), sha256=sha256_file(path / MODEL_FILE))
+        await producer.send_and_wait(topic, to_json(body), key=b"current")
     finally:
         await producer.stop()

@@ -24,13 +24,13 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 
 from evaluation.detect import TorchScorer, score_series
+from evaluation.series import Series, require_length
 from model import families
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.errors import DataError
 from model.normalize import DEFAULT_HALFLIFE, Normalizer
 from model.windows import check_lag, make_windows
 from training.calibrate import DEFAULT_THRESHOLD_BETA, bce, best_fbeta_threshold, normal_rate_threshold, roc_auc
-from training.data import Series, require_length
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,8 @@ def _holdout(s: Series, values: np.ndarray, cut: int, cfg: Any) -> Holdout | Non
         return None
     # Start on the series' window grid so the windows here are exactly the full series' windows.
     start = max(0, cut - cfg.window_size + 1) // cfg.stride * cfg.stride
-    assert s.probability is not None and s.label is not None
-    return Holdout(values[start:], cut - start, s.probability[cut:], s.label[cut:])
+    assert s.probability is not None and s.labels is not None
+    return Holdout(values[start:], cut - start, s.probability[cut:], s.labels[cut:])
 
 
 def prepare(series: list[Series], cfg: Any, normalizer: Normalizer, val_fraction: float) -> Prepared:

@@ -207,7 +207,7 @@ def test_train_series_scope_then_calibrate_at_another_lag(workdir: Path, tmp_pat
                         "--threshold-beta", "1", "-o", str(tmp_path / "s0.pt")])
     assert code == 0 and "at score_lag 0" in out, out
     again = load_checkpoint(tmp_path / "s0.pt")
-    from training.data import load_series
+    from evaluation.series import load_series
 
     holdouts = prepare(load_series(Path(data), labels=True), ckpt.config, ckpt.normalizer, 0.2).holdouts
     from evaluation.detect import TorchScorer

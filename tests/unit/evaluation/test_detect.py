@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from evaluation.detect import Detector, top_n
+from evaluation.series import Series
 from model.bundle import load_bundle
 from model.checkpoint import Checkpoint
 from model.errors import BundleError, DataError
@@ -18,7 +19,6 @@ from model.families.anomalybert.modules import AnomalyBERT
 from model.normalize import Normalizer
 from model.windows import aggregate, make_windows
 from tests.bundles import TINY, tiny_bundle
-from training.data import Series
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -32,7 +32,7 @@ def _series(n: int = 120, seed: int = 0) -> Series:
     rng = np.random.default_rng(seed)
     values = np.sin(np.arange(n) / 5) + 0.1 * rng.normal(size=n)
     values[n // 2] += 4
-    return Series("s", np.arange(n, dtype=np.int64) * 1000, values)
+    return Series("s", values, timestamps=np.arange(n, dtype=np.int64) * 1000)
 
 
 def test_scores_are_make_windows_then_bundle_then_aggregate(bundle_dir: Path) -> None:
@@ -59,7 +59,7 @@ def test_top_n_is_sorted_and_plain(bundle_dir: Path) -> None:
 
 
 def test_top_n_skips_unscored_points_and_breaks_ties_by_time() -> None:
-    s = Series("s", np.array(["a", "b", "c", "d"], dtype=object), np.arange(4.0))
+    s = Series("s", np.arange(4.0), timestamps=np.array(["a", "b", "c", "d"], dtype=object))
     got = top_n(s, np.array([0.5, np.nan, 0.9, 0.5]), 10)
     assert [r["timestamp"] for r in got] == ["c", "a", "d"]
 

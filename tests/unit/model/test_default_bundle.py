@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.detect import Detector
+from evaluation.series import Series
 from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
-from training.data import Series
 from training.synth import generate, scenario_rng
 
 
@@ -31,7 +31,7 @@ def test_default_model_ranks_spikes_first_on_unseen_data() -> None:
     found = []
     for k in range(10):  # the generator's normal signals hold harmless bursts too: judge on several series
         s = generate("point_anomaly", 1000, scenario_rng(4242, "point_anomaly", k))
-        series = Series("s", np.arange(1000), s.values)
+        series = Series("s", s.values, timestamps=np.arange(1000))
         spikes = set(np.flatnonzero(s.anomaly_tag).tolist())
         # ranking judged with every covering window averaged (the served lag is shorter: it alerts sooner)
         top = {r["timestamp"] for r in Detector(score_lag=63).detect(series, len(spikes))}
@@ -44,7 +44,7 @@ def test_default_bundle_scores_are_those_it_gave_before_the_family_seam(tmp_path
     b2e86dc, before AnomalyBERT moved behind `model.families` and serving behind `model.serving.serve`."""
     import json
 
-    from training.data import load_series
+    from evaluation.series import load_series
     from training.synth import write_scenarios
 
     reference = json.loads((Path(__file__).parent / "data" / "default_bundle_scores.json").read_text())

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluation.series import load_csv, load_series, require_length
 from model.errors import DataError
-from training.data import load_csv, load_series, require_length
 
 
 def _write(path: Path, text: str) -> Path:
@@ -22,14 +22,14 @@ def test_loads_values_labels_and_text_timestamps(tmp_path: Path) -> None:
     s = load_csv(f, labels=True)
     np.testing.assert_array_equal(s.values, [1.5, 2.5])
     np.testing.assert_array_equal(s.probability, [0.0, 0.7])
-    np.testing.assert_array_equal(s.label, [0, 1])
+    np.testing.assert_array_equal(s.labels, [0, 1])
     assert list(s.timestamps) == ["2026-01-01 00:00:00", "2026-01-01 00:01:00"]
 
 
 def test_integer_timestamps_stay_integers_and_labels_are_optional(tmp_path: Path) -> None:
     s = load_csv(_write(tmp_path / "a.csv", "timestamp, value\n1732600000000, 3\n1732600060000, 4\n"))
     assert s.timestamps.dtype == np.int64 and s.timestamps[1] == 1732600060000
-    assert s.probability is None and s.label is None
+    assert s.probability is None and s.labels is None
 
 
 def test_anomaly_tag_is_the_fallback_label(tmp_path: Path) -> None:

@@ -58,12 +58,12 @@ def test_degrade_labels_unlabelled_series_and_keeps_labelled_ones(telemetry_dir:
     raw = load_tables([telemetry_dir])
     labelled = raw[0]
     labelled.probability = np.zeros(len(labelled))
-    labelled.label = np.zeros(len(labelled), np.int8)
+    labelled.labels = np.zeros(len(labelled), np.int8)
     out = degrade(raw, np.random.default_rng(0), copies=3)
     assert len(out) == 1 + 2 * 3
     assert out[0] is labelled
     injected = out[1:]
-    assert all(s.label is not None and s.label.sum() > 0 for s in injected)
+    assert all(s.labels is not None and s.labels.sum() > 0 for s in injected)
     assert not np.array_equal(injected[0].values, injected[1].values)  # different injections per copy
 
 

@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from evaluation.detect import TorchScorer, score_series
+from evaluation.series import Series, load_series
 from model.errors import DataError
 from model.families.anomalybert.config import ModelConfig
 from model.families.anomalybert.modules import AnomalyBERT
 from model.normalize import Normalizer
 from tests.bundles import TINY
 from training.calibrate import DEFAULT_THRESHOLD_BETA, best_f1_threshold, best_fbeta_threshold, normal_rate_threshold
-from training.data import Series, load_series
 from training.synth import write_scenarios
 from training.train import TrainConfig, holdout_scores, prepare, split_point, train
 
@@ -160,11 +160,12 @@ def test_without_validation_the_threshold_falls_back(series: list[Series]) -> No
 
 
 def test_unlabelled_or_short_series_are_refused(series: list[Series]) -> None:
-    unlabelled = dataclasses.replace(series[0], probability=None, label=None)
+    unlabelled = dataclasses.replace(series[0], probability=None, labels=None)
     with pytest.raises(DataError, match="labels"):
         train([unlabelled], TINY, FAST)
     s = series[0]
-    short = dataclasses.replace(s, values=s.values[:10], probability=s.probability[:10])  # type: ignore[index]
+    short = dataclasses.replace(s, values=s.values[:10], probability=s.probability[:10],  # type: ignore[index]
+                                labels=s.labels[:10])  # type: ignore[index]
     with pytest.raises(DataError, match="shorter than the model's window"):
         train([short], TINY, FAST)
 
