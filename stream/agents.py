@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,8 +25,9 @@ from redis.exceptions import RedisError
 
 from stream.consumer import TelemetryConsumer
 from stream.errors import StateConflict
-from stream.pipeline import EXIT_UNEXPECTED, Pipeline
+from stream.pipeline import Pipeline
 from stream.processor import Processor, RawEvent, Staged
+from stream.recovery import Backoff, exit_on_bug, retry
 
 log = logging.getLogger(__name__)
 
@@ -81,39 +81,21 @@ def register(app: Any, settings: Any, runtime: Any) -> None:
 
     async def redo_until_done(processor: Processor, staged: Staged, error: BaseException | None) -> None:
         """Apply a batch from what Redis holds, retrying Redis and broker errors with backoff."""
-        delay = worker.retry_backoff_s
-        while True:
-            if error is not None:
-                runtime.metrics.retries.inc()
-                log.warning(
-                    "batch of %d (first %s[%d]@%d) failed, retrying in %.1fs: %s: %s",
-                    len(staged.events),
-                    staged.events[0].topic,
-                    staged.events[0].partition,
-                    staged.events[0].offset,
-                    delay,
-                    type(error).__name__,
-                    error,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            try:
-                async with runtime.lock:
-                    await processor.redo(staged)
-                return
-            except retryable as e:
-                error = e
+        first = staged.events[0]
+        what = f"batch of {len(staged.events)} (first {first.topic}[{first.partition}]@{first.offset})"
+        backoff = Backoff(worker.retry_backoff_s, runtime.metrics.retries)
+        if error is not None:
+            await backoff.wait(what, error)
+
+        async def redo() -> None:
+            async with runtime.lock:
+                await processor.redo(staged)
+
+        await retry(redo, retryable, backoff, what)
 
     async def ready() -> Processor:
-        delay = worker.retry_backoff_s
-        while True:
-            try:
-                return await runtime.ready(send)
-            except retryable as e:
-                runtime.metrics.retries.inc()
-                log.warning("worker start-up failed, retrying in %.1fs: %s: %s", delay, type(e).__name__, e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        return await retry(lambda: runtime.ready(send), retryable,
+                           Backoff(worker.retry_backoff_s, runtime.metrics.retries), "worker start-up")
 
     def new_pipeline(ack: Callable[[Any], Awaitable[Any]]) -> Pipeline:
         return Pipeline(ready, redo_until_done, ack, runtime.lock, retryable, scoring.max_batch,
@@ -134,9 +116,7 @@ def register(app: Any, settings: Any, runtime: Any) -> None:
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the boundary, as in the pipeline: a bug; exit without committing
-                log.critical("unexpected error consuming telemetry; exiting without committing", exc_info=True)
-                logging.shutdown()
-                os._exit(EXIT_UNEXPECTED)
+                exit_on_bug("consuming telemetry")
 
         app.task(consume_telemetry)
 
@@ -178,9 +158,7 @@ def _faust_agent(app: Any, settings: Any, new_pipeline: Callable[..., Pipeline])
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the boundary: anything else is a bug; do not ack, do not go on
-            log.critical("unexpected error starting a batch; exiting without acknowledging it", exc_info=True)
-            logging.shutdown()
-            os._exit(EXIT_UNEXPECTED)
+            exit_on_bug("starting a batch")
         finally:
             pipeline.cancel()  # stopping: batches still in flight stay unacknowledged and are redelivered
 

@@ -1,8 +1,9 @@
-"""Settings in -> a checked start-up (bundle, Redis, broker, topics) and the faust App with its agent, sweep
-timer and /metrics page.
+"""Settings in -> a checked start-up (bundle, Redis, broker, topics) and the faust App that runs the worker:
+the telemetry consumer (the aiokafka consumer by default, faust's agent stream as the alternative), the
+outbox sweep timer and the /metrics page.
 
-Processing guarantee: faust's default at-least-once (never `exactly_once`); the agent acknowledges a batch
-only after its state, outbox and outputs are written (see `stream.agents`).
+Processing guarantee: at-least-once (never faust's `exactly_once`); a batch's events are committed (or
+acknowledged to faust) only after its state, outbox and outputs are written (see `stream.agents`).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def faust_broker_urls(bootstrap: str) -> list[str]:
 
 
 def build_app(settings: Settings, checked: Checked, runtime: Runtime | None = None) -> Any:
-    """The faust App: topics, the `score_telemetry` agent, the outbox sweep timer and /metrics."""
+    """The faust App: the telemetry consumer (`stream.agents.register`), the outbox sweep timer and /metrics."""
     import faust
 
     from stream.agents import register

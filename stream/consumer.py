@@ -33,6 +33,7 @@ from aiokafka.structs import OffsetAndMetadata
 from stream.kafka import client_options
 from stream.pipeline import Pipeline
 from stream.processor import RawEvent
+from stream.recovery import Backoff, retry
 from stream.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,9 @@ class TelemetryConsumer(ConsumerRebalanceListener):
 
     async def start(self) -> None:
         """Connect and join the group; retries with backoff while the broker is unreachable."""
-        k, delay = self.kafka, self.retry_backoff_s
-        while True:
+        k = self.kafka
+
+        async def start() -> None:
             self.consumer = AIOKafkaConsumer(
                 **client_options(k),
                 client_id=self.client_id,
@@ -85,15 +87,14 @@ class TelemetryConsumer(ConsumerRebalanceListener):
                 max_poll_records=self.max_records,
             )
             self.consumer.subscribe([self.topic], listener=self)
-            try:
-                await self.consumer.start()
-                self._started = True
-                return
-            except KafkaError as e:
+            await self.consumer.start()
+            self._started = True
+
+        async def stop() -> None:
+            if self.consumer is not None:
                 await self.consumer.stop()
-                log.warning("telemetry consumer start failed, retrying in %.1fs: %s: %s", delay, type(e).__name__, e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+
+        await retry(start, (KafkaError,), Backoff(self.retry_backoff_s), "telemetry consumer start", stop)
 
     async def run(self, make_pipeline: Callable[[Callable[[RawEvent], Any]], Pipeline]) -> None:
         """Fetch and hand over until cancelled (`stop`); commits every `kafka.commit_interval_s`."""
@@ -101,15 +102,13 @@ class TelemetryConsumer(ConsumerRebalanceListener):
         self.pipeline = make_pipeline(self.ack)
         await self.start()
         assert self.consumer is not None
-        last_commit, delay = time.monotonic(), self.retry_backoff_s
+        last_commit, backoff = time.monotonic(), Backoff(self.retry_backoff_s)
         while True:
             try:
                 fetched = await self.consumer.getmany(timeout_ms=1000, max_records=self.max_records)
-                delay = self.retry_backoff_s
+                backoff.reset()
             except KafkaError as e:
-                log.warning("fetch failed, retrying in %.1fs: %s: %s", delay, type(e).__name__, e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                await backoff.wait("fetch", e)
                 continue
             if fetched:
                 async with self._handing:

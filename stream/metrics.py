@@ -8,7 +8,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 
 class Metrics:
-    """Counters and histograms the agent updates; `render()` gives the text exposition format."""
+    """Counters and histograms the worker updates; `render()` gives the text exposition format."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()

@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from stream.processor import Chained, Processor, RawEvent, Staged
+from stream.recovery import exit_on_bug
 
 log = logging.getLogger(__name__)
 
-EXIT_UNEXPECTED = 70  # EX_SOFTWARE
 
 
 @dataclass(eq=False)
@@ -47,7 +46,7 @@ class Pipeline:
     """Runs at most `depth` batches at once through a `Processor`, overlapping their stages.
 
     `ready()` gives the processor (created on first use); `redo(staged)` applies a batch sequentially from
-    Redis with retries and backoff until it is written (the agent's retry loop); `ack(event)` acknowledges
+    Redis with retries and backoff until it is written (`stream.recovery`); `ack(event)` acknowledges
     one consumed event; `lock` serializes writes with the outbox sweep."""
 
     def __init__(
@@ -112,9 +111,7 @@ class Pipeline:
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the boundary, as in _run
-            log.critical("unexpected error starting a batch; exiting without acknowledging it", exc_info=True)
-            logging.shutdown()
-            os._exit(EXIT_UNEXPECTED)
+            exit_on_bug("starting a batch")
 
     async def _batches(self) -> None:
         while True:
@@ -146,9 +143,7 @@ class Pipeline:
         except asyncio.CancelledError:
             raise  # shutting down: the batch stays unacknowledged and is redelivered
         except Exception:  # noqa: BLE001 - the boundary: anything else is a bug; do not ack, do not go on
-            log.critical("unexpected error processing a batch; exiting without acknowledging it", exc_info=True)
-            logging.shutdown()
-            os._exit(EXIT_UNEXPECTED)
+            exit_on_bug("processing a batch")
         finally:
             for fut in (batch.applied, batch.done):
                 if not fut.done():

@@ -2,7 +2,8 @@
 
 The order is what makes a crash at any moment harmless: (1) dead letters are sent, (2) states and
 outboxes are written atomically per series (compare-and-set on the point count), (3) claimed outboxes are
-published and deleted. Only then does the agent acknowledge the events to faust. A batch interrupted
+published and deleted. Only then are the events committed (the aiokafka consumer) or acknowledged to faust
+(the agent stream, `kafka.consumer = "faust"`). A batch interrupted
 anywhere is redelivered and re-applied: points already in a state are duplicates by the `ts` rule, and
 outbox entries already written are published by whoever holds the claim.
 """

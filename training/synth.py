@@ -52,19 +52,19 @@ class SyntheticSeries:
         return (self.probability >= TAG_THRESHOLD).astype(np.int8)
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write `timestamp, value, probability, anomaly_tag` (timestamps as `YYYY-MM-DD HH:MM:SS`)."""
-        import pandas as pd
+        """Write `timestamp, value, probability, anomaly_tag` (timestamps as `YYYY-MM-DD HH:MM:SS`, floats with
+        10 significant digits). The standard library's csv: `generate` needs no pandas."""
+        import csv
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        frame = pd.DataFrame({
-            "timestamp": np.datetime_as_string(self.timestamps, unit="s"),
-            "value": self.values,
-            "probability": np.round(self.probability, 4),
-            "anomaly_tag": self.anomaly_tag,
-        })
-        frame["timestamp"] = frame["timestamp"].str.replace("T", " ")
-        frame.to_csv(path, index=False, float_format="%.10g")
+        stamps = np.char.replace(np.datetime_as_string(self.timestamps, unit="s"), "T", " ")
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["timestamp", "value", "probability", "anomaly_tag"])
+            writer.writerows((t, f"{v:.10g}", f"{p:.10g}", int(a)) for t, v, p, a in
+                             zip(stamps.tolist(), self.values.tolist(), np.round(self.probability, 4).tolist(),
+                                 self.anomaly_tag.tolist(), strict=True))
         return path
 
 
