@@ -21,7 +21,7 @@ from model.serving import serve
 from model.windows import aggregate, check_lag, make_windows
 
 if TYPE_CHECKING:
-    from model.checkpoint import Checkpoint
+    from model.families.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Detector:
                  threads: int = 1) -> None:
         path = Path(model)
         if path.suffix == ".pt":
-            from model.checkpoint import load_checkpoint
+            from model.families.checkpoint import load_checkpoint
 
             ckpt = load_checkpoint(path)
             self._score_windows: WindowScorer = TorchScorer(ckpt)

@@ -15,9 +15,9 @@ def tiny_bundle(path: Path, seed: int = 0, cfg: ModelConfig = TINY, threshold: f
     """Export a random-weight AnomalyBERT to `path`, by default with window-scope min-max normalization."""
     import torch
 
-    from model.checkpoint import Checkpoint
-    from model.export import export_bundle
     from model.families.anomalybert.modules import AnomalyBERT
+    from model.families.checkpoint import Checkpoint
+    from model.families.export import export_bundle
     from model.normalize import Normalizer
 
     torch.manual_seed(seed)

@@ -353,7 +353,7 @@ def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None,
           --deviation-scale 8 --deviation-halflife 6400 --max-normal-rate 0.001 --output model-blend.pt
     """
     from evaluation.series import load_series
-    from model.checkpoint import load_checkpoint
+    from model.families.checkpoint import load_checkpoint
     from training.train import recalibrate
 
     try:

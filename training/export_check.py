@@ -10,9 +10,9 @@ import numpy as np
 
 from evaluation.detect import TorchScorer
 from model.bundle import Manifest, load_bundle
-from model.checkpoint import load_checkpoint
 from model.errors import BundleError
-from model.export import export_bundle
+from model.families.checkpoint import load_checkpoint
+from model.families.export import export_bundle
 
 log = logging.getLogger(__name__)
 

@@ -172,7 +172,7 @@ def prepare_data(raw: list[Series], plan: RetrainPlan, window_size: int) -> tupl
 class RetrainOutcome:
     """The candidate, both models' gate figures and the decision."""
 
-    candidate: Any  # model.checkpoint.Checkpoint
+    candidate: Any  # model.families.checkpoint.Checkpoint
     current: GateResult
     new: GateResult
     accepted: bool
@@ -315,7 +315,7 @@ def publish_candidate(candidate: Any, registry: Path) -> tuple[str, Path]:
     """Export the candidate and publish it to the registry as current; returns (version, bundle path)."""
     import tempfile
 
-    from model.export import export_bundle
+    from model.families.export import export_bundle
     from model.registry import Registry
 
     reg = Registry(registry)

@@ -26,8 +26,8 @@ from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 from evaluation.detect import TorchScorer, score_series
 from evaluation.series import Series, require_length
 from model import families
-from model.checkpoint import Checkpoint, load_checkpoint
 from model.errors import DataError
+from model.families.checkpoint import Checkpoint, load_checkpoint
 from model.normalize import DEFAULT_HALFLIFE, Normalizer
 from model.windows import check_lag, make_windows
 from training.calibrate import DEFAULT_THRESHOLD_BETA, bce, best_fbeta_threshold, normal_rate_threshold, roc_auc

@@ -76,7 +76,7 @@ def test_train_reports_each_epoch_and_saves(workdir: Path, tmp_path: Path, cli: 
                         "--seed", "4", *TINY_ARGS])
     assert code == 0, out
     assert out.count("train_loss") == 2 and "val_roc_auc" in out and "saved" in out
-    from model.checkpoint import load_checkpoint
+    from model.families.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tmp_path / "x.pt")
     assert ckpt.normalizer.kind == "zscore" and ckpt.normalizer.scope == "global"
@@ -190,7 +190,7 @@ def test_console_script_help_is_complete_and_light() -> None:
 def test_train_series_scope_then_calibrate_at_another_lag(workdir: Path, tmp_path: Path, cli: Run) -> None:
     import torch
 
-    from model.checkpoint import load_checkpoint
+    from model.families.checkpoint import load_checkpoint
     from training.calibrate import best_fbeta_threshold
     from training.train import holdout_scores, prepare
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from evaluation.detect import Detector
 from model.bundle import load_bundle
-from model.checkpoint import load_checkpoint
+from model.families.checkpoint import load_checkpoint
 from tests.families.tiny_ae import NAME, TinyAE
 from tests.stream_support import ROOT, Names, Worker, json_messages, point, produce, read_topic
 from tools.cli import cli

@@ -13,9 +13,9 @@ import torch
 from evaluation.detect import Detector, top_n
 from evaluation.series import Series
 from model.bundle import load_bundle
-from model.checkpoint import Checkpoint
 from model.errors import BundleError, DataError
 from model.families.anomalybert.modules import AnomalyBERT
+from model.families.checkpoint import Checkpoint
 from model.normalize import Normalizer
 from model.windows import aggregate, make_windows
 from tests.bundles import TINY, tiny_bundle
@@ -68,7 +68,7 @@ def test_checkpoint_and_bundle_rank_the_same_points(tmp_path: Path) -> None:
     torch.manual_seed(7)
     ckpt = Checkpoint(AnomalyBERT(TINY).eval(), Normalizer(scope="window"))
     ckpt.save(tmp_path / "m.pt")
-    from model.export import export_bundle
+    from model.families.export import export_bundle
 
     export_bundle(ckpt, tmp_path / "b")
     s = _series()

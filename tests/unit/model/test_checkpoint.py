@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.checkpoint import Checkpoint, load_checkpoint
 from model.errors import BundleError
 from model.families.anomalybert.modules import AnomalyBERT
+from model.families.checkpoint import Checkpoint, load_checkpoint
 from model.normalize import Normalizer
 from tests.bundles import TINY
 

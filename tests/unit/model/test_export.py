@@ -11,10 +11,10 @@ import torch
 
 from evaluation.detect import TorchScorer
 from model.bundle import load_bundle
-from model.checkpoint import Checkpoint
-from model.export import export_bundle
 from model.families.anomalybert.config import ModelConfig
 from model.families.anomalybert.modules import AnomalyBERT
+from model.families.checkpoint import Checkpoint
+from model.families.export import export_bundle
 from model.normalize import Normalizer
 from model.windows import make_windows
 

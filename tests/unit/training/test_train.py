@@ -135,7 +135,7 @@ def test_held_out_scores_equal_full_series_detection(series: list[Series]) -> No
     """The lead-in trick scores the tail exactly as `detect` scores the whole series."""
     cfg = dataclasses.replace(TINY, stride=3)
     torch.manual_seed(0)
-    from model.checkpoint import Checkpoint
+    from model.families.checkpoint import Checkpoint
 
     scorer = TorchScorer(Checkpoint(AnomalyBERT(cfg).eval(), Normalizer(scope="window")))
     holdouts = prepare(series, cfg, Normalizer(scope="window"), 0.3).holdouts

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from model.bundle import INPUT_NAME, MODEL_FILE, OUTPUT_NAME, Manifest, write_bundle
-from model.checkpoint import Checkpoint
+from model.families.checkpoint import Checkpoint
 
 OPSET = 17
 
