@@ -18,7 +18,7 @@ from evaluation.series import Series, load_csv, require_length
 from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 from model.normalize import Normalizer
 from model.serving import serve
-from model.windows import aggregate, check_lag, make_windows
+from model.windows import aggregate, check_lag, in_batches, make_windows
 
 if TYPE_CHECKING:
     from model.families.checkpoint import Checkpoint
@@ -31,20 +31,24 @@ BATCH = 256
 WindowScorer = Callable[[np.ndarray], np.ndarray]  # raw windows (B, W, C) -> scores (B, W)
 
 
-def score_series(score_windows: WindowScorer, values: np.ndarray, window_size: int, stride: int,
-                 score_lag: int | None = None, normalizer: Normalizer | None = None) -> np.ndarray:
-    """Per-point scores (T,) of one series: the mean of the scores of the windows covering each point.
+def window_scores(score_windows: WindowScorer, values: np.ndarray, window_size: int, stride: int,
+                  normalizer: Normalizer | None = None) -> np.ndarray:
+    """Scores (N, W) of every window of one series (values (T,) or (T, C)).
 
     `normalizer`: the model's, when its normalization runs point by point before windowing (the series
-    scope; `Normalizer.prepare_series`); None when `values` are already prepared or it need not.
-    NaN marks points no window covers (only possible at the end of a series when stride > 1).
-    """
+    scope; `Normalizer.prepare_series`); None when `values` are already prepared or it need not."""
     if normalizer is not None:
         values = normalizer.prepare_series(values)
-    windows = make_windows(values, window_size, stride)  # (N, W, C)
-    parts = [score_windows(windows[i:i + BATCH]) for i in range(0, len(windows), BATCH)]
-    window_scores = np.concatenate(parts) if parts else np.empty((0, window_size), np.float32)
-    scores, _ = aggregate(window_scores, len(values), window_size, stride, score_lag)
+    return in_batches(score_windows, make_windows(values, window_size, stride), BATCH, window_size)
+
+
+def score_series(score_windows: WindowScorer, values: np.ndarray, window_size: int, stride: int,
+                 score_lag: int | None = None, normalizer: Normalizer | None = None) -> np.ndarray:
+    """Per-point scores (T,) of one series: the mean of the scores of the windows covering each point, as the
+    worker computes them incrementally (`window_scores`, then `model.windows.aggregate`). NaN marks points no
+    window covers (only possible at the end of a series when stride > 1)."""
+    ws = window_scores(score_windows, values, window_size, stride, normalizer)
+    scores, _ = aggregate(ws, len(values), window_size, stride, score_lag)
     return scores
 
 

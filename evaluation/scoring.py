@@ -20,14 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evaluation import baselines
-from evaluation.datasets import Series
+from evaluation.detect import window_scores
 from evaluation.likelihood import calibrate
+from evaluation.series import Series
 from model.bundle import Bundle
 from model.errors import DataError
-from model.windows import aggregate, make_windows
-
-# Windows scored per ONNX call.
-BATCH = 512
+from model.windows import aggregate
 
 
 @dataclass(frozen=True)
@@ -85,12 +83,6 @@ def detection_time(scores: np.ndarray, lag: int, window_size: int) -> np.ndarray
     return np.where(np.isneginf(out), np.nan, out)
 
 
-def _score_windows(bundle: Bundle, windows: np.ndarray) -> np.ndarray:
-    if not len(windows):
-        return np.empty((0, bundle.window_size), np.float32)
-    return np.concatenate([bundle.score_windows(windows[i:i + BATCH]) for i in range(0, len(windows), BATCH)])
-
-
 def model_window_scores(bundle: Bundle, values: np.ndarray, stride: int) -> list[np.ndarray]:
     """Window scores (N, W) for each scored channel group.
 
@@ -100,13 +92,15 @@ def model_window_scores(bundle: Bundle, values: np.ndarray, stride: int) -> list
     others under the max).
     """
     v = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    prep = bundle.normalizer.prepare_series  # point by point for the series scope, else unchanged
+
+    def windows_of(x: np.ndarray) -> np.ndarray:
+        return window_scores(bundle.score_windows, x, bundle.window_size, stride, bundle.normalizer)
+
     if v.shape[1] == bundle.channels:
-        return [_score_windows(bundle, make_windows(prep(v), bundle.window_size, stride))]
+        return [windows_of(v)]
     if bundle.channels != 1:
         raise DataError(f"bundle expects {bundle.channels} channels, data has {v.shape[1]}")
-    varying = [c for c in range(v.shape[1]) if np.ptp(v[:, c]) > 0]
-    return [_score_windows(bundle, make_windows(prep(v[:, c]), bundle.window_size, stride)) for c in varying]
+    return [windows_of(v[:, c]) for c in range(v.shape[1]) if np.ptp(v[:, c]) > 0]
 
 
 def model_point_scores(window_scores: list[np.ndarray], n_points: int, window_size: int, stride: int,
@@ -124,7 +118,7 @@ def effective_lag(lag: int, stride: int) -> int:
     return max(lag, stride - 1)
 
 
-def score_series(bundle: Bundle, series: Series, cfg: EvalConfig) -> ScoredSeries:
+def evaluate_series(bundle: Bundle, series: Series, cfg: EvalConfig) -> ScoredSeries:
     """Run the model variants and (optionally) the baselines on one series."""
     out = ScoredSeries(series)
     w, n = bundle.window_size, series.n_points
@@ -160,7 +154,7 @@ def score_all(bundle: Bundle, series: list[Series], cfg: EvalConfig,
     """Score every series; `progress` is called after each (the command draws a progress bar with it)."""
     out = []
     for s in series:
-        out.append(score_series(bundle, s, cfg))
+        out.append(evaluate_series(bundle, s, cfg))
         if progress is not None:
             progress(s)
     return out

@@ -9,6 +9,8 @@ that covers a point; `lag = 0` uses the newest window alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -35,6 +37,17 @@ def make_windows(values: np.ndarray, window_size: int, stride: int) -> np.ndarra
         return np.empty((0, window_size, v.shape[1]), dtype=v.dtype)
     view = np.lib.stride_tricks.sliding_window_view(v, window_size, axis=0)  # (T-W+1, C, W)
     return view[::stride].transpose(0, 2, 1)  # (N, W, C)
+
+
+def in_batches(score: Callable[[np.ndarray], np.ndarray], windows: np.ndarray, batch: int,
+               window_size: int) -> np.ndarray:
+    """Window scores (N, W) of windows (N, W, C), `batch` windows per call of `score` (bounds memory: attention
+    is (B, H, W, W)); the scores do not depend on the batch size. Used by the worker and every offline path."""
+    if len(windows) == 0:
+        return np.empty((0, window_size), np.float32)
+    if len(windows) <= batch:
+        return score(windows)
+    return np.concatenate([score(windows[i:i + batch]) for i in range(0, len(windows), batch)])
 
 
 def included_offsets(window_size: int, lag: int, first: bool) -> slice:

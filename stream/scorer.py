@@ -10,6 +10,7 @@ import numpy as np
 
 from model.bundle import Bundle
 from model.serving import Served
+from model.windows import in_batches
 
 
 class Scorer:
@@ -49,10 +50,7 @@ class Scorer:
         return out, time.perf_counter() - t0
 
     def _run(self, bundle: Bundle, windows: np.ndarray) -> np.ndarray:
-        step = self.max_inference_batch
-        if len(windows) <= step:
-            return bundle.score_windows(windows)
-        return np.concatenate([bundle.score_windows(windows[i : i + step]) for i in range(0, len(windows), step)])
+        return in_batches(bundle.score_windows, windows, self.max_inference_batch, bundle.window_size)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -8,7 +8,7 @@ import pytest
 from evaluation.datasets import Series
 from evaluation.nab import PUBLISHED_PROFILES
 from evaluation.report import build_report, fill_nan, seen_threshold
-from evaluation.scoring import EvalConfig, ModelVariant, detection_time, effective_lag, score_series
+from evaluation.scoring import EvalConfig, ModelVariant, detection_time, effective_lag, evaluate_series
 from model.bundle import load_bundle
 from model.windows import aggregate, make_windows
 from tests.bundles import tiny_bundle
@@ -45,7 +45,7 @@ def test_effective_lag_covers_the_stride() -> None:
 def test_model_scores_are_the_workers_aggregation(bundle) -> None:
     series = make_series()
     lag = 5
-    out = score_series(bundle, series, EvalConfig((ModelVariant(lag),), baselines=False))
+    out = evaluate_series(bundle, series, EvalConfig((ModelVariant(lag),), baselines=False))
     w = bundle.window_size
     window_scores = bundle.score_windows(make_windows(series.values, w, 1))
     expected, _ = aggregate(window_scores, series.n_points, w, 1, lag)
@@ -59,21 +59,21 @@ def test_univariate_bundle_on_multichannel_data_takes_the_max(bundle) -> None:
     series.values[:, 2] = 7.0  # constant channel: skipped
     variant = ModelVariant(15)
     cfg = EvalConfig((variant,), baselines=False)
-    multi = score_series(bundle, series, cfg).detectors[variant.name].scores
-    singles = [score_series(bundle, Series("c", series.values[:, c], series.labels, 100), cfg)
+    multi = evaluate_series(bundle, series, cfg).detectors[variant.name].scores
+    singles = [evaluate_series(bundle, Series("c", series.values[:, c], series.labels, 100), cfg)
                .detectors[variant.name].scores for c in (0, 1)]
     np.testing.assert_allclose(multi, np.maximum(*singles), rtol=1e-6)
 
 
 def test_baselines_and_calibration_in_the_same_run(bundle) -> None:
     variants = (ModelVariant(15, "none"), ModelVariant(15, "likelihood"))
-    out = score_series(bundle, make_series(), EvalConfig(variants))
+    out = evaluate_series(bundle, make_series(), EvalConfig(variants))
     assert set(out.detectors) == {v.name for v in variants} | {"random", "windowed_gaussian", "iforest"}
     assert out.detectors["anomalybert lag=15 cal=likelihood"].scores.max() <= 1.0
 
 
 def test_report_has_every_metric_and_nab_four_ways(bundle) -> None:
-    scored = [score_series(bundle, make_series(seed=k), EvalConfig((ModelVariant(15),))) for k in range(2)]
+    scored = [evaluate_series(bundle, make_series(seed=k), EvalConfig((ModelVariant(15),))) for k in range(2)]
     for k, s in enumerate(scored):
         s.series.name = f"s{k}"
     report = build_report(scored, "seed", PUBLISHED_PROFILES, bundle.threshold, seed=0, vus_max_buffer=16)
@@ -98,7 +98,7 @@ def test_tiny_series_is_refused(bundle) -> None:
     from model.errors import DataError
 
     with pytest.raises(DataError, match="fewer than the model window"):
-        score_series(bundle, Series("x", np.zeros(5), np.zeros(5), 1), EvalConfig((ModelVariant(0),)))
+        evaluate_series(bundle, Series("x", np.zeros(5), np.zeros(5), 1), EvalConfig((ModelVariant(0),)))
 
 
 def test_series_scope_bundle_is_evaluated_on_point_by_point_standardized_values(tmp_path) -> None:
@@ -107,7 +107,7 @@ def test_series_scope_bundle_is_evaluated_on_point_by_point_standardized_values(
     bundle = load_bundle(tiny_bundle(tmp_path / "series", normalizer=Normalizer("zscore", "series", halflife=50.0)))
     series = make_series(channels=2)
     lag = 4
-    out = score_series(bundle, series, EvalConfig((ModelVariant(lag),), baselines=False, channel_reduce="max"))
+    out = evaluate_series(bundle, series, EvalConfig((ModelVariant(lag),), baselines=False, channel_reduce="max"))
     per_channel = []
     for c in range(2):
         prepared = bundle.normalizer.prepare_series(series.values[:, c])  # each channel its own statistics
