@@ -121,6 +121,7 @@ class Runtime:
             s.alerts,
             self.metrics,
             s.worker.id,
+            dead_letter_max_bytes=s.kafka.dead_letter_max_bytes,
         )
         log.info("worker %s (incarnation %s) ready", s.worker.id, self.incarnation)
         return self.processor
@@ -179,6 +180,7 @@ def build_app(settings: Settings, checked: Checked, runtime: Runtime | None = No
         broker_commit_interval=k.commit_interval_s,
         broker_request_timeout=max(k.request_timeout_s, k.session_timeout_s + 5),
         producer_acks=-1,
+        producer_max_request_size=k.max_request_bytes,
         web_enabled=w.web_enabled,
         web_port=w.web_port,
         web_bind=w.web_bind,

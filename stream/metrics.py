@@ -23,6 +23,13 @@ class Metrics:
         self.dead_letters = Counter(
             "anomalybert_dead_letters", "Messages sent to the dead-letter topic", ["code"], registry=r
         )
+        self.outputs_dropped = Counter(
+            "anomalybert_outputs_dropped",
+            "Output messages that can never be sent (e.g. larger than the broker or producer allows): dropped, "
+            "not retried",
+            ["topic", "reason"],
+            registry=r,
+        )
         self.alerts = Counter("anomalybert_alerts", "Alert events published", ["state"], registry=r)
         self.state_conflicts = Counter(
             "anomalybert_state_conflicts",

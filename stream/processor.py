@@ -23,7 +23,15 @@ from stream import alerts
 from stream.errors import CorruptState, InvalidRecord, StateConflict
 from stream.metrics import Metrics
 from stream.publish import ALERT, SCORE, Publisher
-from stream.records import AlertMessage, DeadLetter, ScoreMessage, Telemetry, parse_telemetry, to_json
+from stream.records import (
+    DEFAULT_MAX_KEPT_BYTES,
+    AlertMessage,
+    DeadLetter,
+    ScoreMessage,
+    Telemetry,
+    parse_telemetry,
+    to_json,
+)
 from stream.scorer import Scorer
 from stream.settings import AlertSettings, ScoringSettings
 from stream.state import FinalPoint, SeriesState, Step
@@ -105,10 +113,12 @@ class Processor:
         alert_cfg: AlertSettings,
         metrics: Metrics,
         worker_id: str,
+        dead_letter_max_bytes: int = DEFAULT_MAX_KEPT_BYTES,
     ) -> None:
         self.store, self.scorer, self.publisher = store, scorer, publisher
         self.scoring, self.alert_cfg = scoring, alert_cfg
         self.metrics, self.worker_id = metrics, worker_id
+        self.dead_letter_max_bytes = dead_letter_max_bytes
 
     async def redo(self, staged: Staged) -> None:
         """Apply a parsed batch from what Redis holds; series that lose the compare-and-set are reloaded and
@@ -164,6 +174,7 @@ class Processor:
                             key=ev.key,
                             value=ev.value,
                             worker=self.worker_id,
+                            max_bytes=self.dead_letter_max_bytes,
                         ),
                     )
                 )

@@ -33,6 +33,20 @@ log = logging.getLogger(__name__)
 _MARKS_CACHE = 4096
 
 SCORE, ALERT = b"s", b"a"
+# Bytes of the original key used as a dead letter's record key (the whole key, bounded, is in the letter).
+_DLQ_KEY_BYTES = 1024
+
+
+def never_fits(error: BaseException) -> bool:
+    """An output the broker or the producer refuses for its size: sending it again cannot succeed."""
+    from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+
+    e: BaseException | None = error
+    while e is not None:
+        if isinstance(e, MessageSizeTooLargeError | RecordListTooLargeError):
+            return True
+        e = e.__cause__
+    return False
 
 # send(topic, key, value, partition) -> awaitable of the record's offset, once the broker acknowledged it.
 SendFn = Callable[[str, bytes, bytes, int], Awaitable[Awaitable[int]]]
@@ -95,7 +109,7 @@ class Publisher:
         if not todo:
             return 0
         skip = await self._already_published({sid: r for sid, r in todo.items() if r.prev_marks})
-        futures: list[tuple[str, int, Awaitable[int]]] = []
+        messages: list[tuple[str, bytes, bytes, int]] = []
         for sid, r in todo.items():
             key = sid.encode()
             for entry in r.entries:
@@ -104,12 +118,11 @@ class Publisher:
                     self.metrics.readback_skipped.inc()
                     continue
                 topic = self.topic_of(kind)
-                p = self.target(topic, sid)
-                futures.append((topic, p, await self.send(topic, key, body, p)))
-        offsets = await asyncio.gather(*(f for _, _, f in futures))
-        for (topic, p, _), offset in zip(futures, offsets, strict=True):
-            # Anything this process sends later lands after this record: a valid mark from now on.
-            self.low[(topic, p)] = max(self.low.get((topic, p), 0), int(offset) + 1)
+                messages.append((topic, key, body, self.target(topic, sid)))
+        for (topic, _, _, p), offset in zip(messages, await self._send_all(messages), strict=True):
+            if offset is not None:
+                # Anything this process sends later lands after this record: a valid mark from now on.
+                self.low[(topic, p)] = max(self.low.get((topic, p), 0), int(offset) + 1)
         left = await self.store.release({sid: len(r.entries) for sid, r in todo.items()})
         done: dict[int, list[str]] = {}
         for sid, n_left in left.items():
@@ -118,7 +131,37 @@ class Publisher:
             elif n_left < 0:
                 log.warning("series %r: outbox claim was taken over while publishing", sid)
         await self.store.unindex_many(done)
-        return len(futures)
+        return len(messages)
+
+    async def _send_all(self, messages: Sequence[tuple[str, bytes, bytes, int]]) -> list[int | None]:
+        """Send (topic, key, value, partition) messages and wait for the broker; each one's offset, or None for
+        one that can never be sent (`never_fits`): that one is final, logged and counted, and the rest go on.
+        Any other error is raised once every send has settled (the caller retries the batch)."""
+        futures: list[Awaitable[int] | BaseException] = []
+        for topic, key, value, p in messages:
+            try:
+                futures.append(await self.send(topic, key, value, p))
+            except Exception as e:  # noqa: BLE001 - sorted below: final, or raised for a retry
+                futures.append(e)
+        results = await asyncio.gather(*(f for f in futures if not isinstance(f, BaseException)),
+                                       return_exceptions=True)
+        it = iter(results)
+        outcomes = [f if isinstance(f, BaseException) else next(it) for f in futures]
+        offsets: list[int | None] = []
+        retry: BaseException | None = None
+        for (topic, key, value, p), out in zip(messages, outcomes, strict=True):
+            if not isinstance(out, BaseException):
+                offsets.append(int(out))
+            elif never_fits(out):
+                offsets.append(None)
+                self.metrics.outputs_dropped.labels(topic, "too_large").inc()
+                log.error("dropped a %d-byte message for %s[%d] (key %r...): the broker or the producer refuses "
+                          "its size (%s); it is not retried", len(value) + len(key), topic, p, key[:64], out)
+            else:
+                retry = retry or out
+        if retry is not None:
+            raise retry
+        return offsets
 
     async def _already_published(self, stale: dict[str, WriteResult]) -> set[tuple]:
         """Identities of outbox entries an unfinished earlier publish already put on the broker."""
@@ -150,16 +193,13 @@ class Publisher:
         return found
 
     async def dead_letters(self, letters: Sequence[tuple[bytes | None, DeadLetter]]) -> None:
-        """Send dead letters and wait for the broker (at-least-once: a crash may repeat one)."""
-        futures = [
-            await self.send(
-                self.topics.dlq,
-                key or b"",
-                to_json(dl),
-                partition_for(key or b"", self.partitions[self.topics.dlq]),
-            )
-            for key, dl in letters
-        ]
-        await asyncio.gather(*futures)
-        for _, dl in letters:
-            self.metrics.dead_letters.labels(dl.code).inc()
+        """Send dead letters and wait for the broker (at-least-once: a crash may repeat one). The record key is
+        the original key (its first bytes when long); the letter itself is bounded (`DeadLetter.of`)."""
+        dlq = self.topics.dlq
+        messages = []
+        for key, dl in letters:
+            k = (key or b"")[:_DLQ_KEY_BYTES]
+            messages.append((dlq, k, to_json(dl), partition_for(k, self.partitions[dlq])))
+        for (_, dl), offset in zip(letters, await self._send_all(messages), strict=True):
+            if offset is not None:
+                self.metrics.dead_letters.labels(dl.code).inc()

@@ -8,6 +8,7 @@ bytes, including invalid UTF-8, which a text field could not promise.
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import time
 from datetime import UTC, datetime, timedelta
@@ -142,8 +143,18 @@ class AlertMessage(BaseModel):
     model_version: str
 
 
+# Longest `reason` a dead letter carries (a validation message can quote the input).
+MAX_REASON_CHARS = 1000
+# What a dead letter keeps of a refused message's bytes when none is given (`KafkaSettings`).
+DEFAULT_MAX_KEPT_BYTES = 65_536
+
+
 class DeadLetter(BaseModel):
-    """`telemetry.dlq`: the original bytes, where they came from and why they were refused."""
+    """`telemetry.dlq`: the original bytes, where they came from and why they were refused.
+
+    The value and the key are kept whole up to `max_bytes` each; a longer one keeps its first `max_bytes`
+    bytes, and `value_truncated` (`key_truncated`) is true, `value_bytes` (`key_bytes`) gives its size and
+    `value_sha256` its hash, so that a dead letter always fits the producer's request limit."""
 
     code: str
     reason: str
@@ -152,7 +163,12 @@ class DeadLetter(BaseModel):
     offset: int
     timestamp_ms: int | None = None
     key_b64: str | None = None
+    key_bytes: int | None = None
+    key_truncated: bool | None = None
     value_b64: str
+    value_bytes: int
+    value_sha256: str
+    value_truncated: bool | None = None
     worker: str
     dead_at_ms: int = Field(default_factory=lambda: int(time.time() * 1000))
 
@@ -168,20 +184,33 @@ class DeadLetter(BaseModel):
         key: bytes | None,
         value: bytes | None,
         worker: str,
+        max_bytes: int = DEFAULT_MAX_KEPT_BYTES,
     ) -> DeadLetter:
+        value = value or b""
+        reason = err.reason if len(err.reason) <= MAX_REASON_CHARS else err.reason[: MAX_REASON_CHARS - 3] + "..."
+        cut_value = len(value) > max_bytes
+        cut_key = key is not None and len(key) > max_bytes
+        if cut_value:
+            reason += f" (value truncated: the first {max_bytes} of {len(value)} bytes are kept)"
         return cls(
             code=err.code,
-            reason=err.reason,
+            reason=reason,
             topic=topic,
             partition=partition,
             offset=offset,
             timestamp_ms=timestamp_ms,
             worker=worker,
-            key_b64=base64.b64encode(key).decode() if key is not None else None,
-            value_b64=base64.b64encode(value or b"").decode(),
+            key_b64=base64.b64encode(key[:max_bytes]).decode() if key is not None else None,
+            key_bytes=len(key) if cut_key else None,
+            key_truncated=True if cut_key else None,
+            value_b64=base64.b64encode(value[:max_bytes]).decode(),
+            value_bytes=len(value),
+            value_sha256=hashlib.sha256(value).hexdigest(),
+            value_truncated=True if cut_value else None,
         )
 
     def original_value(self) -> bytes:
+        """The refused value, or its first bytes when `value_truncated`."""
         return base64.b64decode(self.value_b64)
 
 

@@ -66,6 +66,17 @@ class KafkaSettings(_Section):
         10, ge=0, le=60_000, description="longest time the broker may hold the worker's fetch when it has no data"
     )
     connect_timeout_s: float = Field(15.0, gt=0, description="start-up check: how long to try the broker")
+    max_request_bytes: int = Field(
+        1_048_576, ge=65_536,
+        description="the producer's largest request (Kafka's default message.max.bytes is 1 MiB): an output "
+        "larger than this can never be sent; it is dropped, logged and counted, never retried",
+    )
+    dead_letter_max_bytes: int = Field(
+        65_536, ge=256,
+        description="most bytes of a refused message's value (and key) kept in its dead letter; a longer one "
+        "keeps this prefix, its size and its sha256, so that one oversized message cannot exceed the "
+        "producer's limit and stall its partition",
+    )
     # Measured with `anomalybert bench` (see the README's benchmark): the faust agent's per-message path
     # from its consumer thread to the stream added ~20 ms per point on average at 2,000 points/s.
     consumer: Literal["aiokafka", "faust"] = Field(
@@ -74,6 +85,14 @@ class KafkaSettings(_Section):
         "or faust's agent stream (noack_take). Not a rolling change: the two use different group protocols, "
         "so stop every worker of the group before switching",
     )
+
+    @model_validator(mode="after")
+    def _dead_letters_fit(self) -> KafkaSettings:
+        # base64 of the value and of the key (4/3 each) plus the reason and the rest of the envelope
+        if 2 * (4 * self.dead_letter_max_bytes // 3 + 4) + 16_384 > self.max_request_bytes:
+            raise ValueError(f"dead_letter_max_bytes {self.dead_letter_max_bytes} does not fit in a request of "
+                             f"max_request_bytes {self.max_request_bytes} once base64-encoded")
+        return self
 
     @model_validator(mode="after")
     def _credentials_complete(self) -> KafkaSettings:

@@ -119,8 +119,17 @@ FIELD_DOCS: dict[str, dict[str, str]] = {
         "partition": "its partition",
         "offset": "its offset",
         "timestamp_ms": "its Kafka timestamp, epoch milliseconds",
-        "key_b64": "the original key, base64 (absent when the message had no key)",
-        "value_b64": "the original value, base64 (lossless for any bytes, including invalid UTF-8)",
+        "key_b64": "the original key, base64 (absent when the message had no key); its first "
+        "kafka.dead_letter_max_bytes bytes when key_truncated",
+        "key_bytes": "the original key's size in bytes; present only when key_truncated",
+        "key_truncated": "true when the key was longer than kafka.dead_letter_max_bytes and only its first bytes "
+        "are kept; absent otherwise",
+        "value_b64": "the original value, base64 (lossless for any bytes, including invalid UTF-8); its first "
+        "kafka.dead_letter_max_bytes bytes (64 KiB by default) when value_truncated",
+        "value_bytes": "the original value's size in bytes",
+        "value_sha256": "sha256 of the whole original value, lowercase hex (identifies a truncated value)",
+        "value_truncated": "true when the value was longer than kafka.dead_letter_max_bytes and only its first "
+        "bytes are kept; absent otherwise",
         "worker": "the id of the worker that refused it",
         "dead_at_ms": "when it was refused, epoch milliseconds",
     },

@@ -1,0 +1,116 @@
+"""Nothing a producer sends can stall a partition: dead letters are bounded, and an output the broker or the
+producer refuses for its size is final (dropped, logged, counted), while other send errors still raise."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
+from pydantic import ValidationError
+
+from stream.errors import InvalidRecord
+from stream.metrics import Metrics
+from stream.publish import Publisher, never_fits
+from stream.records import MAX_REASON_CHARS, DeadLetter, to_json
+from stream.settings import KafkaSettings, TopicNames
+
+
+def letter(value: bytes, key: bytes | None = b"k", max_bytes: int = 1024, reason: str = "bad") -> DeadLetter:
+    return DeadLetter.of(InvalidRecord("invalid_json", reason), topic="telemetry", partition=0, offset=7,
+                         timestamp_ms=None, key=key, value=value, worker="w", max_bytes=max_bytes)
+
+
+def test_a_short_value_is_kept_whole_with_its_size_and_hash() -> None:
+    dl = DeadLetter.model_validate_json(to_json(letter(b"{bad")))
+    assert dl.original_value() == b"{bad" and dl.value_bytes == 4 and dl.value_truncated is None
+    assert dl.value_sha256 == hashlib.sha256(b"{bad").hexdigest() and dl.key_truncated is None
+
+
+def test_a_long_value_and_key_keep_a_prefix_their_size_and_hash() -> None:
+    value, key = b"x" * 900_000, b"k" * 5000
+    raw = to_json(letter(value, key=key))
+    dl = DeadLetter.model_validate_json(raw)
+    assert dl.original_value() == value[:1024] and dl.value_bytes == 900_000 and dl.value_truncated is True
+    assert dl.value_sha256 == hashlib.sha256(value).hexdigest()
+    assert dl.key_bytes == 5000 and dl.key_truncated is True and len(dl.key_b64 or "") <= 4 * 1024 // 3 + 4
+    assert "value truncated: the first 1024 of 900000 bytes are kept" in dl.reason
+    assert len(raw) < 4000
+
+
+def test_a_long_reason_is_cut() -> None:
+    assert len(letter(b"x", reason="r" * 5000).reason) == MAX_REASON_CHARS
+
+
+def test_the_settings_refuse_a_dead_letter_that_cannot_fit_a_request() -> None:
+    assert KafkaSettings().max_request_bytes == 1_048_576 and KafkaSettings().dead_letter_max_bytes == 65_536
+    with pytest.raises(ValidationError, match="does not fit"):
+        KafkaSettings(max_request_bytes=65_536, dead_letter_max_bytes=60_000)
+
+
+def test_size_refusals_are_recognised_through_the_producer_wrapper() -> None:
+    try:
+        try:
+            raise MessageSizeTooLargeError("too big")
+        except MessageSizeTooLargeError as inner:
+            raise ProducerSendError("Error while sending") from inner
+    except ProducerSendError as wrapped:
+        assert never_fits(wrapped)
+    assert not never_fits(KafkaConnectionError("down"))
+
+
+class FakeSend:
+    """The worker's send(): raises at send time for one value, fails at delivery for another."""
+
+    def __init__(self, refuse_now: bytes, refuse_later: bytes, down: bytes = b"") -> None:
+        self.refuse_now, self.refuse_later, self.down = refuse_now, refuse_later, down
+        self.sent: list[bytes] = []
+
+    async def __call__(self, topic: str, key: bytes, value: bytes, partition: int) -> Any:
+        if value == self.refuse_now:
+            raise ProducerSendError("Error while sending") from MessageSizeTooLargeError("client-side")
+        fut = asyncio.get_running_loop().create_future()
+        if value == self.refuse_later:
+            fut.set_exception(MessageSizeTooLargeError("broker-side"))
+        elif value == self.down:
+            fut.set_exception(KafkaConnectionError("broker away"))
+        else:
+            self.sent.append(value)
+            fut.set_result(len(self.sent))
+        return fut
+
+
+def publisher(send: FakeSend, metrics: Metrics) -> Publisher:
+    topics = TopicNames()
+    partitions = {topics.scores: 1, topics.alerts: 1, topics.dlq: 1}
+    return Publisher(None, send, None, topics, partitions, metrics)  # type: ignore[arg-type]
+
+
+def test_an_output_that_never_fits_is_dropped_and_counted_and_the_rest_are_sent() -> None:
+    metrics = Metrics()
+    send = FakeSend(refuse_now=b"now", refuse_later=b"later")
+    pub = publisher(send, metrics)
+    msgs = [("scores", b"a", v, 0) for v in (b"ok1", b"now", b"ok2", b"later", b"ok3")]
+    offsets = asyncio.run(pub._send_all(msgs))
+    assert offsets == [1, None, 2, None, 3] and send.sent == [b"ok1", b"ok2", b"ok3"]
+    assert metrics.outputs_dropped.labels("scores", "too_large")._value.get() == 2
+
+
+def test_any_other_send_error_is_raised_for_a_retry() -> None:
+    send = FakeSend(refuse_now=b"now", refuse_later=b"later", down=b"down")
+    with pytest.raises(KafkaConnectionError):
+        asyncio.run(publisher(send, Metrics())._send_all([("scores", b"a", v, 0) for v in (b"ok", b"down")]))
+
+
+def test_dead_letters_are_counted_only_when_sent() -> None:
+    metrics = Metrics()
+    good, bad = letter(b"{"), letter(b"[")
+    send = FakeSend(refuse_now=to_json(bad), refuse_later=b"-")
+    asyncio.run(publisher(send, metrics).dead_letters([(b"k" * 3000, good), (None, bad)]))
+    assert [json.loads(v)["value_b64"] for v in send.sent] == [good.value_b64]
+    assert metrics.dead_letters.labels("invalid_json")._value.get() == 1
+    assert metrics.outputs_dropped.labels("telemetry.dlq", "too_large")._value.get() == 1
