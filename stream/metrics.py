@@ -30,6 +30,13 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.states_reset = Counter(
+            "anomalybert_series_states_reset",
+            "Stored series states that could not be used (undecodable, other channel count, unusable) and were "
+            "started anew: the series' pending points are lost, the partition goes on",
+            ["reason"],
+            registry=r,
+        )
         self.alerts = Counter("anomalybert_alerts", "Alert events published", ["state"], registry=r)
         self.state_conflicts = Counter(
             "anomalybert_state_conflicts",

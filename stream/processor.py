@@ -258,19 +258,35 @@ class Processor:
         else:
             s.expected = loaded.blob[:8] if loaded.blob else b""
             s.state = self._decode(sid, loaded.blob, served)
+        s.threshold = self._threshold(sid, loaded.threshold, served.bundle.threshold)
+        ts = [p.ts for p in s.points]
+        values = np.array([p.channels for p in s.points], dtype=np.float64)
+        try:
+            self._push(sid, s, served, ts, values)
+        except Exception as e:  # noqa: BLE001 - a stored state that decodes but cannot be used
+            if chained is not None:
+                raise  # this process's own state from the previous batch: a bug, not bad data
+            # One series' unusable state must not stop the partition (the batch would fail on every
+            # redelivery): start the series anew, as for an undecodable one, and count it.
+            log.error("series %r: stored state unusable (%s: %s); starting it anew", sid, type(e).__name__, e)
+            self.metrics.states_reset.labels("unusable").inc()
+            s.state, s.swapped = _fresh(served), None
+            self._push(sid, s, served, ts, values)
+        assert s.step is not None
+        self.metrics.points_accepted.inc(s.step.accepted)
+        self.metrics.late_or_duplicate.inc(s.step.duplicates)
+        return s
+
+    def _push(self, sid: str, s: _Series, served: Served, ts: list[int], values: np.ndarray) -> None:
+        """Move the state onto the served model if it is on another one, then push the batch's points."""
+        assert s.state is not None
         version, g = served.bundle.version, served.geometry
         if s.state.version != version or s.state.geometry != g:
             old = (s.state.version, s.state.threshold)
             s.swapped = (*old, s.state.swap(g, version, served.bundle.threshold))
             log.info("series %r moves from model %s to %s (%d pending points finalized under the old one)",
                      sid, old[0], version, len(s.swapped[2]))
-        s.threshold = self._threshold(sid, loaded.threshold, served.bundle.threshold)
-        ts = [p.ts for p in s.points]
-        values = np.array([p.channels for p in s.points], dtype=np.float64)
         s.step = s.state.push(ts, values)
-        self.metrics.points_accepted.inc(s.step.accepted)
-        self.metrics.late_or_duplicate.inc(s.step.duplicates)
-        return s
 
     def _decode(self, sid: str, blob: bytes | None, served: Served) -> SeriesState:
         if blob is None:
@@ -280,10 +296,12 @@ class Processor:
         except CorruptState as e:
             # Starting the series anew loses only its pending points; refusing would stop it for good.
             log.error("series %r: %s; starting it anew", sid, e)
+            self.metrics.states_reset.labels("undecodable").inc()
             return _fresh(served)
         if state.geometry.channels != served.geometry.channels:
             log.error("series %r: state has %d channels, the model %d; starting it anew",
                       sid, state.geometry.channels, served.geometry.channels)
+            self.metrics.states_reset.labels("channels").inc()
             return _fresh(served)
         return state
 
