@@ -114,13 +114,37 @@ class RedisSettings(_Section):
     key_prefix: str = "anomalybert:"
     series_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="an idle series' state expires after this")
     socket_timeout_s: float = Field(5.0, gt=0)
+    cluster: bool = Field(
+        False,
+        description="Redis Cluster: `url` names any node (the others are discovered); also selected by a "
+        "redis+cluster:// (or rediss+cluster://) url",
+    )
 
     @field_validator("url")
     @classmethod
     def _redis_scheme(cls, v: str) -> str:
-        if not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"redis url must start with redis://, rediss:// or unix://, got {v!r}")
+        if not v.startswith(("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")):
+            raise ValueError(f"redis url must start with redis://, rediss://, unix:// or redis+cluster://, got {v!r}")
         return v
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.cluster or "+cluster://" in self.url
+
+    @property
+    def client_url(self) -> str:
+        """The url as redis-py takes it (without the +cluster marker)."""
+        return self.url.replace("+cluster://", "://", 1)
+
+    @model_validator(mode="after")
+    def _cluster_url(self) -> RedisSettings:
+        if self.is_cluster and self.client_url.startswith("unix://"):
+            raise ValueError("a Redis Cluster is reached over TCP: use redis:// or rediss:// with cluster")
+        from urllib.parse import urlsplit
+
+        if self.is_cluster and urlsplit(self.client_url).path.strip("/") not in ("", "0"):
+            raise ValueError("Redis Cluster has database 0 only: drop the /<db> from the url")
+        return self
 
     @field_validator("key_prefix")
     @classmethod

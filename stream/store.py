@@ -169,7 +169,8 @@ class Write:
 
 
 def connect(cfg: RedisSettings, read_timeout: bool = True) -> Redis:
-    """A redis.asyncio client from the settings (password and TLS included).
+    """A redis.asyncio client from the settings (password and TLS included): a `RedisCluster` when
+    `cfg.is_cluster` (it discovers the nodes from the one in the url and routes each key to its slot).
 
     `read_timeout=False` leaves reads without redis-py's own timeout: it arms one timer per reply, i.e.
     per series in a pipelined batch (~5 % of the worker's event loop at 1000 series). `Store` bounds each
@@ -180,11 +181,16 @@ def connect(cfg: RedisSettings, read_timeout: bool = True) -> Redis:
         kwargs["username"] = cfg.username
     if cfg.password is not None:
         kwargs["password"] = cfg.password.get_secret_value()
-    if cfg.tls or cfg.url.startswith("rediss://"):
+    url = cfg.client_url
+    if cfg.tls or url.startswith("rediss://"):
         kwargs["ssl_ca_certs"] = str(cfg.ssl_ca_certs) if cfg.ssl_ca_certs else None
-        if cfg.url.startswith("redis://"):
+        if url.startswith("redis://"):
             kwargs["ssl"] = True
-    client = Redis.from_url(cfg.url, **kwargs)
+    if cfg.is_cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, **kwargs)  # type: ignore[return-value]
+    client = Redis.from_url(url, **kwargs)
     pool = client.connection_pool  # connections are made on first use, so the class can still change
     if hiredis is not None and hasattr(pool, "connection_class"):
         pool.connection_class = _with_hiredis_packing(pool.connection_class)
@@ -202,14 +208,37 @@ class Store:
         self.owner = f"{worker_id}#{incarnation}"
         self.claim_ms = claim_ms
         self.timeout = cfg.socket_timeout_s  # per round trip (see `connect`)
+        from redis.asyncio.cluster import RedisCluster
+
+        # A cluster pipeline cannot load scripts itself: they are loaded on every primary up front (and again
+        # after a NOSCRIPT, e.g. a failover to a replica that never saw them) and called by their sha1.
+        self.cluster = isinstance(redis, RedisCluster)
+        self._scripts_loaded = False
         self._write = redis.register_script(_WRITE)
         self._claim = redis.register_script(_CLAIM_ONLY)
         self._release = redis.register_script(_RELEASE)
 
+    async def _run(self, script: Any, pipe: Any, keys: list[str], args: list[Any]) -> None:
+        """Queue a script call on the pipeline."""
+        if self.cluster:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        else:
+            await script(keys=keys, args=args, client=pipe)
+
     async def _execute(self, pipe: Any) -> list:
         """One round trip, bounded by the Redis timeout (see `connect`)."""
+        from redis.exceptions import NoScriptError
+
         async with asyncio.timeout(self.timeout):
-            return await pipe.execute()
+            if self.cluster and not self._scripts_loaded:
+                for script in (self._write, self._claim, self._release):
+                    await self.redis.script_load(script.script)  # every primary
+                self._scripts_loaded = True
+            try:
+                return await pipe.execute()
+            except NoScriptError:
+                self._scripts_loaded = False  # loaded again when the caller retries the batch
+                raise
 
     def key(self, series_id: str, kind: str) -> str:
         return f"{self.prefix}{{{series_id}}}:{kind}"
@@ -221,7 +250,8 @@ class Store:
         """States and threshold overrides of many series in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for sid in series_ids:
-            pipe.mget(self.key(sid, "st"), self.key(sid, "thr"))  # one slot: the keys share the hash tag
+            # one slot: the keys share the hash tag (MGET as a raw command: a cluster pipeline refuses `mget`)
+            pipe.execute_command("MGET", self.key(sid, "st"), self.key(sid, "thr"))
         raw = await self._execute(pipe)
         return {sid: Loaded(st, _float_or_none(thr, sid)) for sid, (st, thr) in zip(series_ids, raw, strict=True)}
 
@@ -249,7 +279,7 @@ class Store:
                 w.marks,
                 *w.entries,
             ]
-            await self._write(keys=keys, args=args, client=pipe)
+            await self._run(self._write, pipe, keys, args)
         raw = (await self._execute(pipe))[len(indexed) :]
         return {w.series_id: _write_result(r) for w, r in zip(writes, raw, strict=True)}
 
@@ -259,11 +289,8 @@ class Store:
         series_ids = list(marks)
         for sid in series_ids:
             keys = [self.key(sid, "ob"), self.key(sid, "cl")]
-            await self._claim(
-                keys=keys,
-                args=[self.owner, self.worker_id, self.claim_ms, marks[sid], self.ttl_ms],
-                client=pipe,
-            )
+            args = [self.owner, self.worker_id, self.claim_ms, marks[sid], self.ttl_ms]
+            await self._run(self._claim, pipe, keys, args)
         raw = await self._execute(pipe)
         return {sid: _write_result([1, *r]) for sid, r in zip(series_ids, raw, strict=True)}
 
@@ -272,7 +299,7 @@ class Store:
         (-1 where the claim had been taken over, which leaves the entries to the new holder)."""
         pipe = self.redis.pipeline(transaction=False)
         for sid, count in published.items():
-            await self._release(keys=[self.key(sid, "ob"), self.key(sid, "cl")], args=[self.owner, count], client=pipe)
+            await self._run(self._release, pipe, [self.key(sid, "ob"), self.key(sid, "cl")], [self.owner, count])
         raw = await self._execute(pipe)
         return {sid: int(r) for sid, r in zip(published, raw, strict=True)}
 

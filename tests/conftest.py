@@ -44,6 +44,15 @@ def services() -> Iterator[Services]:
         yield Services(stack.kafka_bootstrap, os.environ.get("ANOMALYBERT_TEST_REDIS", stack.redis_url))
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A local 3-node Redis Cluster (started once per session, for the tests that ask for it)."""
+    from tools.localstack import redis_cluster
+
+    with redis_cluster() as url:
+        yield url
+
+
 @pytest.fixture
 def unique() -> str:
     """A short unique token for topic names, consumer groups and Redis key prefixes."""

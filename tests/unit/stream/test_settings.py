@@ -54,3 +54,16 @@ def test_importing_stream_does_not_import_torch_or_faust() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_redis_cluster_is_chosen_by_setting_or_url() -> None:
+    from stream.settings import RedisSettings
+
+    by_url = RedisSettings(url="redis+cluster://node-1:7000")
+    assert by_url.is_cluster and by_url.client_url == "redis://node-1:7000"
+    assert RedisSettings(url="redis://node-1:7000", cluster=True).is_cluster
+    assert not RedisSettings().is_cluster and RedisSettings().client_url == "redis://localhost:6379/0"
+    assert RedisSettings(url="rediss+cluster://n:7000/0").client_url == "rediss://n:7000/0"
+    for bad in ("redis+cluster://n:7000/2", "unix:///tmp/r.sock"):
+        with pytest.raises(ValidationError):
+            RedisSettings(url=bad, cluster=True)
