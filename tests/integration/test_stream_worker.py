@@ -532,10 +532,21 @@ async def test_on_a_redis_cluster_sigkill_and_restart_score_every_point_exactly_
 ) -> None:
     """The worker against a local 3-node Redis Cluster (`redis+cluster://`): series spread over the slots of
     every node, two SIGKILLs mid-stream and a successor; every point scored once, as offline."""
+    import uuid
+
     from redis.asyncio.cluster import RedisCluster
 
-    names = Names(unique)
     n_series, n = 6, 300
+    cluster = RedisCluster.from_url(redis_cluster_url.replace("+cluster", ""))
+    await cluster.initialize()
+
+    def nodes_of(token: str) -> set[int]:
+        return {cluster.get_node_from_key(f"t{token}:{{s{s}-{token}}}:st").port for s in range(n_series)}
+
+    # Series ids that differ in one character hash to nearby slots: pick a token whose series span 2+ nodes.
+    while len(nodes_of(unique)) < 2:
+        unique = uuid.uuid4().hex[:10]
+    names = Names(unique)
     msgs, _ = _series_points(unique, n_series, n)
     final = n - 15
     env = names.env(services, bundles["tiny"], ANOMALYBERT_WORKER__ID="cluster", ANOMALYBERT_SCORING__MAX_BATCH="40",
@@ -560,11 +571,78 @@ async def test_on_a_redis_cluster_sigkill_and_restart_score_every_point_exactly_
     got = [m["score"] for m in sorted(by_series(out.messages, sid), key=lambda m: m["ts"])]
     expected = offline_scores(bundles["tiny"], np.sin(np.arange(n) / 3), 15)[:final]
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
-    cluster = RedisCluster.from_url(redis_cluster_url.replace("+cluster", ""))
     try:
-        await cluster.initialize()
-        nodes = {cluster.get_node_from_key(f"{names.prefix}{{s{s}-{unique}}}:st").port for s in range(n_series)}
-        assert len(nodes) >= 2, "the series' states live on more than one node"
+        assert names.prefix == f"t{unique}:" and len(nodes_of(unique)) >= 2  # the states live on several nodes
         assert all([await cluster.exists(f"{names.prefix}{{s{s}-{unique}}}:st") for s in range(n_series)])
     finally:
         await cluster.aclose()
+
+
+def _shipped_redis_durability() -> list[str]:
+    """The Redis durability flags docker-compose.yml ships (the Kubernetes notes point to the same)."""
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
+    command = compose["services"]["redis"]["command"]
+    return [a for a in command[1:]]
+
+
+async def test_redis_killed_and_restarted_at_the_shipped_durability_loses_and_repeats_nothing(
+    services: Any, unique: str, bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    """Redis (its own server, with the flags docker-compose.yml ships) is SIGKILLed mid-stream and restarted
+    from its append-only file two seconds later: every point is scored exactly once, and as offline (the
+    series' states came back whole)."""
+    import shutil
+    import signal
+    import subprocess
+
+    from tools.localstack import _cluster_ports, redis_answers
+
+    flags = _shipped_redis_durability()
+    assert "--appendonly" in flags and flags[flags.index("--appendonly") + 1] == "yes"
+    port = _cluster_ports(1)[0]
+    data = tmp_path / "redis-data"
+    data.mkdir()
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", *flags, "--port", str(port),
+                                 "--bind", "127.0.0.1", "--dir", str(data)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while not redis_answers("127.0.0.1", port):
+            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        return proc
+
+    names = Names(unique)
+    n_series, n = 6, 300
+    msgs, _ = _series_points(unique, n_series, n)
+    final = n - 15
+    redis_proc = start()
+    env = names.env(services, bundles["tiny"], ANOMALYBERT_WORKER__ID="redis-kill",
+                    ANOMALYBERT_SCORING__MAX_BATCH="40", ANOMALYBERT_REDIS__URL=f"redis://127.0.0.1:{port}/0",
+                    ANOMALYBERT_REDIS__SOCKET_TIMEOUT_S="2")
+    worker = Worker(env, tmp_path / "w.log").start()
+    try:
+        async with Counter(services.kafka_bootstrap, names.topics["scores"]) as out:
+            producer = asyncio.create_task(_paced(services.kafka_bootstrap, names.topics["telemetry"], msgs, 12.0))
+            await out.wait_for(n_series * final // 3, [worker])
+            redis_proc.send_signal(signal.SIGKILL)  # no shutdown: what is not in the append-only file is gone
+            redis_proc.wait(10)
+            await asyncio.sleep(2.0)
+            redis_proc = start()
+            await producer
+            await out.wait_for(n_series * final, [worker])
+            await asyncio.sleep(3)
+            assert_worker_alive(worker)
+    finally:
+        worker.stop()
+        redis_proc.terminate()
+        redis_proc.wait(10)
+    _assert_exactly_once(out.messages, unique, n_series, final)
+    for s in range(n_series):
+        got = [m["score"] for m in sorted(by_series(out.messages, f"s{s}-{unique}"), key=lambda m: m["ts"])]
+        expected = offline_scores(bundles["tiny"], np.sin(np.arange(n) / 3 + s), 15)[:final]
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert "retrying" in worker.log()  # the worker did meet the outage
