@@ -37,6 +37,18 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.windows_failed = Counter(
+            "anomalybert_windows_failed",
+            "Windows the model could not score: reason=error (its run raised, found by splitting the batch) or "
+            "invalid (scores not finite or outside [0, 1]); their points are averaged without them",
+            ["reason"],
+            registry=r,
+        )
+        self.points_unscored = Counter(
+            "anomalybert_points_unscored",
+            "Final points with no score message because the model failed on every window over them",
+            registry=r,
+        )
         self.alerts = Counter("anomalybert_alerts", "Alert events published", ["state"], registry=r)
         self.state_conflicts = Counter(
             "anomalybert_state_conflicts",

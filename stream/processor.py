@@ -209,8 +209,14 @@ class Processor:
         bundle = staged.served.bundle
         scores = np.empty((0, staged.served.geometry.window))
         if staged.inference is not None:
-            scores, seconds = await staged.inference
-            self.metrics.inference_latency.observe(seconds)
+            scored = await staged.inference
+            scores = scored.scores
+            self.metrics.inference_latency.observe(scored.seconds)
+            if scored.failed:
+                for reason, n in scored.failed.items():
+                    self.metrics.windows_failed.labels(reason).inc(n)
+                log.error("model %s could not score %s of %d windows; their points go without them "
+                          "(first error: %s)", bundle.version, scored.failed, len(scores), scored.error or "none")
         chained, pos = {}, 0
         for sid, s in staged.series.items():
             if s.step is None or s.state is None or s.step.accepted == 0:
@@ -332,6 +338,10 @@ class Processor:
         entries = []
         single = s.state.geometry.channels == 1
         for p in finals:
+            if p.n_windows == 0:  # every window over this point failed in the model: nothing to publish
+                self.metrics.points_unscored.inc()
+                log.debug("series %r: point ts=%d not scored (the model failed on its windows)", sid, p.ts)
+                continue
             msg = ScoreMessage(
                 series_id=sid,
                 ts=p.ts,

@@ -1,16 +1,38 @@
-"""Batched inference off the event loop: raw windows (B, W, C) in -> scores (B, W) out (current bundle)."""
+"""Batched inference off the event loop: raw windows (B, W, C) in -> scores (B, W) out (current bundle).
+
+A model that fails on some windows must not stop the partition: a batch whose run raises is split in
+halves until the windows that fail are alone, and those windows, like windows whose scores are not
+finite numbers in [0, 1], come back as rows of NaN (`Scored.failed` counts them by reason). The series'
+state leaves such a window out of its points' averages (`stream.state.SeriesState.apply`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from model.bundle import Bundle
 from model.serving import Served
 from model.windows import in_batches
+
+# Scores may stray from [0, 1] by float rounding (a sigmoid computed in float32); beyond this they are wrong.
+_RANGE_SLACK = 1e-5
+
+
+@dataclass
+class Scored:
+    """One inference: scores (B, W), NaN rows for windows the model could not score; `failed` counts those
+    by reason ("error": the run raised, "invalid": not finite or outside [0, 1]); `error` is the first
+    exception's text."""
+
+    scores: np.ndarray
+    seconds: float
+    failed: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
 
 
 class Scorer:
@@ -32,7 +54,7 @@ class Scorer:
         self.served = served
 
     def submit(self, windows: np.ndarray, bundle: Bundle | None = None) -> asyncio.Future:
-        """Queue windows for the executor thread now; the future gives (scores, seconds ONNX Runtime took).
+        """Queue windows for the executor thread now; the future gives a `Scored`.
 
         Submitted at once (not when awaited), so a pipelined caller can queue batch N+1's windows while
         batch N is still being scored; the one thread scores them in submission order."""
@@ -40,17 +62,37 @@ class Scorer:
         loop = asyncio.get_running_loop()
         if len(windows) == 0:
             done = loop.create_future()
-            done.set_result((np.empty((0, bundle.window_size), np.float32), 0.0))
+            done.set_result(Scored(np.empty((0, bundle.window_size), np.float32), 0.0))
             return done
-        return loop.run_in_executor(self._executor, self._timed_run, bundle, windows)
+        return loop.run_in_executor(self._executor, self.score, bundle, windows)
 
-    def _timed_run(self, bundle: Bundle, windows: np.ndarray) -> tuple[np.ndarray, float]:
+    def score(self, bundle: Bundle, windows: np.ndarray) -> Scored:
+        """Score windows on this thread, isolating the windows the model fails on (see the module doc)."""
         t0 = time.perf_counter()
-        out = self._run(bundle, windows)
-        return out, time.perf_counter() - t0
+        failed: dict[str, int] = {}
+        errors: list[str] = []
+        scores = self._isolating(bundle, windows, errors)
+        valid = np.isfinite(scores) & (scores >= -_RANGE_SLACK) & (scores <= 1 + _RANGE_SLACK)
+        bad = ~valid.all(axis=1)  # the windows whose run raised (rows of NaN) and those with wrong scores
+        if errors:
+            failed["error"] = len(errors)
+        if int(bad.sum()) > len(errors):
+            failed["invalid"] = int(bad.sum()) - len(errors)
+        if bad.any():
+            scores = scores.astype(np.float32, copy=True)
+            scores[bad] = np.nan
+        return Scored(np.clip(scores, 0.0, 1.0), time.perf_counter() - t0, failed, errors[0] if errors else None)
 
-    def _run(self, bundle: Bundle, windows: np.ndarray) -> np.ndarray:
-        return in_batches(bundle.score_windows, windows, self.max_inference_batch, bundle.window_size)
+    def _isolating(self, bundle: Bundle, windows: np.ndarray, errors: list[str]) -> np.ndarray:
+        try:
+            return in_batches(bundle.score_windows, windows, self.max_inference_batch, bundle.window_size)
+        except Exception as e:  # noqa: BLE001 - any failure of the model on these windows
+            if len(windows) == 1:
+                errors.append(f"{type(e).__name__}: {e}")
+                return np.full((1, bundle.window_size), np.nan, np.float32)
+            mid = len(windows) // 2
+            return np.concatenate([self._isolating(bundle, windows[:mid], errors),
+                                   self._isolating(bundle, windows[mid:], errors)])
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -176,14 +176,19 @@ class SeriesState:
         return view[starts]
 
     def apply(self, step: Step, scores: np.ndarray) -> list[FinalPoint]:
-        """Add the step's window scores (K, W) to the pending points; return the points now final."""
+        """Add the step's window scores (K, W) to the pending points; return the points now final. A row
+        that is not all finite is a window the model failed on: it adds to no point, and a point that no
+        window scored is final with `n_windows` 0."""
         if not self._open_step and step.accepted:
             raise RuntimeError("apply() without a matching push()")
         g = self.geometry
         if len(scores) != len(step.ends):
             raise ValueError(f"{len(scores)} window scores for {len(step.ends)} windows")
         p0 = self.first_pending
+        scored = np.isfinite(scores).all(axis=1) if len(scores) else np.empty(0, bool)
         for k, e in enumerate(step.ends):
+            if not scored[k]:
+                continue  # a window the model could not score (`stream.scorer`): its points go without it
             sl = included_offsets(g.window, g.lag, first=(e == self.era_end))
             lo = int(e) - g.window + 1 + sl.start - p0
             hi = int(e) - g.window + 1 + sl.stop - p0

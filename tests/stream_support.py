@@ -38,13 +38,21 @@ def random_bundle(directory: Path, channels: int = 1, window: int = 16, seed: in
     return tiny_bundle(directory, seed=seed, cfg=replace(TINY, channels=channels, window_size=window))
 
 
-def spike_bundle(directory: Path, channels: int = 1, window: int = 16, threshold: float = 0.5) -> Path:
+def spike_bundle(directory: Path, channels: int = 1, window: int = 16, threshold: float = 0.5,
+                 fail_above: float | None = None) -> Path:
+    """`fail_above`: the graph also fails to run (ONNX Runtime raises: a Gather index out of bounds) on any
+    batch holding a window with a point |x| above it, as a model with a data-dependent bug would."""
     import torch
     from torch import nn
 
     class Spike(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, W, C) -> (B, W)
-            return torch.sigmoid(4.0 * (x.abs().amax(dim=-1) - 4.0))
+            score = torch.sigmoid(4.0 * (x.abs().amax(dim=-1) - 4.0))
+            if fail_above is None:
+                return score
+            # index 1 into a 1-element table wherever |x| > fail_above: ORT refuses to run the batch
+            idx = (x.abs().amax(dim=-1) > fail_above).long().amax(dim=-1, keepdim=True).expand_as(score)
+            return score + torch.zeros(1)[idx]
 
     buf = io.BytesIO()
     with warnings.catch_warnings():

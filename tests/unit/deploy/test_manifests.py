@@ -57,7 +57,10 @@ def test_compose_services_images_and_profiles(compose: dict[str, Any]) -> None:
     assert {"kafka", "redis", "worker", "trainer", "prometheus"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert "broker,controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft
-    assert "--appendonly" in services["redis"]["command"]
+    command = services["redis"]["command"]
+    # the durability the processing guarantees need (README): a write is fsynced before Redis answers it
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "always"
     assert services["worker"]["build"]["dockerfile"] == "deploy/worker.Dockerfile"
     assert services["trainer"]["build"]["dockerfile"] == "deploy/train.Dockerfile"
     assert services["trainer"]["profiles"] == ["train"]
