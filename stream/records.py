@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 from stream.errors import InvalidRecord
 
 _INT64 = 2**63 - 1
+FLOAT32_MAX = 3.4028234663852886e38
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -50,9 +51,12 @@ class Telemetry(BaseModel):
 
     series_id: str = Field(min_length=1)
     ts: int
-    value: float | None = Field(None, strict=True)
+    # Within float32's range, which the model computes in: a larger value could only reach it as inf, and
+    # would leave the series' running statistics infinite (its scores deaf) for good.
+    value: float | None = Field(None, strict=True, ge=-FLOAT32_MAX, le=FLOAT32_MAX)
     # Strict per item too: a string or a boolean among the values is refused, as it is for `value`.
-    values: tuple[Annotated[float, Strict()], ...] | None = Field(None, strict=True)
+    values: tuple[Annotated[float, Strict(), Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)], ...] | None = Field(
+        None, strict=True)
 
     @field_validator("ts", mode="before")
     @classmethod
@@ -107,7 +111,10 @@ def _short(e: ValidationError) -> str:
     parts = []
     for err in e.errors()[:3]:
         loc = ".".join(str(x) for x in err["loc"]) or "message"
-        parts.append(f"{loc}: {err['msg']}")
+        msg = err["msg"]
+        if err["type"] in ("less_than_equal", "greater_than_equal") and loc.startswith("value"):
+            msg = f"{err['input']:.4g} is beyond +-{FLOAT32_MAX:.4g} (float32, which the model computes in)"
+        parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
 
 

@@ -268,7 +268,7 @@ def bad_messages(rng: random.Random, n: int, oversized: int, sids: list[str]) ->
         sid = rng.choice(sids)
         key = sid.encode()
         kind = "huge" if k < oversized else rng.choice(
-            ["json", "string", "nan", "missing", "long_id", "bytes", "empty", "both", "key"])
+            ["json", "string", "nan", "missing", "long_id", "bytes", "empty", "both", "key", "float32"])
         if kind == "huge":
             v = json.dumps({"series_id": sid, "ts": TS0, "value": "x" * rng.randint(700_000, 900_000)}).encode()
         elif kind == "json":
@@ -286,6 +286,8 @@ def bad_messages(rng: random.Random, n: int, oversized: int, sids: list[str]) ->
             v = bytes(rng.randrange(128, 256) for _ in range(rng.randint(1, 64)))
         elif kind == "empty":
             v = b""
+        elif kind == "float32":  # finite, but beyond what the model's float32 inputs can hold
+            v = json.dumps({"series_id": sid, "ts": TS0, "value": rng.choice([1e39, -1e300])}).encode()
         elif kind == "both":
             v = json.dumps({"series_id": sid, "ts": TS0, "value": 1.0, "values": [1.0]}).encode()
         else:  # a valid body under another series' key
@@ -763,6 +765,8 @@ def soak(scenarios: list[str], output: Path, **options: Any) -> None:
     from rich.console import Console
 
     plan = Plan(**options)
+    # a SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the workers, the broker and Redis are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     output.parent.mkdir(parents=True, exist_ok=True)
     log_dir = output.parent / f"{output.stem}-logs"
     console = Console(highlight=False)

@@ -38,12 +38,21 @@ def test_single_and_multi_channel_points() -> None:
         ({"series_id": "a", "ts": 1, "value": True}, "invalid_field"),
         ({"series_id": "a" * 33, "ts": 1, "value": 1}, "series_id_too_long"),
         ({"series_id": "a", "ts": 1, "values": [1, 2]}, "channels_mismatch"),
+        ({"series_id": "a", "ts": 1, "value": 1e39}, "invalid_field"),  # beyond float32: inf in the model
+        ({"series_id": "a", "ts": 1, "value": -3.5e38}, "invalid_field"),
     ],
 )
 def test_bad_telemetry_is_refused_with_a_code(obj: object, code: str) -> None:
     with pytest.raises(InvalidRecord) as e:
         parse(obj)
     assert e.value.code == code and e.value.reason
+
+
+def test_values_up_to_float32s_range_are_accepted_and_beyond_it_explained() -> None:
+    assert parse({"series_id": "a", "ts": 1, "value": -3.4e38}).channels == (-3.4e38,)
+    with pytest.raises(InvalidRecord) as e:
+        parse({"series_id": "a", "ts": 1, "value": 2e39})
+    assert "2e+39 is beyond +-3.403e+38 (float32" in e.value.reason
 
 
 def test_key_must_match_series_id() -> None:
