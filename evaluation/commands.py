@@ -32,8 +32,9 @@ NAB_PROFILE_LABELS = {"standard": "standard", "reward_low_FP_rate": "low FP", "r
 @click.option("--score-lag", "lags", type=int, multiple=True, metavar="L",
               help="Points a score waits for later windows before it is final (0..W-1). Repeat to compare "
                    "several in one run. [default: the worker's: the bundle's calibrated lag, else W-1]")
-@click.option("--calibration", "calibrations", type=click.Choice(("none", "likelihood")), multiple=True,
-              help="Per-series calibration of the model's scores: none, or the causal anomaly likelihood. "
+@click.option("--calibration", "calibrations", type=click.Choice(("none", "likelihood", "tail")), multiple=True,
+              help="Per-series calibration of the model's scores: none, the causal anomaly likelihood, or tail "
+                   "(the per-series tail sketch of model.surprise; threshold 0.5 = rarer than 1 in 1,000). "
                    "Repeat to compare. [default: none]")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="JSON report path [default: runs/eval-<dataset>.json].")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_ndtr
 
-CALIBRATIONS: tuple[str, ...] = ("none", "likelihood")
+CALIBRATIONS: tuple[str, ...] = ("none", "likelihood", "tail")
+# The tail sketch's scale (`model.surprise`): 0.5 is a tail probability of 1e-3 among the series' own scores.
+TAIL_THRESHOLD = 0.5
 # Numenta's log scale: a tail probability of 1e-10 maps to 1.0, so 0.5 is a tail probability of 1e-5.
 _LOG_TAIL_FLOOR = np.log(1e-10)
 # A threshold on the log-likelihood scale means the same on every series; 0.5 is a tail probability 1e-5.
@@ -67,4 +69,8 @@ def calibrate(scores: np.ndarray, method: str) -> np.ndarray:
         return np.asarray(scores, dtype=np.float64)
     if method == "likelihood":
         return anomaly_likelihood(scores)
+    if method == "tail":
+        from model.surprise import surprise_series
+
+        return surprise_series(scores)
     raise ValueError(f"unknown calibration {method!r}; choose one of {CALIBRATIONS}")

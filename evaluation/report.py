@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from evaluation import metrics
-from evaluation.likelihood import LIKELIHOOD_THRESHOLD
+from evaluation.likelihood import LIKELIHOOD_THRESHOLD, TAIL_THRESHOLD
 from evaluation.nab import CorpusSweep, FileSweep, probationary_length
 from evaluation.scoring import Scored, ScoredSeries, series_seed
 
@@ -79,7 +79,9 @@ def fixed_threshold(detector: str, bundle_threshold: float) -> float | None:
     scale's for calibrated ones; baselines have none."""
     if not detector.startswith("anomalybert"):
         return None
-    return LIKELIHOOD_THRESHOLD if detector.endswith("cal=likelihood") else bundle_threshold
+    if detector.endswith("cal=likelihood"):
+        return LIKELIHOOD_THRESHOLD
+    return TAIL_THRESHOLD if detector.endswith("cal=tail") else bundle_threshold
 
 
 def _window_detections(s: ScoredSeries, det: np.ndarray, threshold: float) -> dict[str, Any]:

@@ -1,0 +1,70 @@
+"""Per-series surprise: a raw score (any family's, in [0, 1]) in, how rare it is for *this* series out.
+
+`TailSketch` keeps an exponentially decayed histogram of one series' past raw scores (`BINS` bins on
+[0, 1], half-life `halflife` points). A new score's tail probability is the decayed share of past scores
+at or above it (linear within its bin), floored at half a point of the history's effective size, and the
+surprise reported is `-log10(p) / DECADES`, clipped to [0, 1]: 0.5 means "as rare as 1 in 1,000 of this
+series' recent scores", whatever the level the raw scores sit at on this series. The score is compared with
+the history *before* it is added (causal), and nothing is reported until `min_history` scores were seen
+(0 then).
+
+Numpy only, so that the worker (which ships `model/*.py`) and the offline evaluation run the same code.
+State: `BINS` float64 counts and two floats; `encode()` packs them as float32 (the counts are relative).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BINS = 64
+DECADES = 6.0  # surprise 1.0 = a tail probability of 1e-6
+_HEAD = struct.Struct("<If")  # seen (capped), scale of the counts
+
+
+@dataclass
+class TailSketch:
+    halflife: float = 5000.0
+    min_history: int = 200
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(BINS))
+    seen: int = 0
+
+    def surprise(self, scores: np.ndarray) -> np.ndarray:
+        """Surprise of each score in order, each against the history before it; absorbs them."""
+        s = np.clip(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0), 0.0, 1.0)
+        out = np.zeros(len(s))
+        keep = 0.5 ** (1.0 / self.halflife)
+        counts = self.counts
+        pos = s * BINS
+        idx = np.minimum(pos.astype(np.int64), BINS - 1)
+        frac = pos - idx  # share of its bin below the score
+        for t in range(len(s)):
+            total = counts.sum()
+            if self.seen >= self.min_history and total > 0:
+                k = idx[t]
+                above = counts[k + 1:].sum() + counts[k] * (1.0 - frac[t])
+                p = max(above, 0.5) / total  # never rarer than half a point of what was seen
+                out[t] = min(1.0, max(0.0, -math.log10(min(p, 1.0)) / DECADES))
+            counts *= keep
+            counts[idx[t]] += 1.0
+            self.seen += 1
+        return out
+
+    def encode(self) -> bytes:
+        total = float(self.counts.sum())
+        scale = total if total > 0 else 1.0
+        return _HEAD.pack(min(self.seen, 2**32 - 1), scale) + (self.counts / scale).astype("<f4").tobytes()
+
+    @classmethod
+    def decode(cls, blob: bytes, halflife: float, min_history: int) -> TailSketch:
+        seen, scale = _HEAD.unpack_from(blob)
+        counts = np.frombuffer(blob, "<f4", BINS, _HEAD.size).astype(np.float64) * scale
+        return cls(halflife, min_history, counts, seen)
+
+
+def surprise_series(scores: np.ndarray, halflife: float = 5000.0, min_history: int = 200) -> np.ndarray:
+    """The surprise of a whole series' raw scores, in order (the offline form of one series' sketch)."""
+    return TailSketch(halflife, min_history).surprise(scores)
