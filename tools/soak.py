@@ -349,11 +349,11 @@ class Reader(threading.Thread):
     scores and each bad message's dead letters, until `stop` is set."""
 
     def __init__(self, bootstrap: str, topics: dict[str, str], token: str, n_series: int, points: int,
-                 sample: set[int]) -> None:
+                 sample: set[int], partitions: int) -> None:
         super().__init__(daemon=True)
         import numpy as np
 
-        self.bootstrap, self.topics, self.token = bootstrap, topics, token
+        self.bootstrap, self.topics, self.token, self.partitions = bootstrap, topics, token, partitions
         self.counts = np.zeros((n_series, points), np.uint16)
         self.unexpected = 0
         self.sample_scores: dict[int, dict[int, float]] = {s: {} for s in sample}
@@ -374,12 +374,13 @@ class Reader(threading.Thread):
             self.error = e
 
     def _run(self) -> None:
-        from confluent_kafka import Consumer, KafkaError
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+        # Partitions assigned by hand, no consumer group: nothing to rejoin after a broker freeze.
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"soak-reader-{uuid.uuid4().hex}",
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                             "fetch.message.max.bytes": 8 << 20, "topic.metadata.refresh.interval.ms": 2000})
-        consumer.subscribe([self.topics["scores"], self.topics["dlq"]])
+                             "enable.auto.commit": False, "fetch.message.max.bytes": 8 << 20})
+        consumer.assign([TopicPartition(self.topics[t], p, OFFSET_BEGINNING)
+                         for t in ("scores", "dlq") for p in range(self.partitions)])
         try:
             while not self.stop.is_set():
                 for m in consumer.consume(num_messages=10_000, timeout=0.5):
@@ -491,7 +492,7 @@ def run_scenario(stack: Stack, plan: Plan, scenario: str, model: Path, log_dir: 
     sample = set(rng.sample(range(plan.series), min(plan.sample, plan.series)))
     result = Result(scenario, plan.series, plan.points, plan.series * final, bad_sent=len(bad))
 
-    reader = Reader(stack.bootstrap, topics, token, plan.series, plan.points, sample)
+    reader = Reader(stack.bootstrap, topics, token, plan.series, plan.points, sample, plan.partitions)
     reader.start()
     workers = Workers(_env(stack, plan, token, topics, model), log_dir / scenario)
     workers.log_dir.mkdir(parents=True, exist_ok=True)
@@ -528,7 +529,8 @@ def run_scenario(stack: Stack, plan: Plan, scenario: str, model: Path, log_dir: 
         sender.join()
         if "error" in sent:
             raise SoakError(f"sending failed: {sent['error']!r}")
-        # every point of every series sent: wait for the scores
+        # every point of every series sent: wait for the scores (while they keep coming)
+        reader.last_new = max(reader.last_new, time.monotonic())
         while reader.unique < result.expected_scores and time.monotonic() - reader.last_new < STALL_S:
             workers.reap()
             if reader.error is not None:
@@ -556,7 +558,7 @@ def run_scenario(stack: Stack, plan: Plan, scenario: str, model: Path, log_dir: 
     result.dead_letters_duplicated = sum(1 for k in want if reader.letters.get(k, 0) > 1)
     result.dead_letters_unexpected = len(set(reader.letters) - set(want))
     result.offline_max_abs_diff = _offline_diff(bundle, lag, reader.sample_scores, plan.points, final)
-    _latency(result, reader.published_ms[:, :final], counts > 0, sent.get("ms", []), lag)
+    _latency(result, reader.published_ms[:, :final], counts > 0, sent.get("ms", []), lag, bundle.window_size)
     result.redis_used_memory_mb = _redis_used_memory_mb(stack.redis_url)
     for w in workers.crashed:
         say(f"  {scenario}: worker {w.worker_id} exited with code {w.proc.returncode}; log: {w.log_path}")
@@ -661,15 +663,18 @@ def _offline_diff(bundle: Any, lag: int, sample: dict[int, dict[int, float]], po
     return float(max(diffs)) if diffs else None
 
 
-def _latency(result: Result, published_ms: Any, scored: Any, sent_ms: list[float], lag: int) -> None:
+def _latency(result: Result, published_ms: Any, scored: Any, sent_ms: list[float], lag: int,
+             window: int) -> None:
     """Throughput and the latency of every score from the send of the point that made it final (point i at
-    score_lag L is final once point i + L arrived) to its publish (the score's Kafka timestamp)."""
+    score_lag L is final once point max(i + L, W - 1) arrived: the first window finalizes all of its
+    points) to its publish (the score's Kafka timestamp)."""
     import numpy as np
 
     if not sent_ms or not scored.any():
         return
     sent = np.asarray(sent_ms)
-    final_at = sent[np.minimum(np.arange(published_ms.shape[1]) + lag, len(sent) - 1)]
+    made_final_by = np.maximum(np.arange(published_ms.shape[1]) + lag, window - 1)
+    final_at = sent[np.minimum(made_final_by, len(sent) - 1)]
     waits = (published_ms - final_at[None, :])[scored] / 1000
     # the send times are taken after each round of points: a score can be published a moment before
     waits = np.maximum(waits, 0.0)

@@ -41,11 +41,14 @@ def test_latency_is_measured_from_the_point_that_makes_a_score_final() -> None:
     sent = [1000.0, 2000.0, 3000.0, 4000.0]  # point i of every series sent at these epoch ms
     published = np.array([[2500, 3500, 4600], [2600, 3600, 9000]], np.int64)  # 3 final points at lag 1
     scored = np.array([[True, True, True], [True, True, False]])
-    _latency(r, published, scored, sent, lag=1)
+    _latency(r, published, scored, sent, lag=1, window=1)
     waits = np.array([0.5, 0.5, 0.6, 0.6, 0.6])  # e.g. point 0 is final once point 1 was sent (2000)
     assert r.latency_p50_s == pytest.approx(np.percentile(waits, 50))
     assert r.latency_max_s == pytest.approx(0.6)
     assert r.points_per_s == pytest.approx(5 / 3.6)
+    first = Result("x", series=1, points=4, expected_scores=4)  # window 3, lag 0: points 0-2 final at point 2
+    _latency(first, np.array([[3100, 3100, 3100, 4200]]), np.ones((1, 4), bool), sent, lag=0, window=3)
+    assert first.latency_max_s == pytest.approx(0.2) and first.latency_p50_s == pytest.approx(0.1)
 
 
 def test_an_unknown_scenario_is_a_one_line_usage_error() -> None:
