@@ -27,6 +27,14 @@ from tests.bundles import TINY, tiny_bundle
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def shipped_redis_flags() -> list[str]:
+    """The redis-server flags docker-compose.yml ships (its durability; the Kubernetes notes ask the same)."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return list(compose["services"]["redis"]["command"][1:])
+
+
 def default_bundle_exists() -> bool:
     return (DEFAULT_BUNDLE_DIR / MODEL_FILE).is_file()
 

@@ -9,18 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.stream_support import random_bundle
+from tests.stream_support import random_bundle, shipped_redis_flags
 from tools.soak import Plan, run_soak
 
 pytestmark = pytest.mark.integration
 
 
 def _shipped_fsync() -> str:
-    import yaml
-
-    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
-    command = compose["services"]["redis"]["command"]
-    return command[command.index("--appendfsync") + 1]
+    flags = shipped_redis_flags()
+    return flags[flags.index("--appendfsync") + 1]
 
 
 def test_the_short_soak_loses_and_repeats_no_point(tmp_path: Path) -> None:

@@ -578,15 +578,6 @@ async def test_on_a_redis_cluster_sigkill_and_restart_score_every_point_exactly_
         await cluster.aclose()
 
 
-def _shipped_redis_durability() -> list[str]:
-    """The Redis durability flags docker-compose.yml ships (the Kubernetes notes point to the same)."""
-    import yaml
-
-    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
-    command = compose["services"]["redis"]["command"]
-    return [a for a in command[1:]]
-
-
 async def test_redis_killed_and_restarted_at_the_shipped_durability_loses_and_repeats_nothing(
     services: Any, unique: str, bundles: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -597,9 +588,10 @@ async def test_redis_killed_and_restarted_at_the_shipped_durability_loses_and_re
     import signal
     import subprocess
 
+    from tests.stream_support import shipped_redis_flags
     from tools.localstack import _cluster_ports, redis_answers
 
-    flags = _shipped_redis_durability()
+    flags = shipped_redis_flags()
     assert "--appendonly" in flags and flags[flags.index("--appendonly") + 1] == "yes"
     port = _cluster_ports(1)[0]
     data = tmp_path / "redis-data"
