@@ -35,7 +35,7 @@ NAB_PROFILE_LABELS = {"standard": "standard", "reward_low_FP_rate": "low FP", "r
 @click.option("--calibration", "calibrations", type=click.Choice(("none", "likelihood", "tail")), multiple=True,
               help="Per-series calibration of the model's scores: none, the causal anomaly likelihood, or tail "
                    "(the per-series tail sketch of model.surprise; threshold 0.5 = rarer than 1 in 1,000). "
-                   "Repeat to compare. [default: none]")
+                   "Repeat to compare. [default: the one the bundle is served with]")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="JSON report path [default: runs/eval-<dataset>.json].")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
@@ -79,7 +79,7 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
 
     from evaluation.datasets import load_dataset, nab_profiles
     from evaluation.report import build_report
-    from evaluation.scoring import EvalConfig, ModelVariant, effective_lag
+    from evaluation.scoring import EvalConfig, ModelVariant, effective_lag, served_calibration
     from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
     from model.serving import serve
 
@@ -97,7 +97,8 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     # The worker's default: the lag the bundle's threshold was calibrated with, else W-1.
     default_lag = serve(bundle).lag
     chosen_lags = sorted({effective_lag(lag, stride) for lag in (lags or (default_lag,))})
-    variants = tuple(ModelVariant(lag, cal) for lag in chosen_lags for cal in (calibrations or ("none",)))
+    calibrations = calibrations or (served_calibration(bundle),)
+    variants = tuple(ModelVariant(lag, cal) for lag in chosen_lags for cal in calibrations)
     seen_cap = max_seen if max_seen is not None else DEFAULT_MAX_SEEN[dataset]
     series = [s.crop_seen(seen_cap) for s in load_dataset(dataset, data_path, limit)]
     cfg = EvalConfig(variants, eval_stride=stride, channel_reduce=channel_reduce, baselines=baselines,
@@ -105,9 +106,10 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
 
     scored = _score_with_progress(console, bundle, series, cfg)
     profiles = nab_profiles(data_path) if dataset in ("nab", "seed") else None
-    detectors = build_report(scored, dataset, profiles, bundle.threshold, seed, vus_max_buffer)
+    detectors = build_report(scored, dataset, profiles, bundle.threshold, seed, vus_max_buffer,
+                             served_calibration(bundle))
     settings = {"eval_stride": stride, "bundle_stride": bundle.stride, "score_lags": chosen_lags,
-                "requested_lags": list(lags), "calibrations": list(calibrations or ("none",)),
+                "requested_lags": list(lags), "calibrations": list(calibrations),
                 "max_seen": seen_cap, "channel_reduce": channel_reduce, "vus_max_buffer": vus_max_buffer,
                 "seed": seed, "limit": limit, "baselines": baselines}
     report = {

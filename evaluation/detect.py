@@ -67,6 +67,10 @@ class TorchScorer:
             return self.model(x).numpy()
 
 
+def _raw(scores: np.ndarray) -> np.ndarray:
+    return scores
+
+
 def top_n(series: Series, scores: np.ndarray, n: int) -> list[dict[str, Any]]:
     """The `n` highest-scored points, highest first (earlier points first on ties)."""
     order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
@@ -101,6 +105,7 @@ class Detector:
             cfg, self.threshold = ckpt.config, ckpt.threshold
             self.window_size, self.stride = cfg.window_size, cfg.stride
             calibrated = ckpt.calibration.get("score_lag")
+            self._calibrate = _raw
         else:
             served = serve(load_bundle(path, threads=threads), score_lag)
             self._score_windows = served.bundle.score_windows
@@ -109,6 +114,7 @@ class Detector:
             self.window_size, self.stride = served.bundle.window_size, served.bundle.stride
             self.score_lag = served.lag
             calibrated = served.lag
+            self._calibrate = served.geometry.calibrate
         if score_lag is None:
             score_lag = self.window_size - 1 if calibrated is None else int(calibrated)
         self.score_lag = score_lag
@@ -116,7 +122,12 @@ class Detector:
         log.debug("loaded %s (window %d, stride %d)", path, self.window_size, self.stride)
 
     def score(self, values: np.ndarray) -> np.ndarray:
-        """Per-point anomaly scores (T,) in [0, 1] of one series of at least `window_size` points."""
+        """Per-point anomaly scores (T,) in [0, 1] of one series of at least `window_size` points: what the
+        worker publishes, i.e. through the bundle's per-series calibration when it declares one."""
+        return self._calibrate(self.raw_score(values))
+
+    def raw_score(self, values: np.ndarray) -> np.ndarray:
+        """Per-point raw scores (T,): the mean of each point's window scores, before any calibration."""
         return score_series(self._score_windows, values, self.window_size, self.stride, self.score_lag,
                             self.normalizer)
 

@@ -63,14 +63,15 @@ def anomaly_likelihood(scores: np.ndarray, short_window: int = 10, long_window: 
     return out
 
 
-def calibrate(scores: np.ndarray, method: str) -> np.ndarray:
-    """Apply a calibration by name (`none` returns the scores unchanged)."""
+def calibrate(scores: np.ndarray, method: str, tail: tuple[float, int] | None = None) -> np.ndarray:
+    """Apply a calibration by name (`none` returns the scores unchanged). `tail`: the sketch's (halflife,
+    min_history), as a bundle declares them (default: `model.surprise`'s)."""
     if method == "none":
         return np.asarray(scores, dtype=np.float64)
     if method == "likelihood":
         return anomaly_likelihood(scores)
     if method == "tail":
-        from model.surprise import surprise_series
+        from model.surprise import TailSketch, calibrate_series
 
-        return surprise_series(scores)
+        return calibrate_series(scores, TailSketch(*tail) if tail is not None else TailSketch())
     raise ValueError(f"unknown calibration {method!r}; choose one of {CALIBRATIONS}")

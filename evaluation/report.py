@@ -74,14 +74,16 @@ def summarize(per_series: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def fixed_threshold(detector: str, bundle_threshold: float) -> float | None:
-    """The threshold known before seeing any data: the bundle's for raw model scores, the likelihood
-    scale's for calibrated ones; baselines have none."""
+def fixed_threshold(detector: str, bundle_threshold: float, served: str = "none") -> float | None:
+    """The threshold known before seeing any data: the bundle's for the scores it is served with (`served`:
+    its calibration), the calibration scale's for the others; baselines have none, nor raw scores of a
+    bundle served calibrated (its threshold is on the calibrated scale)."""
     if not detector.startswith("anomalybert"):
         return None
-    if detector.endswith("cal=likelihood"):
-        return LIKELIHOOD_THRESHOLD
-    return TAIL_THRESHOLD if detector.endswith("cal=tail") else bundle_threshold
+    cal = detector.rsplit("cal=", 1)[-1]
+    if cal == served:
+        return bundle_threshold
+    return {"likelihood": LIKELIHOOD_THRESHOLD, "tail": TAIL_THRESHOLD}.get(cal)
 
 
 def _window_detections(s: ScoredSeries, det: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -106,10 +108,10 @@ def _window_detections(s: ScoredSeries, det: np.ndarray, threshold: float) -> di
 
 
 def nab_report(scored: list[ScoredSeries], detector: str, profiles: dict[str, dict[str, float]],
-               bundle_threshold: float) -> dict[str, Any]:
+               bundle_threshold: float, served: str = "none") -> dict[str, Any]:
     """NAB scores of one detector under each profile, four ways of fixing the threshold."""
     n_windows = sum(len(s.series.windows) for s in scored)
-    fixed = fixed_threshold(detector, bundle_threshold)
+    fixed = fixed_threshold(detector, bundle_threshold, served)
     out: dict[str, Any] = {}
     for name, profile in profiles.items():
         files = [FileSweep.build(s.series.name, s.detectors[detector].detections, s.series.windows, profile)
@@ -132,7 +134,7 @@ def nab_report(scored: list[ScoredSeries], detector: str, profiles: dict[str, di
 
 
 def build_report(scored: list[ScoredSeries], dataset: str, profiles: dict[str, dict[str, float]] | None,
-                 bundle_threshold: float, seed: int, vus_max_buffer: int) -> dict[str, Any]:
+                 bundle_threshold: float, seed: int, vus_max_buffer: int, served: str = "none") -> dict[str, Any]:
     """Per detector: per-series metrics, their means (overall and per group), and NAB scores if asked."""
     detectors = list(scored[0].detectors) if scored else []
     report: dict[str, Any] = {}
@@ -145,6 +147,6 @@ def build_report(scored: list[ScoredSeries], dataset: str, profiles: dict[str, d
             entry["by_group"] = {g: summarize({s.series.name: per_series[s.series.name] for s in scored
                                                if s.series.meta.get("spacecraft") == g}) for g in groups}
         if profiles is not None:
-            entry["nab"] = nab_report(scored, det, profiles, bundle_threshold)
+            entry["nab"] = nab_report(scored, det, profiles, bundle_threshold, served)
         report[det] = entry
     return report

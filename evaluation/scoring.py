@@ -113,6 +113,18 @@ def model_point_scores(window_scores: list[np.ndarray], n_points: int, window_si
     return baselines.reduce_channels(per_channel, reduce)
 
 
+def served_calibration(bundle: Bundle) -> str:
+    """The calibration a bundle is served with (its manifest's `calibration.per_series`), by name."""
+    cal = bundle.manifest.calibration.per_series
+    return "none" if cal is None else cal.method
+
+
+def tail_of(bundle: Bundle) -> tuple[float, int] | None:
+    """The tail sketch's (halflife, min_history) the bundle declares, or None (the defaults)."""
+    cal = bundle.manifest.calibration.per_series
+    return None if cal is None else (cal.halflife, cal.min_history)
+
+
 def effective_lag(lag: int, stride: int) -> int:
     """With windows every `stride` points a point needs lag >= stride - 1 to be covered when final."""
     return max(lag, stride - 1)
@@ -131,7 +143,7 @@ def evaluate_series(bundle: Bundle, series: Series, cfg: EvalConfig) -> ScoredSe
         if lag not in raw_by_lag:
             raw_by_lag[lag] = model_point_scores(window_scores, n, w, cfg.eval_stride, lag,
                                                  cfg.channel_reduce)
-        scores = calibrate(raw_by_lag[lag], variant.calibration)
+        scores = calibrate(raw_by_lag[lag], variant.calibration, tail_of(bundle))
         out.detectors[variant.name] = Scored(scores, detection_time(scores, lag, w), lag)
     if cfg.baselines:
         for name, scores in baseline_scores(series, cfg).items():

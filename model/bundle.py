@@ -18,7 +18,7 @@ import tempfile
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,11 +37,25 @@ FORMAT_VERSION = 1
 DEFAULT_BUNDLE_DIR = Path(__file__).parent / "default"
 
 
+class SeriesCalibration(BaseModel):
+    """The per-series calibration a bundle is served with (`model.surprise`): every point's raw score, any
+    family's, becomes how rare it is among the same series' own recent raw scores, and `threshold` is on that
+    scale. `tail`: the decayed tail sketch, `halflife` points, nothing above 0 before `min_history` scores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["tail"] = "tail"
+    halflife: float = Field(default=5000.0, ge=1.0)
+    min_history: int = Field(default=200, ge=0, lt=2**32)
+
+
 class Calibration(BaseModel):
-    """How the threshold was chosen (never on test labels)."""
+    """How the threshold was chosen (never on test labels), and the per-series calibration served (None:
+    the raw score is served, and `threshold` is on the raw scale)."""
 
     method: str = "best_f1_validation"
     details: dict[str, Any] = Field(default_factory=dict)
+    per_series: SeriesCalibration | None = None
 
 
 class Manifest(BaseModel):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model.normalize import RunningStats
+from model.surprise import TailSketch, calibrate_series
 from model.windows import check_lag
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ class Geometry:
     channels: int
     halflife: float = 0.0
     deviation_halflife: float = 0.0
+    # per-series calibration (`model.surprise.TailSketch`): half-life in points, 0: none (raw scores served)
+    surprise_halflife: float = 0.0
+    surprise_min_history: int = 0
 
     def __post_init__(self) -> None:
         check_lag(self.window, self.stride, self.lag)
@@ -46,6 +50,25 @@ class Geometry:
         if self.deviation_halflife and (not self.halflife or self.deviation_halflife < 1.0):
             raise ValueError(f"deviation_halflife must be 0 (none), or >= 1 with a halflife; got "
                              f"{self.deviation_halflife} with halflife {self.halflife}")
+        if self.surprise_halflife and self.surprise_halflife < 1.0:
+            raise ValueError(f"surprise_halflife must be 0 (none) or >= 1, got {self.surprise_halflife}")
+        if not 0 <= self.surprise_min_history < 2**32:
+            raise ValueError(f"surprise_min_history must be in [0, 2**32), got {self.surprise_min_history}")
+
+    @property
+    def calibrated(self) -> bool:
+        """Served scores are per-series surprise (`model.surprise`), not the raw aggregated scores."""
+        return self.surprise_halflife > 0
+
+    def new_sketch(self) -> TailSketch | None:
+        """An empty per-series sketch, or None when the raw scores are served."""
+        return TailSketch(self.surprise_halflife, self.surprise_min_history) if self.calibrated else None
+
+    def calibrate(self, scores: np.ndarray) -> np.ndarray:
+        """The served scores (T,) of one series' raw point scores, in arrival order, from a new series' state:
+        exactly what the worker publishes. NaN (points no window scored) stays NaN and teaches the sketch
+        nothing."""
+        return calibrate_series(scores, self.new_sketch())
 
     @property
     def pointwise(self) -> bool:
@@ -73,11 +96,12 @@ class Geometry:
 
 def geometry_of(manifest: Manifest, lag: int) -> Geometry:
     """The geometry a bundle with this manifest is served with at `lag`."""
-    norm = manifest.normalizer
+    norm, cal = manifest.normalizer, manifest.calibration.per_series
+    surprise = (cal.halflife, cal.min_history) if cal is not None else (0.0, 0)
     if not norm.pointwise:
-        return Geometry(manifest.window_size, manifest.stride, lag, manifest.channels)
+        return Geometry(manifest.window_size, manifest.stride, lag, manifest.channels, 0.0, 0.0, *surprise)
     return Geometry(manifest.window_size, manifest.stride, lag, manifest.channels, norm.halflife,
-                    norm.deviation_halflife)
+                    norm.deviation_halflife, *surprise)
 
 
 def default_lag(manifest: Manifest) -> int:

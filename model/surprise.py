@@ -23,6 +23,7 @@ import numpy as np
 BINS = 64
 DECADES = 6.0  # surprise 1.0 = a tail probability of 1e-6
 _HEAD = struct.Struct("<If")  # seen (capped), scale of the counts
+SIZE = _HEAD.size + 4 * BINS  # bytes of an encoded sketch
 
 
 @dataclass
@@ -59,10 +60,34 @@ class TailSketch:
         return _HEAD.pack(min(self.seen, 2**32 - 1), scale) + (self.counts / scale).astype("<f4").tobytes()
 
     @classmethod
-    def decode(cls, blob: bytes, halflife: float, min_history: int) -> TailSketch:
-        seen, scale = _HEAD.unpack_from(blob)
-        counts = np.frombuffer(blob, "<f4", BINS, _HEAD.size).astype(np.float64) * scale
+    def decode(cls, blob: bytes, halflife: float, min_history: int, offset: int = 0) -> TailSketch:
+        seen, scale = _HEAD.unpack_from(blob, offset)
+        counts = np.frombuffer(blob, "<f4", BINS, offset + _HEAD.size).astype(np.float64) * scale
+        if not (np.isfinite(counts).all() and (counts >= 0).all()):
+            raise ValueError("tail sketch counts are not finite and non-negative")
         return cls(halflife, min_history, counts, seen)
+
+
+def surprise_of(probability: float) -> float:
+    """The surprise (the served score) of a tail probability: the threshold that alerts on points rarer than
+    `probability` among their series' own scores (1e-3 -> 0.5)."""
+    if not 0.0 < probability < 1.0:
+        raise ValueError(f"a tail probability must be in (0, 1), got {probability}")
+    return min(1.0, -math.log10(probability) / DECADES)
+
+
+def calibrate_series(scores: np.ndarray, sketch: TailSketch | None) -> np.ndarray:
+    """`scores` (T,) in arrival order through `sketch` (None: returned as they are): the finite ones become
+    their surprise, each against the history before it, and are absorbed; NaN (a point no window scored)
+    stays NaN and is not absorbed. The worker's state calls this for the points it finalizes, the offline
+    path for a whole series, so both give the same scores."""
+    s = np.asarray(scores, dtype=np.float64)
+    if sketch is None:
+        return s
+    out = np.full(len(s), np.nan)
+    ok = np.isfinite(s)
+    out[ok] = sketch.surprise(s[ok])
+    return out
 
 
 def surprise_series(scores: np.ndarray, halflife: float = 5000.0, min_history: int = 200) -> np.ndarray:

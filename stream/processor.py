@@ -352,6 +352,7 @@ class Processor:
                 is_anomaly=p.score >= threshold,
                 threshold=threshold,
                 model_version=version,
+                raw_score=p.raw_score,
             )
             entries.append(SCORE + to_json(msg))
             if not self.alert_cfg.enabled:

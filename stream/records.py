@@ -132,6 +132,9 @@ class ScoreMessage(BaseModel):
     is_anomaly: bool
     threshold: float
     model_version: str
+    # Only from a calibrated model (the manifest's `calibration.per_series`): the mean window score that
+    # `score`, its surprise for this series, was computed from.
+    raw_score: float | None = None
 
 
 class AlertMessage(BaseModel):

@@ -7,7 +7,11 @@ i.e. the final points are all i < n - lag once n >= W (none before the first win
 
 Kept per series: the last W points (ts, values), the point count n, the last accepted ts, the score sums
 and window counts of the points not yet final (at most max(lag, W-1) of them), the alert state, and the
-model version (with its threshold) whose window scores the pending sums hold. `encode()`/`decode()` give
+model version (with its threshold) whose window scores the pending sums hold, and, when the model is
+served calibrated (`Geometry.calibrated`), the series' tail sketch (`model.surprise`, 264 bytes): each
+point's raw score (the mean of its window scores) becomes its surprise against the series' own past raw
+scores as the point is finalized, in order, exactly as `Geometry.calibrate` does offline; a swap starts the
+sketch anew. `encode()`/`decode()` give
 a compact binary form for Redis whose first 8 bytes are n (big-endian), the compare-and-set token.
 
 Model swaps: pending sums are never mixed across versions. `swap()` finalizes the pending points that
@@ -36,14 +40,16 @@ import numpy as np
 
 from model.normalize import RunningStats
 from model.serving import Geometry
+from model.surprise import SIZE as SKETCH_SIZE
+from model.surprise import TailSketch, calibrate_series
 from model.windows import included_offsets
 from stream.alerts import AlertState
 from stream.errors import CorruptState
 
-FORMAT = 4
+FORMAT = 5
 # format 2 (before point-by-point normalization) is read as halflife 0, format 3 (before deviation channels)
-# as deviation_halflife 0
-_READS = (2, 3, 4)
+# as deviation_halflife 0, format 4 (before per-series calibration) as uncalibrated
+_READS = (2, 3, 4, 5)
 _HEAD = struct.Struct(">Q")  # n: also the compare-and-set token, so it comes first
 # format, flags, W, stride, lag, C, buffered, pending, last_ts, era_end, alert run/start/peak_ts/peak,
 # model threshold, version length (the version's UTF-8 bytes follow)
@@ -51,10 +57,13 @@ _BODY2 = struct.Struct("<BBHHHHHHqqIqqddB")
 # format 3 appends: halflife, running-statistics count
 _BODY3 = struct.Struct("<BBHHHHHHqqIqqddBdQ")
 # format 4 appends: deviation half-life
-_BODY = struct.Struct("<BBHHHHHHqqIqqddBdQd")
+_BODY4 = struct.Struct("<BBHHHHHHqqIqqddBdQd")
+# format 5 appends: the per-series calibration's half-life and minimum history (its sketch follows the counts)
+_BODY = struct.Struct("<BBHHHHHHqqIqqddBdQddI")
 _FLAG_OPEN = 1
 _FLAG_TS_DELTA32 = 2
 _FLAG_HAS_TS = 4
+_FLAG_SKETCH = 8
 
 
 @dataclass
@@ -74,8 +83,9 @@ class FinalPoint:
     index: int
     ts: int
     values: tuple[float, ...]
-    score: float
+    score: float  # what is served: the raw score, or its per-series surprise when the model is calibrated
     n_windows: int
+    raw_score: float | None = None  # the mean window score, when `score` is its calibration
 
 
 def token(n: int) -> bytes:
@@ -100,6 +110,7 @@ class SeriesState:
     era_end: int = -1  # index where the current era's first window ends; -1: W-1 (a new series)
     stats: RunningStats | None = None  # pointwise geometry only
     inputs: np.ndarray | None = None  # (k, input_channels) float32 standardized `values`; pointwise only
+    sketch: TailSketch | None = None  # the per-series calibration's history; calibrated geometry only
     _open_step: bool = False
     _catch_up: int | None = None  # set by swap(): the next push also yields era windows ending before n
 
@@ -110,6 +121,8 @@ class SeriesState:
             self.era_end = self.geometry.window - 1
         if self.geometry.pointwise and self.stats is None:
             self._restart_stats()
+        if self.sketch is None:
+            self.sketch = self.geometry.new_sketch()
 
     def _restart_stats(self) -> None:
         """Running statistics from the buffered points on (a new series: from its first point)."""
@@ -210,16 +223,22 @@ class SeriesState:
         """Finalize the pending points p0..n_final-1 and trim the buffer to the last W points."""
         g = self.geometry
         out = []
+        m = max(n_final - p0, 0)
+        counts = self.counts[:m]
+        raw = np.where(counts > 0, self.sums[:m] / np.maximum(counts, 1), np.nan)
+        served = calibrate_series(raw, self.sketch)  # the raw scores themselves when uncalibrated
+        calibrated = self.sketch is not None
         for i in range(p0, n_final):
             j, b = i - p0, i - self.base
-            c = int(self.counts[j])
+            c = int(counts[j])
             out.append(
                 FinalPoint(
                     i,
                     int(self.ts[b]),
                     tuple(float(x) for x in self.values[b]),
-                    float(self.sums[j] / max(c, 1)),
+                    float(served[j]) if c else 0.0,
                     c,
+                    float(raw[j]) if calibrated and c else None,
                 )
             )
         if n_final > p0:
@@ -245,6 +264,9 @@ class SeriesState:
         base = self.n - len(self.ts)  # oldest buffered point: the buffer is the last min(n, W_old) points
         old = self.geometry
         self.geometry, self.version, self.threshold = geometry, version, threshold
+        # The sketch learnt the old model's raw scores, which another model's need not resemble: it starts anew
+        # (a calibrated series reports surprise 0 for its first min_history points under the new model).
+        self.sketch = geometry.new_sketch()
         if not geometry.pointwise:
             self.stats = self.inputs = None
         elif not old.pointwise:
@@ -267,6 +289,10 @@ class SeriesState:
         g, a = self.geometry, self.alert
         version = self.version.encode()[:255]
         flags = (_FLAG_OPEN if a.is_open else 0) | (_FLAG_HAS_TS if self.last_ts is not None else 0)
+        sketch_bytes = b""
+        if self.sketch is not None:
+            flags |= _FLAG_SKETCH
+            sketch_bytes = self.sketch.encode()
         stats_bytes = b""
         if self.stats is not None and self.inputs is not None:
             stats_bytes = b"".join([self.stats.mean.astype("<f8").tobytes(), self.stats.var.astype("<f8").tobytes(),
@@ -299,6 +325,8 @@ class SeriesState:
             g.halflife,
             self.stats.count if self.stats is not None else 0,
             g.deviation_halflife,
+            g.surprise_halflife,
+            g.surprise_min_history,
         )
         return b"".join(
             [
@@ -310,6 +338,7 @@ class SeriesState:
                 stats_bytes,
                 self.sums.astype("<f8").tobytes(),
                 self.counts.astype("<u2").tobytes(),
+                sketch_bytes,
             ]
         )
 
@@ -328,7 +357,7 @@ def _decode(blob: bytes) -> SeriesState:
     (fmt,) = struct.unpack_from("<B", blob, _HEAD.size)
     if fmt not in _READS:
         raise CorruptState(f"state format {fmt}, this worker reads {_READS}")
-    halflife, stats_count, deviation_halflife = 0.0, 0, 0.0
+    halflife, stats_count, deviation_halflife, surprise_halflife, surprise_min_history = 0.0, 0, 0.0, 0.0, 0
     if fmt == 2:
         (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
          vlen) = _BODY2.unpack_from(blob, _HEAD.size)
@@ -337,11 +366,16 @@ def _decode(blob: bytes) -> SeriesState:
         (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
          vlen, halflife, stats_count) = _BODY3.unpack_from(blob, _HEAD.size)
         pos = _HEAD.size + _BODY3.size
+    elif fmt == 4:
+        (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
+         vlen, halflife, stats_count, deviation_halflife) = _BODY4.unpack_from(blob, _HEAD.size)
+        pos = _HEAD.size + _BODY4.size
     else:
         (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
-         vlen, halflife, stats_count, deviation_halflife) = _BODY.unpack_from(blob, _HEAD.size)
+         vlen, halflife, stats_count, deviation_halflife, surprise_halflife,
+         surprise_min_history) = _BODY.unpack_from(blob, _HEAD.size)
         pos = _HEAD.size + _BODY.size
-    g = Geometry(w, stride, lag, c, halflife, deviation_halflife)
+    g = Geometry(w, stride, lag, c, halflife, deviation_halflife, surprise_halflife, surprise_min_history)
     version = blob[pos:pos + vlen].decode()
     pos += vlen
     if flags & _FLAG_TS_DELTA32 and k:
@@ -364,11 +398,20 @@ def _decode(blob: bytes) -> SeriesState:
         pos += 16 * ci + 4 * k * ci
     sums = np.frombuffer(blob, "<f8", p, pos).astype(np.float64)
     counts = np.frombuffer(blob, "<u2", p, pos + 8 * p).astype(np.int64)
-    if pos + 10 * p != len(blob):
+    pos += 10 * p
+    sketch = None
+    if flags & _FLAG_SKETCH:
+        if not g.calibrated:
+            raise CorruptState("state holds a calibration sketch but its geometry is uncalibrated")
+        sketch = TailSketch.decode(blob, g.surprise_halflife, g.surprise_min_history, pos)
+        pos += SKETCH_SIZE
+    elif g.calibrated:
+        raise CorruptState("state of a calibrated geometry holds no calibration sketch")
+    if pos != len(blob):
         raise CorruptState(f"state length {len(blob)} disagrees with its header (n={n})")
     alert = AlertState(bool(flags & _FLAG_OPEN), run, start_ts, peak_ts, peak)
     return SeriesState(g, n, last_ts if flags & _FLAG_HAS_TS else None, ts, values, sums, counts, alert,
-                       version, threshold, era_end, stats, inputs)
+                       version, threshold, era_end, stats, inputs, sketch)
 
 
 def _new_window_ends(n_old: int, n_new: int, era_end: int, stride: int) -> np.ndarray:

@@ -46,6 +46,17 @@ def random_bundle(directory: Path, channels: int = 1, window: int = 16, seed: in
     return tiny_bundle(directory, seed=seed, cfg=replace(TINY, channels=channels, window_size=window))
 
 
+def calibrated(directory: Path, threshold: float, halflife: float = 200.0, min_history: int = 50) -> Path:
+    """The bundle in `directory`, rewritten to be served through the per-series tail calibration (its
+    manifest's `calibration.per_series`), with `threshold` on the calibrated scale."""
+    path = directory / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["threshold"] = threshold
+    manifest["calibration"]["per_series"] = {"method": "tail", "halflife": halflife, "min_history": min_history}
+    path.write_text(json.dumps(manifest, indent=1))
+    return directory
+
+
 def spike_bundle(directory: Path, channels: int = 1, window: int = 16, threshold: float = 0.5,
                  fail_above: float | None = None) -> Path:
     """`fail_above`: the graph also fails to run (ONNX Runtime raises: a Gather index out of bounds) on any

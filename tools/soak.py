@@ -83,6 +83,7 @@ class Plan:
     max_batch: int = 256
     sample: int = 8  # series compared with offline scores
     seed: int = 0
+    log_level: str = "WARNING"  # the workers' (their logs are kept in the log directory)
 
 
 @dataclass
@@ -419,6 +420,34 @@ class Reader(threading.Thread):
             self.sample_scores[s][i] = float(d["score"])
 
 
+class GroupProgress:
+    """The workers' consumer group's committed offsets on the telemetry topic, polled: while they advance the
+    workers are still catching up (at 100,000 series the first window of a series fills only after the whole
+    fleet's W-th point), so waiting for scores goes on even when none arrived for a while."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int, every_s: float = 2.0) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        # Never subscribes or assigns, so it does not join the workers' group; committed() only asks.
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        self._tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self.every_s, self.total, self.last_advance, self._polled = every_s, -1, time.monotonic(), 0.0
+
+    def poll(self) -> float:
+        """Polls at most every `every_s`; returns when the committed offsets last advanced (monotonic s)."""
+        now = time.monotonic()
+        if now - self._polled >= self.every_s:
+            self._polled = now
+            with contextlib.suppress(Exception):  # a broker freeze: no answer is no progress
+                total = sum(max(tp.offset, 0) for tp in self._consumer.committed(self._tps, timeout=5))
+                if total > self.total:
+                    self.total, self.last_advance = total, time.monotonic()
+        return self.last_advance
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 # ------------------------------------------------------------------------------------------ one scenario
 
 
@@ -457,7 +486,7 @@ def _env(stack: Stack, plan: Plan, token: str, topics: dict[str, str], model: Pa
         "ANOMALYBERT_WORKER__WEB_ENABLED": "false",
         "ANOMALYBERT_WORKER__OUTBOX_CLAIM_S": "3",
         "ANOMALYBERT_WORKER__SWEEP_INTERVAL_S": "0.5",
-        "ANOMALYBERT_WORKER__LOG_LEVEL": "WARNING",
+        "ANOMALYBERT_WORKER__LOG_LEVEL": plan.log_level,
         "PYTHONUNBUFFERED": "1",
     }
     if plan.score_lag is not None:
@@ -529,13 +558,19 @@ def run_scenario(stack: Stack, plan: Plan, scenario: str, model: Path, log_dir: 
         sender.join()
         if "error" in sent:
             raise SoakError(f"sending failed: {sent['error']!r}")
-        # every point of every series sent: wait for the scores (while they keep coming)
+        # every point of every series sent: wait for the scores (while they keep coming or the workers' committed
+        # offsets keep advancing)
         reader.last_new = max(reader.last_new, time.monotonic())
-        while reader.unique < result.expected_scores and time.monotonic() - reader.last_new < STALL_S:
-            workers.reap()
-            if reader.error is not None:
-                raise SoakError(f"reading the outputs failed: {reader.error!r}")
-            time.sleep(0.2)
+        progress = GroupProgress(stack.bootstrap, f"soak-{token}", topics["telemetry"], plan.partitions)
+        try:
+            while (reader.unique < result.expected_scores
+                   and time.monotonic() - max(reader.last_new, progress.poll()) < STALL_S):
+                workers.reap()
+                if reader.error is not None:
+                    raise SoakError(f"reading the outputs failed: {reader.error!r}")
+                time.sleep(0.2)
+        finally:
+            progress.close()
         deadline = time.monotonic() + LINGER_S
         while time.monotonic() < deadline or (with_bad and len(reader.letters) < len(set(sent["bad"]))
                                               and time.monotonic() < deadline + STALL_S):
@@ -752,6 +787,8 @@ def _scenarios(_ctx: Any, _param: Any, value: str) -> list[str]:
 @click.option("--score-lag", type=click.IntRange(min=0), default=None, help="[default: the bundle's].")
 @click.option("--max-batch", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="WARNING",
+              show_default=True, help="The workers' log level (their logs go beside --output).")
 @click.option("--output", type=click.Path(path_type=Path), default=Path("runs/soak.json"), show_default=True)
 def soak(scenarios: list[str], output: Path, **options: Any) -> None:
     """Run the stream workers under faults (SIGKILL storm, join/leave churn, Redis kill -9, broker freeze, bad

@@ -334,9 +334,17 @@ def export(model_path: Path, output: Path) -> None:
               help="Measure the blended deviation against its own plain running statistics with this half-life "
                    "in points (deviation channels), instead of the model input's; 0 goes back to the model "
                    "input [the checkpoint's].")
+@click.option("--per-series", type=click.Choice(("none", "tail")), default=None,
+              help="Serve the scores through a per-series calibration: tail, each point's surprise among its own "
+                   "series' recent scores (model.surprise), with the threshold at --tail-probability; none: "
+                   "raw scores [the checkpoint's].")
+@click.option("--tail-probability", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              default=1e-3, show_default=True, metavar="P",
+              help="With --per-series tail: alert on points rarer than P among their series' own scores.")
 def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None, threshold_beta: float,
               max_normal_rate: float | None, val_fraction: float, deviation_blend: float | None,
-              deviation_scale: float | None, deviation_halflife: float | None) -> None:
+              deviation_scale: float | None, deviation_halflife: float | None, per_series: str | None,
+              tail_probability: float) -> None:
     """Choose a checkpoint's threshold again, without training: best F-beta at a score lag on labelled data,
     or (--max-normal-rate) the lowest threshold that flags at most that share of its normal points.
 
@@ -351,6 +359,8 @@ def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None,
           --output model-blend.pt
       anomalybert calibrate --model model.pt --data data/val --score-lag 0 --deviation-blend 0.7 \\
           --deviation-scale 8 --deviation-halflife 6400 --max-normal-rate 0.001 --output model-blend.pt
+      anomalybert calibrate --model model.pt --data data/val --per-series tail --tail-probability 0.001 \\
+          --output model-tail.pt
     """
     from evaluation.series import load_series
     from model.families.checkpoint import load_checkpoint
@@ -360,12 +370,14 @@ def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None,
         blend = {k: v for k, v in (("deviation_blend", deviation_blend), ("deviation_scale", deviation_scale))
                  if v is not None}
         ckpt = recalibrate(load_checkpoint(model_path), load_series(data, labels=True), score_lag, threshold_beta,
-                           val_fraction, deviation_halflife, max_normal_rate, **blend)
+                           val_fraction, deviation_halflife, max_normal_rate, per_series, tail_probability,
+                           **blend)
     except ValueError as e:
         if isinstance(e, DataError):
             raise
         hint = ("--deviation-halflife" if "deviation_halflife" in str(e)
-                else "--deviation-blend" if "blend" in str(e) else "--score-lag")
+                else "--deviation-blend" if "blend" in str(e)
+                else "--max-normal-rate" if "max_normal_rate" in str(e) else "--score-lag")
         raise click.BadParameter(str(e), param_hint=hint) from e
     ckpt.save(output)
     cal = ckpt.calibration
@@ -373,6 +385,8 @@ def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None,
     blended = f", deviation blend {blend_weight:g}" if blend_weight else ""
     if blend_weight and ckpt.normalizer.deviation_halflife:
         blended += f" against statistics of half-life {ckpt.normalizer.deviation_halflife:g}"
+    if cal.get("per_series"):
+        blended += f", per-series tail calibration (rarer than {cal['tail_probability']:g})"
     click.echo(f"saved {output} (threshold {ckpt.threshold:.4f} at score_lag {cal['score_lag']}{blended}, "
                f"{cal['method']}; was {cal['recalibrated']['previous_threshold']:.4f})")
 

@@ -247,14 +247,20 @@ def train(series: list[Series], cfg: Any, tc: TrainConfig,
 
 def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, beta: float,
                 val_fraction: float = 0.2, deviation_halflife: float | None = None,
-                max_normal_rate: float | None = None, **blend: float) -> Checkpoint:
+                max_normal_rate: float | None = None, per_series: str | None = None,
+                tail_probability: float = 1e-3, **blend: float) -> Checkpoint:
     """The same model with its threshold chosen again: best F-beta at `score_lag` on the validation tails
     of `series` (split as `train` splits them), or, with `max_normal_rate`, the lowest threshold that flags
     at most that share of their normal points. With the training data and split the F-beta threshold is
     the one `train --score-lag L --threshold-beta B` stores, without training again. `blend` (deviation_blend,
     deviation_scale) changes how the served scores blend in the input's deviation first, and
     `deviation_halflife` which deviation they blend in (0: the model input's; > 0: deviation channels with
-    their own statistics, `Normalizer.deviation_halflife`); the weights stay."""
+    their own statistics, `Normalizer.deviation_halflife`); the weights stay.
+
+    `per_series` "tail": serve the scores through the per-series tail sketch (`model.surprise`); the
+    threshold is then the surprise of `tail_probability` (a point alerts when it is rarer than that among its
+    own series' scores), the same on every series, and the validation tails only report how it does there.
+    "none": back to raw scores. None: as the checkpoint is."""
     family = families.get(ckpt.family)
     if deviation_halflife is not None:
         ckpt = replace(ckpt, normalizer=replace(ckpt.normalizer, deviation_halflife=deviation_halflife))
@@ -268,6 +274,15 @@ def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, b
     # scope (prepared only for the series scope) and are scored with the checkpoint's own normalizer.
     normalizer = Normalizer.from_dict(ckpt.normalizer.to_dict())
     holdouts = prepare(series, cfg, normalizer, val_fraction).holdouts
+    per = ckpt.calibration.get("per_series") if per_series is None else None
+    if per_series == "tail":
+        from model.bundle import SeriesCalibration
+
+        per = SeriesCalibration().model_dump()
+    if per is not None:
+        if max_normal_rate is not None:
+            raise ValueError("max_normal_rate does not apply to a per-series calibration: give tail_probability")
+        return _tail_calibrated(ckpt, holdouts, lag, per, tail_probability, series)
     scores, _, label = holdout_scores(TorchScorer(ckpt), holdouts, cfg, lag)
     if max_normal_rate is not None:
         threshold, calibration = normal_rate_threshold(scores, label, max_normal_rate)
@@ -278,3 +293,23 @@ def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, b
                                      "previous": ckpt.calibration}}
     return replace(ckpt, threshold=threshold, calibration=calibration)
 
+
+def _tail_calibrated(ckpt: Checkpoint, holdouts: list, lag: int, per: dict[str, Any], probability: float,
+                     series: list[Series]) -> Checkpoint:
+    """`recalibrate` for a per-series calibration: the threshold is the surprise of `probability`."""
+    from model.surprise import TailSketch, calibrate_series, surprise_of
+
+    threshold = surprise_of(probability)
+    cfg = ckpt.config
+    scored, labels = [], []
+    for h in holdouts:  # each validation tail calibrated on its own, as the worker calibrates each series
+        raw, _, label = holdout_scores(TorchScorer(ckpt), [h], cfg, lag)
+        scored.append(calibrate_series(raw, TailSketch(per["halflife"], per["min_history"])))
+        labels.append(label)
+    scores, label = np.concatenate(scored), np.concatenate(labels)
+    flagged = np.nan_to_num(scores, nan=0.0) >= threshold
+    calibration = {"method": "tail_probability", "tail_probability": probability, "per_series": per,
+                   "score_lag": lag, "val_flagged_share": float(flagged.mean()) if len(flagged) else 0.0,
+                   "recalibrated": {"data_sha256": fingerprint(series), "previous_threshold": ckpt.threshold,
+                                    "previous": ckpt.calibration}}
+    return replace(ckpt, threshold=threshold, calibration=calibration)

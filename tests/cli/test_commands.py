@@ -252,3 +252,40 @@ def test_train_series_scope_then_calibrate_at_another_lag(workdir: Path, tmp_pat
     code, _, err = cli(["calibrate", "-m", str(tmp_path / "s.pt"), "-d", data, "--deviation-halflife", "0.5",
                         "-o", str(tmp_path / "bad.pt")])
     assert code == 2 and "--deviation-halflife" in err
+
+
+def test_calibrate_per_series_tail_then_export_serves_the_calibration(workdir: Path, tmp_path: Path,
+                                                                     cli: Run) -> None:
+    from evaluation.detect import Detector
+    from evaluation.series import load_csv
+    from model.bundle import load_bundle
+    from model.families.checkpoint import load_checkpoint
+    from model.surprise import surprise_of
+
+    data = str(workdir / "data")
+    code, out, _ = cli(["calibrate", "-m", str(workdir / "m.pt"), "-d", data, "--score-lag", "0",
+                        "--per-series", "tail", "--tail-probability", "0.01", "-o", str(tmp_path / "t.pt")])
+    assert code == 0 and "per-series tail calibration (rarer than 0.01)" in out, out
+    ckpt = load_checkpoint(tmp_path / "t.pt")
+    assert ckpt.threshold == pytest.approx(surprise_of(0.01)) == pytest.approx(2 / 6)
+    assert ckpt.calibration["per_series"] == {"method": "tail", "halflife": 5000.0, "min_history": 200}
+    code, out, _ = cli(["export", "-m", str(tmp_path / "t.pt"), "-o", str(tmp_path / "tb")])
+    assert code == 0, out
+    bundle = load_bundle(tmp_path / "tb")
+    per = bundle.manifest.calibration.per_series
+    assert per is not None and (per.method, per.halflife, per.min_history) == ("tail", 5000.0, 200)
+    assert "per_series" not in bundle.manifest.calibration.details
+    # detect serves what the worker publishes: the raw scores through the per-series sketch
+    det = Detector(tmp_path / "tb")
+    values = load_csv(next(iter(sorted((workdir / "data").glob("*.csv"))))).values
+    raw, served = det.raw_score(values), det.score(values)
+    assert (served[:200] == 0).all() and np.all((served >= 0) & (served <= 1))
+    np.testing.assert_allclose(served, det.score(values))  # a new sketch per call: the same scores
+    assert not np.allclose(raw, served)
+    # back to raw scores; an alert budget on normal points does not apply to a per-series calibration
+    code, _, err = cli(["calibrate", "-m", str(tmp_path / "t.pt"), "-d", data, "--max-normal-rate", "0.01",
+                        "-o", str(tmp_path / "bad.pt")])
+    assert code == 2 and "--max-normal-rate" in err, err
+    code, out, _ = cli(["calibrate", "-m", str(tmp_path / "t.pt"), "-d", data, "--per-series", "none",
+                        "-o", str(tmp_path / "r.pt")])
+    assert code == 0 and "per_series" not in load_checkpoint(tmp_path / "r.pt").calibration, out
