@@ -33,6 +33,10 @@ console = Console(highlight=False)
 SERIES = (("pump-7/pressure", "collective_anomaly"), ("web-01/cpu", "point_anomaly"),
           ("fan-3/vibration", "frequency_change"))
 
+T0_MS, STEP_MS = 1_700_000_000_000, 60_000  # the demo's timestamps: one point a minute
+# An alert counts for a labelled anomaly when it opens within this many points of it (the served lag is 0).
+ALERT_SLACK = 5
+
 
 @dataclass(frozen=True)
 class DemoPlan:
@@ -95,7 +99,7 @@ async def replay_and_watch(bootstrap: str, topics: Any, series: list, rate: floa
         for i in range(n):
             for sid, values, _ in series:
                 if i < len(values):
-                    msg = {"series_id": sid, "ts": 1_700_000_000_000 + i * 60_000, "value": float(values[i])}
+                    msg = {"series_id": sid, "ts": T0_MS + i * STEP_MS, "value": float(values[i])}
                     await producer.send(topics.telemetry, json.dumps(msg).encode(), key=sid.encode())
             if rate > 0:
                 await asyncio.sleep(max(0.0, t0 + (i + 1) * len(series) / rate - time.monotonic()))
@@ -122,6 +126,25 @@ async def _watch(consumer: Any, topics: Any, seen: dict[str, Any]) -> None:
         colour = "red" if body["state"] == "open" else "green"
         console.print(f"[{colour}]ALERT {body['state']:>6}[/{colour}] {body['series_id']:<18} "
                       f"id={body['alert_id']}  peak={body['peak_score']:.3f}")
+
+
+def alert_quality(series: list, alerts: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per series, the alerts against the demo's own labels: labelled anomalies (runs of labelled points)
+    and how many of them an alert opened on (within `ALERT_SLACK` points), alerts opened and how many of them
+    opened on a labelled anomaly."""
+    out = {}
+    for sid, _, labels in series:
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], labels, [0]])))
+        runs = list(zip(edges[::2], edges[1::2], strict=True))  # [start, end) of each labelled anomaly
+        opens = [(a["opened_ts"] - T0_MS) // STEP_MS for a in alerts
+                 if a["series_id"] == sid and a["state"] == "open"]
+
+        def near(i: int, run: tuple[int, int]) -> bool:
+            return run[0] - ALERT_SLACK <= i < run[1] + ALERT_SLACK
+
+        out[sid] = {"anomalies": len(runs), "anomalies_alerted": sum(any(near(i, r) for i in opens) for r in runs),
+                    "alerts": len(opens), "alerts_on_anomalies": sum(any(near(i, r) for r in runs) for i in opens)}
+    return out
 
 
 def run_demo(plan: DemoPlan, bootstrap: str | None = None) -> dict[str, Any]:
@@ -151,7 +174,10 @@ def run_demo(plan: DemoPlan, bootstrap: str | None = None) -> dict[str, Any]:
     summary = {"points": sum(len(v) for _, v, _ in series), "scores": seen["scores"],
                "alerts_opened": sum(a["state"] == "open" for a in seen["alerts"]),
                "alerts_closed": sum(a["state"] == "closed" for a in seen["alerts"]),
-               "plots": [str(p) for p in plots]}
+               "plots": [str(p) for p in plots], "quality": alert_quality(series, seen["alerts"])}
+    for sid, q in summary["quality"].items():
+        console.print(f"{sid:<16} anomalies alerted {q['anomalies_alerted']}/{q['anomalies']}, "
+                      f"alerts on an anomaly {q['alerts_on_anomalies']}/{q['alerts']}")
     console.print(f"[bold]done[/bold]: {summary['scores']} scores, {summary['alerts_opened']} alerts opened, "
                   f"{summary['alerts_closed']} closed; plots: {', '.join(summary['plots'])}")
     return summary

@@ -687,13 +687,16 @@ def _offline_diff(bundle: Any, lag: int, sample: dict[int, dict[int, float]], po
     import numpy as np
 
     from evaluation.detect import score_series
+    from model.serving import serve
 
+    calibrate = serve(bundle, lag).geometry.calibrate  # the bundle's per-series calibration, if it has one
     diffs = []
     for s, got in sample.items():
         if not got:
             continue
         values = np.array([value(s, i) for i in range(points)])
-        want = score_series(bundle.score_windows, values, bundle.window_size, bundle.stride, lag, bundle.normalizer)
+        want = calibrate(score_series(bundle.score_windows, values, bundle.window_size, bundle.stride, lag,
+                                      bundle.normalizer))
         diffs += [abs(v - float(want[i])) for i, v in got.items() if i < final]
     return float(max(diffs)) if diffs else None
 

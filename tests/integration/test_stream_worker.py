@@ -46,7 +46,7 @@ def offline_scores(bundle_dir: Path, values: np.ndarray, lag: int) -> np.ndarray
     w, s = bundle.window_size, bundle.stride
     windows = make_windows(bundle.normalizer.prepare_series(values), w, s)  # series scope: point by point first
     scores, _ = aggregate(bundle.score_windows(windows), len(values), w, s, lag)
-    return scores
+    return serve(bundle, lag).geometry.calibrate(scores)  # what is served: through the bundle's calibration
 
 
 def served_lag(bundle: Any) -> int:
@@ -119,14 +119,16 @@ def test_replay_scores_every_point_once_equal_to_offline(
     names, worker, _ = main_worker
     bundle = load_bundle(bundles["replay"])
     lag = served_lag(bundle)
-    n = 4 * bundle.window_size + 80
-    values = synthetic(n, seed=1, anomaly_at=n // 2)[:, 0]
+    n = 4 * bundle.window_size + 200  # the anomaly after a calibrated bundle's min_history (200) points
+    at = 3 * n // 4
+    values = synthetic(n, seed=1, anomaly_at=at)[:, 0]
     ts = [T0 + 1000 * i for i in range(n)]
     expected = offline_scores(bundles["replay"], values, lag)
     final = n - lag
     # A threshold override (Redis key) just under the offline peak near the anomaly makes an alert certain
     # whatever the bundle's weights; the exact open/close sequence is then simulated offline.
-    peak = float(np.max(expected[n // 2 - 2 : n // 2 + 5]))
+    peak = float(np.max(expected[at - 2 : at + 5]))
+    assert peak > 0
     thr = round(peak - 1e-4, 6)
     sid = f"replay-{names.token}"
     redis.Redis.from_url(services.redis_url).set(f"{names.prefix}{{{sid}}}:thr", repr(thr))

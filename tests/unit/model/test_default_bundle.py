@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from evaluation.detect import Detector
 from evaluation.series import Series
@@ -16,15 +17,19 @@ def test_default_bundle_loads_and_is_scale_free() -> None:
     bundle = load_bundle()  # hash, schema and a smoke inference
     assert bundle.directory == DEFAULT_BUNDLE_DIR
     assert bundle.manifest.normalization["scope"] == "series"
-    assert bundle.manifest.calibration.method == "normal_rate_validation"  # one normal point in a thousand
-    assert bundle.manifest.calibration.details["score_lag"] == 0
+    # served through the per-series tail sketch: alerts on points rarer than 1 in 500 of their own series'
+    cal = bundle.manifest.calibration
+    assert cal.method == "tail_probability" and cal.details["tail_probability"] == 0.002
+    assert cal.per_series is not None and (cal.per_series.halflife, cal.per_series.min_history) == (5000.0, 200)
+    assert bundle.threshold == pytest.approx(-np.log10(0.002) / 6)
+    assert cal.details["score_lag"] == 0
     assert bundle.manifest.model["deviation_blend"] == 0.7  # the graph blends in the points' deviation scores,
     assert bundle.normalizer.deviation_halflife == 6400.0 and bundle.input_channels == 2  # from long statistics
     assert (DEFAULT_BUNDLE_DIR / "model.onnx").stat().st_size < 5_000_000
     # Scale-free: a*x + b scores like x (to float32 rounding), so one model serves every series.
     x = generate("collective_anomaly", 600, scenario_rng(7, "collective_anomaly", 0)).values
     detector = Detector()
-    np.testing.assert_allclose(detector.score(1e4 * x - 300.0), detector.score(x), atol=1e-4)
+    np.testing.assert_allclose(detector.raw_score(1e4 * x - 300.0), detector.raw_score(x), atol=1e-4)
 
 
 def test_default_model_ranks_spikes_first_on_unseen_data() -> None:
@@ -33,8 +38,10 @@ def test_default_model_ranks_spikes_first_on_unseen_data() -> None:
         s = generate("point_anomaly", 1000, scenario_rng(4242, "point_anomaly", k))
         series = Series("s", s.values, timestamps=np.arange(1000))
         spikes = set(np.flatnonzero(s.anomaly_tag).tolist())
-        # ranking judged with every covering window averaged (the served lag is shorter: it alerts sooner)
-        top = {r["timestamp"] for r in Detector(score_lag=63).detect(series, len(spikes))}
+        # the model's own ranking (raw scores, before the per-series calibration, which reports nothing for the
+        # first 200 points), judged with every covering window averaged (the served lag is shorter)
+        raw = Detector(score_lag=63).raw_score(series.values)
+        top = set(np.argsort(-raw, kind="stable")[: len(spikes)].tolist())
         found.append(len(top & spikes) / len(spikes))
     assert np.mean(found) >= 0.8
 
@@ -53,4 +60,5 @@ def test_default_bundle_scores_are_those_it_gave_before_the_family_seam(tmp_path
     for s in load_series(tmp_path, labels=True):
         want = reference[Path(s.name).name]
         assert detector.score_lag == want["lag"]
-        np.testing.assert_allclose(detector.score(s.values)[::10], want["scores"], atol=1e-5, rtol=0)
+        # the raw scores (the mean window scores): the served ones are these through the per-series sketch
+        np.testing.assert_allclose(detector.raw_score(s.values)[::10], want["scores"], atol=1e-5, rtol=0)
