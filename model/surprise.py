@@ -42,16 +42,26 @@ class TailSketch:
         pos = s * BINS
         idx = np.minimum(pos.astype(np.int64), BINS - 1)
         frac = pos - idx  # share of its bin below the score
-        for t in range(len(s)):
-            total = counts.sum()
-            if self.seen >= self.min_history and total > 0:
-                k = idx[t]
-                above = counts[k + 1:].sum() + counts[k] * (1.0 - frac[t])
-                p = max(above, 0.5) / total  # never rarer than half a point of what was seen
-                out[t] = min(1.0, max(0.0, -math.log10(min(p, 1.0)) / DECADES))
-            counts *= keep
-            counts[idx[t]] += 1.0
-            self.seen += 1
+        # Decay by weighting each new score 1/keep more than the one before (ratios, all that the tail
+        # probability uses, are the same), rescaled back to the plain decayed counts at the end.
+        total, w = float(counts.sum()), 1.0
+        ready = self.seen
+        for t, (k, f) in enumerate(zip(idx.tolist(), frac.tolist(), strict=True)):
+            if ready >= self.min_history and total > 0:
+                above = float(counts[k + 1:].sum()) + float(counts[k]) * (1.0 - f)
+                p = max(above, 0.5 * w) / total  # never rarer than half a point of what was seen
+                if p < 1.0 - 1e-12:  # (at or below everything seen: 0, not float rounding's 1e-17)
+                    out[t] = min(1.0, -math.log10(p) / DECADES)
+            w /= keep
+            counts[k] += w
+            total += w
+            ready += 1
+            if w > 1e150:  # rescale before the weights overflow
+                counts /= w
+                total /= w
+                w = 1.0
+        counts /= w
+        self.seen = ready
         return out
 
     def encode(self) -> bytes:

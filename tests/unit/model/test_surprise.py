@@ -4,6 +4,7 @@ different levels, is causal, and survives its compact encoding."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from model.surprise import DECADES, TailSketch, surprise_series
 
@@ -47,3 +48,30 @@ def test_encoding_round_trips_within_float32() -> None:
     b = TailSketch.decode(a.encode(), a.halflife, a.min_history)
     assert len(a.encode()) == 8 + 64 * 4
     np.testing.assert_allclose(a.surprise(x[2000:]), b.surprise(x[2000:]), atol=1e-5)
+
+
+def _plain(scores: np.ndarray, halflife: float, min_history: int) -> np.ndarray:
+    """The sketch's definition, written out: decay every count by one step, then add the new score."""
+    from model.surprise import BINS
+
+    keep, counts, out = 0.5 ** (1 / halflife), np.zeros(BINS), np.zeros(len(scores))
+    for t, x in enumerate(scores):
+        k = min(int(x * BINS), BINS - 1)
+        if t >= min_history:
+            above = counts[k + 1:].sum() + counts[k] * (1 - (x * BINS - k))
+            p = max(above, 0.5) / counts.sum()
+            out[t] = 0.0 if p >= 1 - 1e-12 else min(1.0, -np.log10(p) / DECADES)
+        counts = counts * keep
+        counts[k] += 1
+    return out
+
+
+def test_the_running_weights_equal_the_plain_decayed_counts_through_a_rescale() -> None:
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.uniform(0, 0.3, 6000), rng.uniform(0, 1, 50)])
+    # half-life 10: the new-score weight passes 1e150 (and is rescaled) after about 5,000 points
+    got = TailSketch(halflife=10.0, min_history=20).surprise(x)
+    np.testing.assert_allclose(got, _plain(x, 10.0, 20), atol=1e-9)
+    sk = TailSketch(halflife=10.0, min_history=20)
+    sk.surprise(x)
+    assert np.isfinite(sk.counts).all() and sk.counts.sum() == pytest.approx(1 / (1 - 0.5 ** 0.1), rel=1e-6)
