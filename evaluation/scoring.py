@@ -8,7 +8,9 @@ detector yields two aligned arrays per series:
   max(i + lag, W - 1) has arrived, so its score is emitted then; NAB scores detections at that row (and
   timestamp), which charges the lag as latency. NaN where nothing is emitted.
 The baselines are per-point causal (lag 0). Per-series calibration, when chosen, is applied to the
-model's final scores in arrival order, so it is causal too.
+model's final scores in arrival order, so it is causal too; a univariate model on multichannel data (SMD)
+calibrates each channel on its own, as the worker would serve each channel as a series, then takes the
+channels' maximum (or mean).
 """
 
 from __future__ import annotations
@@ -104,13 +106,18 @@ def model_window_scores(bundle: Bundle, values: np.ndarray, stride: int) -> list
 
 
 def model_point_scores(window_scores: list[np.ndarray], n_points: int, window_size: int, stride: int,
-                       lag: int, reduce: str) -> np.ndarray:
-    """Aggregate each channel's window scores with the worker's rule, then reduce across channels."""
+                       lag: int, reduce: str, calibrate_one: Callable[[np.ndarray], np.ndarray] | None = None
+                       ) -> np.ndarray:
+    """Aggregate each channel group's window scores with the worker's rule, calibrate each (`calibrate_one`:
+    a univariate model on multichannel data serves each channel as a series of its own, with its own
+    calibration), then reduce across channels."""
     if not window_scores:
         return np.zeros(n_points)
-    per_channel = np.stack([aggregate(ws, n_points, window_size, stride, lag)[0] for ws in window_scores],
-                           axis=1)  # (T, C)
-    return baselines.reduce_channels(per_channel, reduce)
+    per_channel = []
+    for ws in window_scores:
+        scores = aggregate(ws, n_points, window_size, stride, lag)[0]
+        per_channel.append(scores if calibrate_one is None else calibrate_one(scores))
+    return baselines.reduce_channels(np.stack(per_channel, axis=1), reduce)  # (T, C) -> (T,)
 
 
 def served_calibration(bundle: Bundle) -> str:
@@ -137,13 +144,14 @@ def evaluate_series(bundle: Bundle, series: Series, cfg: EvalConfig) -> ScoredSe
     if n < w:
         raise DataError(f"{series.name}: {n} points, fewer than the model window {w}")
     window_scores = model_window_scores(bundle, series.matrix, cfg.eval_stride)
-    raw_by_lag: dict[int, np.ndarray] = {}
     for variant in cfg.variants:
-        lag = variant.lag
-        if lag not in raw_by_lag:
-            raw_by_lag[lag] = model_point_scores(window_scores, n, w, cfg.eval_stride, lag,
-                                                 cfg.channel_reduce)
-        scores = calibrate(raw_by_lag[lag], variant.calibration, tail_of(bundle))
+        lag, cal = variant.lag, variant.calibration
+
+        def calibrate_one(x: np.ndarray, cal: str = cal) -> np.ndarray:
+            return calibrate(x, cal, tail_of(bundle))
+
+        scores = model_point_scores(window_scores, n, w, cfg.eval_stride, lag, cfg.channel_reduce,
+                                    None if cal == "none" else calibrate_one)
         out.detectors[variant.name] = Scored(scores, detection_time(scores, lag, w), lag)
     if cfg.baselines:
         for name, scores in baseline_scores(series, cfg).items():

@@ -84,6 +84,7 @@ class Plan:
     sample: int = 8  # series compared with offline scores
     seed: int = 0
     log_level: str = "WARNING"  # the workers' (their logs are kept in the log directory)
+    bootstrap: str | None = None  # an external broker instead of the soak's own
 
 
 @dataclass
@@ -134,10 +135,11 @@ class Stack:
     redis: subprocess.Popen | None = None
     broker_port: int = 0
     redis_port: int = 0
+    external_bootstrap: str | None = None  # a broker of the user's (Apache Kafka): not started, never frozen
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.broker_port}"
+        return self.external_bootstrap or f"127.0.0.1:{self.broker_port}"
 
     @property
     def redis_url(self) -> str:
@@ -146,8 +148,10 @@ class Stack:
     def start(self) -> None:
         from tools.localstack import free_port, start_broker
 
-        self.broker_port, self.redis_port = free_port(), free_port()
-        self.broker = start_broker(self.broker_port)
+        self.redis_port = free_port()
+        if self.external_bootstrap is None:
+            self.broker_port = free_port()
+            self.broker = start_broker(self.broker_port)
         self.start_redis()
 
     def start_redis(self) -> None:
@@ -736,9 +740,9 @@ def _redis_used_memory_mb(url: str) -> float | None:
 
 
 @contextlib.contextmanager
-def soak_stack(fsync: str) -> Iterator[Stack]:
+def soak_stack(fsync: str, bootstrap: str | None = None) -> Iterator[Stack]:
     workdir = Path(tempfile.mkdtemp(prefix="anomalybert-soak-"))
-    stack = Stack(fsync, workdir)
+    stack = Stack(fsync, workdir, external_bootstrap=bootstrap)
     try:
         stack.start()
         yield stack
@@ -752,7 +756,9 @@ def run_soak(plan: Plan, scenarios: list[str], log_dir: Path, say: Callable[[str
 
     model = plan.model or DEFAULT_BUNDLE_DIR
     results = []
-    with soak_stack(plan.fsync) as stack:
+    if plan.bootstrap and {"freeze", "all"} & set(scenarios):
+        raise SoakError("the freeze and all scenarios stop the soak's own broker: leave out --bootstrap for them")
+    with soak_stack(plan.fsync, plan.bootstrap) as stack:
         for scenario in scenarios:
             say(f"{scenario}: {plan.series} series x {plan.points} points at {plan.rate:.0f}/s, "
                 f"{plan.workers} workers")
@@ -790,6 +796,9 @@ def _scenarios(_ctx: Any, _param: Any, value: str) -> list[str]:
 @click.option("--score-lag", type=click.IntRange(min=0), default=None, help="[default: the bundle's].")
 @click.option("--max-batch", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bootstrap", default=None, metavar="HOST:PORT",
+              help="Run against this broker (Apache Kafka, e.g. `docker compose up -d kafka`) instead of starting "
+                   "the local one; each scenario uses fresh topics and a fresh group. Not with freeze or all.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="WARNING",
               show_default=True, help="The workers' log level (their logs go beside --output).")
 @click.option("--output", type=click.Path(path_type=Path), default=Path("runs/soak.json"), show_default=True)
@@ -810,6 +819,9 @@ def soak(scenarios: list[str], output: Path, **options: Any) -> None:
     from rich.console import Console
 
     plan = Plan(**options)
+    if plan.bootstrap and {"freeze", "all"} & set(scenarios):
+        raise click.BadParameter("the freeze and all scenarios stop the soak's own broker; leave them out",
+                                 param_hint="--bootstrap")
     # a SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the workers, the broker and Redis are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -54,3 +54,8 @@ def test_latency_is_measured_from_the_point_that_makes_a_score_final() -> None:
 def test_an_unknown_scenario_is_a_one_line_usage_error() -> None:
     out = CliRunner().invoke(soak, ["--scenarios", "kill,explode"])
     assert out.exit_code == 2 and "choose from kill, churn" in out.output and "explode" in out.output
+
+
+def test_an_external_broker_cannot_be_frozen() -> None:
+    out = CliRunner().invoke(soak, ["--scenarios", "kill,freeze", "--bootstrap", "127.0.0.1:9092"])
+    assert out.exit_code == 2 and "--bootstrap" in out.output and "freeze" in out.output
