@@ -187,6 +187,21 @@ def _threshold_beta(current: Any) -> float:
     return float(cal.details.get("beta", DEFAULT_THRESHOLD_BETA))
 
 
+def _keep_per_series_calibration(candidate: Any, current: Any) -> Any:
+    """A candidate of a model served through a per-series calibration is served the same way: the same
+    calibration and the current threshold on its scale (a tail probability means the same for any raw score),
+    instead of the F-beta threshold training chose on raw scores (recorded under `trained`)."""
+    from dataclasses import replace
+
+    cal = current.manifest.calibration
+    if cal.per_series is None:
+        return candidate
+    kept = {"method": cal.method, **{k: v for k, v in cal.details.items() if k not in ("recalibrated", "trained")},
+            "per_series": cal.per_series.model_dump(), "score_lag": candidate.calibration.get("score_lag"),
+            "trained": {"threshold": candidate.threshold, **candidate.calibration}}
+    return replace(candidate, threshold=current.threshold, calibration=kept)
+
+
 def run_retrain(raw: list[Series], current_dir: Path, plan: RetrainPlan) -> RetrainOutcome:
     """Train a candidate (finetuning the current model, or from scratch) and gate it against the current one."""
     from evaluation.detect import TorchScorer
@@ -219,7 +234,7 @@ def run_retrain(raw: list[Series], current_dir: Path, plan: RetrainPlan) -> Retr
                      score_lag=max(lag, cfg.stride - 1))
     log.info("retraining on %d series (%d points), gate slice %d series",
              len(train_series), sum(len(s) for s in train_series), len(gate))
-    candidate = train(train_series, cfg, tc)
+    candidate = _keep_per_series_calibration(train(train_series, cfg, tc), current)
     candidate.training_data["base_version"] = current.version
     current_result = gate_metrics(current.score_windows, gate, current.window_size, current.stride,
                                   current.normalizer)

@@ -122,3 +122,19 @@ def test_retrain_refuses_a_failing_candidate_unless_forced(telemetry_dir: Path, 
 def test_retrain_needs_exactly_one_input(registry: Path) -> None:
     res = _retrain(["--registry", str(registry)])
     assert res.exit_code == 2 and "give input files or --from-topic" in res.output
+
+
+def test_a_calibrated_model_is_retrained_into_a_calibrated_one(telemetry_dir: Path, tmp_path: Path) -> None:
+    from model.bundle import load_bundle
+    from tests.stream_support import calibrated
+
+    reg = Registry(tmp_path / "registry")
+    reg.publish(calibrated(tiny_bundle(tmp_path / "v1", seed=1), threshold=0.4498, halflife=5000.0,
+                           min_history=200))
+    res = _retrain([str(telemetry_dir), "--registry", str(reg.root), "--seed", "3", "--force"])
+    assert res.exit_code == 0, res.output
+    new = load_bundle(reg.path(reg.current()))
+    per = new.manifest.calibration.per_series
+    assert per is not None and (per.halflife, per.min_history) == (5000.0, 200)
+    assert new.threshold == pytest.approx(0.4498)  # the same tail probability, not a raw F-beta threshold
+    assert "threshold" in new.manifest.calibration.details["trained"]
