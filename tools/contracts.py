@@ -94,8 +94,12 @@ FIELD_DOCS: dict[str, dict[str, str]] = {
         "ts": "the point's ts, in epoch milliseconds when it was sent as an RFC 3339 string",
         "value": "the point's value (one-channel series)",
         "values": "the point's values (multichannel series)",
-        "score": "the mean score of the windows that cover the point, calibrated to [0, 1]",
+        "score": "in [0, 1]: the mean score of the windows that cover the point, or, from a bundle with a "
+        "per-series calibration, that mean's surprise for this series (-log10 of its tail probability among the "
+        "series' recent raw scores, / 6)",
         "n_windows": "how many windows were averaged (fewer than usual across a model swap)",
+        "raw_score": "only from a bundle with a per-series calibration: the mean window score that `score` "
+        "calibrates",
         "is_anomaly": "score >= threshold",
         "threshold": "the threshold in force for the series",
         "model_version": "the bundle version that computed the score",
