@@ -72,6 +72,23 @@ def f1_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
     return 2 * tp / (2 * tp + np.sum(pred & ~y) + np.sum(~pred & y))
 
 
+def alerts_on_normal(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[int, int]:
+    """(alerts opened on a normal point, normal points): the alert events an `alerts` subscriber would get
+    with the worker's default hysteresis (`stream.settings.AlertSettings`) at `threshold`, counted where
+    they open outside every labelled anomaly."""
+    from stream.alerts import AlertPolicy, AlertState, update
+    from stream.settings import AlertSettings
+
+    a = AlertSettings()
+    policy, state, opened = AlertPolicy(threshold, a.min_points, a.cooldown_points, a.close_ratio), AlertState(), 0
+    y = np.asarray(labels) > 0
+    for i, x in enumerate(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf).tolist()):
+        ev = update(state, policy, i, x)
+        if ev is not None and ev.state == "open" and not y[i]:
+            opened += 1
+    return opened, int((~y).sum())
+
+
 @dataclass(frozen=True)
 class VersusRandom:
     """A metric that flatters noise, always carried with its value for a uniform random score."""

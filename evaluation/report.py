@@ -37,8 +37,9 @@ def seen_threshold(scores: np.ndarray, seen_end: int) -> float:
 
 
 def series_metrics(scored: Scored, s: ScoredSeries, dataset: str, seed: int,
-                   vus_max_buffer: int) -> dict[str, Any]:
-    """Every point metric of one detector on one series."""
+                   vus_max_buffer: int, threshold: float | None = None) -> dict[str, Any]:
+    """Every point metric of one detector on one series; with `threshold` (the bundle's, known beforehand)
+    also F1 there and the alerts a subscriber would get on normal points."""
     series = s.series
     scores = fill_nan(scored.scores)
     part = slice(series.seen_end, None)
@@ -51,6 +52,10 @@ def series_metrics(scored: Scored, s: ScoredSeries, dataset: str, seed: int,
         "f1_seen": metrics.f1_at(y, x, seen_threshold(scores, series.seen_end)),
         "pa_f1": metrics.point_adjusted_f1(y, x, seed=series_seed(series.name, seed)).to_dict(),
     }
+    if threshold is not None:
+        opened, normal = metrics.alerts_on_normal(y, x, threshold)
+        out["at_threshold"] = {"threshold": threshold, "f1": metrics.f1_at(y, x, threshold),
+                               "alerts_on_normal": opened, "normal_points": normal}
     if dataset == "ucr":
         begin, end = int(series.meta["anomaly_begin"]), int(series.meta["anomaly_end"])
         out["ucr_hit"] = metrics.ucr_hit(scores, begin, end, start=series.seen_end)
@@ -71,6 +76,12 @@ def summarize(per_series: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out["n_series_with_anomalies"] = sum(1 for r in rows if np.isfinite(r["auc_roc"]))
     if rows and "ucr_hit" in rows[0]:
         out["ucr_hit_rate"] = float(np.mean([r["ucr_hit"] for r in rows]))
+    if rows and "at_threshold" in rows[0]:
+        at = [r["at_threshold"] for r in rows]
+        normal = sum(a["normal_points"] for a in at)
+        out["f1_at_threshold"] = _mean([a["f1"] for a in at])
+        # pooled over every series: alerts on normal points per 10,000 normal points
+        out["alerts_per_10k_normal"] = 1e4 * sum(a["alerts_on_normal"] for a in at) / normal if normal else None
     return out
 
 
@@ -139,7 +150,8 @@ def build_report(scored: list[ScoredSeries], dataset: str, profiles: dict[str, d
     detectors = list(scored[0].detectors) if scored else []
     report: dict[str, Any] = {}
     for det in detectors:
-        per_series = {s.series.name: series_metrics(s.detectors[det], s, dataset, seed, vus_max_buffer)
+        thr = fixed_threshold(det, bundle_threshold, served)
+        per_series = {s.series.name: series_metrics(s.detectors[det], s, dataset, seed, vus_max_buffer, thr)
                       for s in scored}
         entry: dict[str, Any] = {"summary": summarize(per_series), "series": per_series}
         groups = sorted({str(s.series.meta["spacecraft"]) for s in scored if "spacecraft" in s.series.meta})

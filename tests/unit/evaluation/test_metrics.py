@@ -110,3 +110,16 @@ def test_ucr_hit_tolerance_and_start() -> None:
 def test_nan_scores_are_refused() -> None:
     with pytest.raises(ValueError, match="NaN"):
         metrics.auc_roc(np.array([0, 1]), np.array([np.nan, 1.0]))
+
+
+def test_alerts_on_normal_points_follow_the_workers_hysteresis() -> None:
+    from evaluation.metrics import alerts_on_normal
+
+    labels = np.zeros(100, int)
+    labels[40:45] = 1
+    scores = np.zeros(100)
+    scores[[10, 11, 12]] = 0.9  # one episode on normal points: one alert (hysteresis), not three
+    scores[42] = 0.9  # inside the labelled anomaly: not counted
+    scores[80] = 0.9  # a second false alarm, after the cooldown
+    assert alerts_on_normal(labels, scores, 0.5) == (2, 95)
+    assert alerts_on_normal(labels, scores, 0.95) == (0, 95)
