@@ -98,8 +98,3 @@ def calibrate_series(scores: np.ndarray, sketch: TailSketch | None) -> np.ndarra
     ok = np.isfinite(s)
     out[ok] = sketch.surprise(s[ok])
     return out
-
-
-def surprise_series(scores: np.ndarray, halflife: float = 5000.0, min_history: int = 200) -> np.ndarray:
-    """The surprise of a whole series' raw scores, in order (the offline form of one series' sketch)."""
-    return TailSketch(halflife, min_history).surprise(scores)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.surprise import DECADES, TailSketch, surprise_series
+from model.surprise import DECADES, TailSketch, calibrate_series
 
 
 def test_the_same_rarity_gives_the_same_surprise_whatever_the_raw_level() -> None:
     rng = np.random.default_rng(0)
     low = rng.uniform(0.0, 0.1, 5000)  # a series whose normal raw scores are low
     high = 0.5 + rng.uniform(0.0, 0.1, 5000)  # one whose normal raw scores are high
-    s_low, s_high = surprise_series(low), surprise_series(high)
+    s_low, s_high = calibrate_series(low, TailSketch()), calibrate_series(high, TailSketch())
     # the median point of each is not surprising, on either series
     assert abs(np.median(s_low[1000:]) - np.median(s_high[1000:])) < 0.02 and np.median(s_low[1000:]) < 0.1
     # a raw 0.45 is a big outlier on the low series, an ordinary value below the high series' normal
@@ -36,9 +36,10 @@ def test_tail_probability_matches_the_empirical_share() -> None:
 
 def test_it_is_causal_and_needs_a_history() -> None:
     x = np.random.default_rng(2).uniform(0, 0.2, 600)
-    full = surprise_series(x)
+    full = calibrate_series(x, TailSketch())
     assert np.all(full[:200] == 0.0)
-    np.testing.assert_array_equal(surprise_series(x[:400]), full[:400])  # later points change nothing before
+    # later points change nothing before them
+    np.testing.assert_array_equal(calibrate_series(x[:400], TailSketch()), full[:400])
 
 
 def test_encoding_round_trips_within_float32() -> None:
