@@ -2,14 +2,15 @@
 
 `TailSketch` keeps an exponentially decayed histogram of one series' past raw scores (`BINS` bins on
 [0, 1], half-life `halflife` points). A new score's tail probability is the decayed share of past scores
-at or above it (linear within its bin), floored at half a point of the history's effective size, and the
+at or above it (linear within its bin), never less than half a recent score's weight, and the
 surprise reported is `-log10(p) / DECADES`, clipped to [0, 1]: 0.5 means "as rare as 1 in 1,000 of this
 series' recent scores", whatever the level the raw scores sit at on this series. The score is compared with
 the history *before* it is added (causal), and nothing is reported until `min_history` scores were seen
 (0 then).
 
 Numpy only, so that the worker (which ships `model/*.py`) and the offline evaluation run the same code.
-State: `BINS` float64 counts and two floats; `encode()` packs them as float32 (the counts are relative).
+State: `BINS` float64 counts and the count seen; `encode()` packs the counts as float32 relative to their
+sum (`SIZE` bytes in all).
 """
 
 from __future__ import annotations
