@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -57,10 +58,16 @@ def load_checked_bundle(settings: Settings) -> tuple[Bundle, Geometry]:
 async def check_services(settings: Settings) -> dict[str, int]:
     """Ping Redis, reach the broker and create missing topics; returns partition counts."""
     redis = connect(settings.redis)
+    deadline = time.monotonic() + settings.redis.connect_timeout_s
     try:
-        await asyncio.wait_for(redis.ping(), settings.redis.socket_timeout_s)
-    except (TimeoutError, RedisError, OSError) as e:
-        raise StartupError(f"Redis {settings.redis.url} unreachable: {type(e).__name__}: {e}") from e
+        while True:  # like the broker's check: a Redis that is restarting is waited for, up to the deadline
+            try:
+                await asyncio.wait_for(redis.ping(), settings.redis.socket_timeout_s)
+                break
+            except (TimeoutError, RedisError, OSError) as e:
+                if time.monotonic() + 0.5 > deadline:
+                    raise StartupError(f"Redis {settings.redis.url} unreachable: {type(e).__name__}: {e}") from e
+                await asyncio.sleep(0.5)
     finally:
         await redis.aclose()
     t = settings.kafka.topics

@@ -114,6 +114,8 @@ class RedisSettings(_Section):
     key_prefix: str = "anomalybert:"
     series_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="an idle series' state expires after this")
     socket_timeout_s: float = Field(5.0, gt=0)
+    connect_timeout_s: float = Field(15.0, gt=0, description="start-up check: how long to try Redis (a restart "
+                                     "in progress is waited for)")
     cluster: bool = Field(
         False,
         description="Redis Cluster: `url` names any node (the others are discovered); also selected by a "

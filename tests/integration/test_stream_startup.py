@@ -37,8 +37,37 @@ def test_unreachable_redis(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
         MODEL__PATH=str(random_bundle(tmp_path / "b")),
         REDIS__URL=f"redis://127.0.0.1:{free_port()}/0",
         REDIS__SOCKET_TIMEOUT_S="2",
+        REDIS__CONNECT_TIMEOUT_S="2",
     )
     assert result.exit_code == 1 and "Redis" in result.output and "unreachable" in result.output
+
+
+def test_a_redis_that_is_restarting_is_waited_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                  services: Any) -> None:
+    """A worker started while Redis restarts (a soak's join during its Redis kill) waits for it instead of
+    exiting, as it waits for the broker."""
+    import shutil
+    import subprocess
+    import threading
+
+    port = free_port()
+    exe = shutil.which("redis-server")
+    assert exe is not None
+    procs: list[subprocess.Popen] = []
+    timer = threading.Timer(1.5, lambda: procs.append(subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+    timer.start()
+    try:
+        result = check(monkeypatch, MODEL__PATH=str(random_bundle(tmp_path / "b")),
+                       REDIS__URL=f"redis://127.0.0.1:{port}/0", REDIS__CONNECT_TIMEOUT_S="20",
+                       KAFKA__BOOTSTRAP=services.kafka_bootstrap)
+        assert result.exit_code == 0, result.output
+    finally:
+        timer.cancel()
+        for p in procs:
+            p.terminate()
+            p.wait(10)
 
 
 def test_unreachable_broker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, services: Any) -> None:
