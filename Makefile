@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: venv test demo lint clean
+.PHONY: venv test demo lint peers clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: venv
 
 demo: venv
 	$(BIN)/anomalybert demo
+
+# Optional: the TSB-AD peers of `anomalybert evaluate --peers` (tsb-ad pins numpy<2, so without its deps).
+peers: venv
+	$(BIN)/pip install --quiet -e '.[peers]'
+	$(BIN)/pip install --quiet --no-deps tsb-ad==1.5
 
 lint: venv
 	$(BIN)/ruff check model stream training evaluation tools tests

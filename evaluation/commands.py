@@ -20,6 +20,16 @@ DEFAULT_MAX_SEEN = {"seed": None, "nab": None, "ucr": 4000, "smd": 4000, "smap_m
 NAB_PROFILE_LABELS = {"standard": "standard", "reward_low_FP_rate": "low FP", "reward_low_FN_rate": "low FN"}
 
 
+def _peer_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """`--peers` values -> peer keys (comma separated or repeated), or a usage error naming the choices."""
+    from evaluation.peers import parse_peers
+
+    try:
+        return parse_peers(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+
+
 @click.command("evaluate")
 @click.option("--model", "model_path", default=None, metavar="BUNDLE_OR_DIR",
               help="Bundle directory, its model.onnx, or a registry with a `current` pointer "
@@ -42,6 +52,11 @@ NAB_PROFILE_LABELS = {"standard": "standard", "reward_low_FP_rate": "low FP", "r
               help="Evaluate only the first N files/series (stable order).")
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="Also score random, windowed Gaussian (NAB's) and Isolation Forest in the same run.")
+@click.option("--peers", "peer_names", multiple=True, metavar="NAME[,NAME...]", callback=_peer_keys,
+              help="Also score these peers: the published top performers of TSB-AD (sub-pca, kshape, poly, "
+                   "matrix-profile; pca, kmeans on all channels jointly) and a matrix-profile discord (discord), "
+                   "or all. None is causal: each sees the whole series. Needs the 'peers' extra and "
+                   "`pip install --no-deps tsb-ad==1.5` (docs/results.md). [default: none]")
 @click.option("--eval-stride", type=click.IntRange(min=1), default=None, metavar="N",
               help="Score a window every N points (N > 1 trades fidelity for speed; lags below N-1 are "
                    "raised to N-1). [default: 1 for seed/nab/smap_msl, 8 for ucr, 16 for smd]")
@@ -58,8 +73,8 @@ NAB_PROFILE_LABELS = {"standard": "standard", "reward_low_FP_rate": "low FP", "r
               help="ONNX Runtime threads.")
 def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags: tuple[int, ...],
                      calibrations: tuple[str, ...], output: Path | None, limit: int | None, baselines: bool,
-                     eval_stride: int | None, max_seen: int | None, channel_reduce: str, vus_max_buffer: int,
-                     seed: int, threads: int) -> None:
+                     peer_names: tuple[str, ...], eval_stride: int | None, max_seen: int | None,
+                     channel_reduce: str, vus_max_buffer: int, seed: int, threads: int) -> None:
     """Measure a bundle's accuracy on labelled data, scored causally as the stream worker scores it.
 
     Each point's score is final `score_lag` points after it arrives; NAB counts the detection at that
@@ -74,9 +89,11 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
       anomalybert evaluate --dataset nab --path ../shared/data/nab --score-lag 0 --score-lag 63 \\
           --calibration none --calibration likelihood --no-baselines
       anomalybert evaluate --dataset ucr --path ../shared/data/ucr --limit 20
+      anomalybert evaluate --dataset ucr --path ../shared/data/ucr --no-baselines --peers discord,sub-pca
     """
     from rich.console import Console
 
+    from evaluation import peers
     from evaluation.datasets import load_dataset, nab_profiles
     from evaluation.report import build_report
     from evaluation.scoring import EvalConfig, ModelVariant, effective_lag, served_calibration
@@ -87,6 +104,7 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     if not console.is_terminal:  # a log file or pipe: wide enough that the tables do not wrap
         console = Console(width=150)
     started = time.perf_counter()
+    peers.require(peer_names)  # a missing package fails now, not after the model's minutes
     bundle = load_bundle(model_path or DEFAULT_BUNDLE_DIR, threads=threads)
     w = bundle.window_size
     stride = eval_stride or max(DEFAULT_EVAL_STRIDE[dataset], bundle.stride)
@@ -102,16 +120,21 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     seen_cap = max_seen if max_seen is not None else DEFAULT_MAX_SEEN[dataset]
     series = [s.crop_seen(seen_cap) for s in load_dataset(dataset, data_path, limit)]
     cfg = EvalConfig(variants, eval_stride=stride, channel_reduce=channel_reduce, baselines=baselines,
-                     seed=seed)
+                     seed=seed, peers=peer_names)
 
     scored = _score_with_progress(console, bundle, series, cfg)
     profiles = nab_profiles(data_path) if dataset in ("nab", "seed") else None
     detectors = build_report(scored, dataset, profiles, bundle.threshold, seed, vus_max_buffer,
                              served_calibration(bundle))
+    for name, about in peers.describe(peer_names).items():  # not causal, what it is, its time, its failures
+        failures = {s.series.name: s.detectors[name].failed for s in scored if s.detectors[name].failed}
+        detectors[name].update(about, seconds=round(sum(s.detectors[name].seconds for s in scored), 1),
+                               failures=failures)
     settings = {"eval_stride": stride, "bundle_stride": bundle.stride, "score_lags": chosen_lags,
                 "requested_lags": list(lags), "calibrations": list(calibrations),
                 "max_seen": seen_cap, "channel_reduce": channel_reduce, "vus_max_buffer": vus_max_buffer,
-                "seed": seed, "limit": limit, "baselines": baselines}
+                "seed": seed, "limit": limit, "baselines": baselines,
+                "peers": list(peer_names)}
     report = {
         "dataset": dataset, "path": str(data_path),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -160,7 +183,9 @@ def _print_tables(console: Any, report: dict[str, Any]) -> None:
     caption = (f"{report['n_series']} series, {report['n_points']} points; eval stride {s['eval_stride']}, "
                f"max seen {s['max_seen']}; means over series with anomalies, on the unseen part only. "
                "best F1 and PA-F1 use the best threshold in hindsight (oracle); F1@seen thresholds at the "
-               "seen part's max score.")
+               "seen part's max score."
+               + (" peer: rows see the whole series at once (not causal), unlike the stream worker."
+                  if any(e.get("causal") is False for e in report["detectors"].values()) else ""))
     table = Table(title=f"Accuracy on {report['dataset']} ({report['bundle']['version']})", caption=caption)
     columns = ["detector", "VUS-PR", "AUC-PR", "AUC-ROC", "best F1", "F1@seen", "PA-F1 (random)"]
     is_ucr = report["dataset"] == "ucr"
@@ -176,6 +201,11 @@ def _print_tables(console: Any, report: dict[str, Any]) -> None:
     console.print(table)
     if any("nab" in e for e in report["detectors"].values()):
         _print_nab(console, report)
+    for name, entry in report["detectors"].items():
+        if entry.get("failures"):
+            first, why = next(iter(entry["failures"].items()))
+            console.print(f"{name} failed on {len(entry['failures'])} series and scores 0 there "
+                          f"(first: {first}: {why})", markup=False)
 
 
 def _print_nab(console: Any, report: dict[str, Any]) -> None:

@@ -56,8 +56,9 @@ def series_metrics(scored: Scored, s: ScoredSeries, dataset: str, seed: int,
         opened, normal = metrics.alerts_on_normal(y, x, threshold)
         out["at_threshold"] = {"threshold": threshold, "f1": metrics.f1_at(y, x, threshold),
                                "alerts_on_normal": opened, "normal_points": normal}
-    if dataset == "ucr":
-        begin, end = int(series.meta["anomaly_begin"]), int(series.meta["anomaly_end"])
+    if dataset == "ucr":  # the anomaly's positions in the file, moved by what `crop_seen` cut off the front
+        cut = int(series.meta.get("seen_cropped_from", series.seen_end)) - series.seen_end
+        begin, end = int(series.meta["anomaly_begin"]) - cut, int(series.meta["anomaly_end"]) - cut
         out["ucr_hit"] = metrics.ucr_hit(scores, begin, end, start=series.seen_end)
     return out
 

@@ -7,10 +7,11 @@ detector yields two aligned arrays per series:
 - `detections[j]`: the highest score that became final when point j arrived. Point i is final once point
   max(i + lag, W - 1) has arrived, so its score is emitted then; NAB scores detections at that row (and
   timestamp), which charges the lag as latency. NaN where nothing is emitted.
-The baselines are per-point causal (lag 0). Per-series calibration, when chosen, is applied to the
-model's final scores in arrival order, so it is causal too; a univariate model on multichannel data (SMD)
-calibrates each channel on its own, as the worker would serve each channel as a series, then takes the
-channels' maximum (or mean).
+The baselines are per-point causal (lag 0); the peers (`evaluation.peers`, `--peers`) are not: each sees
+the whole series at once, and NAB counts their scores at the same row (lag 0). Per-series calibration,
+when chosen, is applied to the model's final scores in arrival order, so it is causal too; a univariate
+model on multichannel data (SMD) calibrates each channel on its own, as the worker would serve each
+channel as a series, then takes the channels' maximum (or mean).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evaluation import baselines
+from evaluation import baselines, peers
 from evaluation.detect import window_scores
 from evaluation.likelihood import calibrate
 from evaluation.series import Series
@@ -51,6 +52,7 @@ class EvalConfig:
     channel_reduce: str = "max"
     baselines: bool = True
     seed: int = 0
+    peers: tuple[str, ...] = ()  # keys of `evaluation.peers.PEERS`; none by default
 
 
 @dataclass
@@ -60,6 +62,8 @@ class Scored:
     scores: np.ndarray  # (T,) final score of each point
     detections: np.ndarray  # (T,) score emitted at each row, NaN where none
     lag: int
+    seconds: float = 0.0  # time it took (recorded for the peers)
+    failed: str | None = None  # why a peer gave no scores on this series (then they are all 0)
 
 
 @dataclass
@@ -138,7 +142,7 @@ def effective_lag(lag: int, stride: int) -> int:
 
 
 def evaluate_series(bundle: Bundle, series: Series, cfg: EvalConfig) -> ScoredSeries:
-    """Run the model variants and (optionally) the baselines on one series."""
+    """Run the model variants and (optionally) the baselines and the peers on one series."""
     out = ScoredSeries(series)
     w, n = bundle.window_size, series.n_points
     if n < w:
@@ -156,6 +160,11 @@ def evaluate_series(bundle: Bundle, series: Series, cfg: EvalConfig) -> ScoredSe
     if cfg.baselines:
         for name, scores in baseline_scores(series, cfg).items():
             out.detectors[name] = Scored(scores, scores.copy(), 0)
+    if cfg.peers:
+        found = peers.score_series(series.name, series.matrix, series.seen_end, cfg.peers, cfg.channel_reduce,
+                                   series_seed(series.name, cfg.seed))
+        for name, (scores, seconds, failed) in found.items():
+            out.detectors[name] = Scored(scores, scores.copy(), 0, seconds, failed)
     return out
 
 

