@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from evaluation.series import Series, load_csv, require_length
 from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 from model.normalize import Normalizer
 from model.serving import serve
+from model.surprise import TailSketch, calibrate_series
 from model.windows import aggregate, check_lag, in_batches, make_windows
 
 if TYPE_CHECKING:
@@ -71,6 +73,10 @@ def _raw(scores: np.ndarray) -> np.ndarray:
     return scores
 
 
+def _tail(scores: np.ndarray, halflife: float, min_history: int) -> np.ndarray:
+    return calibrate_series(scores, TailSketch(halflife, min_history))
+
+
 def top_n(series: Series, scores: np.ndarray, n: int) -> list[dict[str, Any]]:
     """The `n` highest-scored points, highest first (earlier points first on ties)."""
     order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
@@ -105,7 +111,9 @@ class Detector:
             cfg, self.threshold = ckpt.config, ckpt.threshold
             self.window_size, self.stride = cfg.window_size, cfg.stride
             calibrated = ckpt.calibration.get("score_lag")
-            self._calibrate = _raw
+            per = ckpt.calibration.get("per_series")  # as `export` will declare it in the bundle
+            self._calibrate = _raw if per is None else partial(_tail, halflife=float(per["halflife"]),
+                                                               min_history=int(per["min_history"]))
         else:
             served = serve(load_bundle(path, threads=threads), score_lag)
             self._score_windows = served.bundle.score_windows

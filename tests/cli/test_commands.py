@@ -282,6 +282,8 @@ def test_calibrate_per_series_tail_then_export_serves_the_calibration(workdir: P
     assert (served[:200] == 0).all() and np.all((served >= 0) & (served <= 1))
     np.testing.assert_allclose(served, det.score(values))  # a new sketch per call: the same scores
     assert not np.allclose(raw, served)
+    # the checkpoint itself is scored the same way, before it is exported
+    np.testing.assert_allclose(Detector(tmp_path / "t.pt").score(values), served, atol=1e-5)
     # back to raw scores; an alert budget on normal points does not apply to a per-series calibration
     code, _, err = cli(["calibrate", "-m", str(tmp_path / "t.pt"), "-d", data, "--max-normal-rate", "0.01",
                         "-o", str(tmp_path / "bad.pt")])
