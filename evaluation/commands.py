@@ -20,6 +20,16 @@ DEFAULT_MAX_SEEN = {"seed": None, "nab": None, "ucr": 4000, "smd": 4000, "smap_m
 NAB_PROFILE_LABELS = {"standard": "standard", "reward_low_FP_rate": "low FP", "reward_low_FN_rate": "low FN"}
 
 
+def _novelty(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """`--novelty LENGTH/HISTORY` -> (length, history), or a usage error saying what is wrong."""
+    from evaluation.novelty import parse_novelty
+
+    try:
+        return None if value is None else parse_novelty(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+
+
 def _peer_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
     """`--peers` values -> peer keys (comma separated or repeated), or a usage error naming the choices."""
     from evaluation.peers import parse_peers
@@ -57,6 +67,10 @@ def _peer_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
                    "matrix-profile; pca, kmeans on all channels jointly) and a matrix-profile discord (discord), "
                    "or all. None is causal: each sees the whole series. Needs the 'peers' extra and "
                    "`pip install --no-deps tsb-ad==1.5` (docs/results.md). [default: none]")
+@click.option("--novelty", type=str, default=None, callback=_novelty, metavar="LENGTH/HISTORY",
+              help="Also score the model combined with a causal left discord (evaluation.novelty): the larger of "
+                   "the two per-series tail surprises, the shape's novelty being its distance to the nearest "
+                   "earlier LENGTH-point subsequence of the last HISTORY points, e.g. 128/2048. [default: none]")
 @click.option("--eval-stride", type=click.IntRange(min=1), default=None, metavar="N",
               help="Score a window every N points (N > 1 trades fidelity for speed; lags below N-1 are "
                    "raised to N-1). [default: 1 for seed/nab/smap_msl, 8 for ucr, 16 for smd]")
@@ -73,7 +87,8 @@ def _peer_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
               help="ONNX Runtime threads.")
 def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags: tuple[int, ...],
                      calibrations: tuple[str, ...], output: Path | None, limit: int | None, baselines: bool,
-                     peer_names: tuple[str, ...], eval_stride: int | None, max_seen: int | None,
+                     peer_names: tuple[str, ...], novelty: tuple[int, int] | None, eval_stride: int | None,
+                     max_seen: int | None,
                      channel_reduce: str, vus_max_buffer: int, seed: int, threads: int) -> None:
     """Measure a bundle's accuracy on labelled data, scored causally as the stream worker scores it.
 
@@ -89,6 +104,7 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
       anomalybert evaluate --dataset nab --path ../shared/data/nab --score-lag 0 --score-lag 63 \\
           --calibration none --calibration likelihood --no-baselines
       anomalybert evaluate --dataset ucr --path ../shared/data/ucr --limit 20
+      anomalybert evaluate --dataset ucr --path ../shared/data/ucr --novelty 128/2048
       anomalybert evaluate --dataset ucr --path ../shared/data/ucr --no-baselines --peers discord,sub-pca
     """
     from rich.console import Console
@@ -117,6 +133,8 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     chosen_lags = sorted({effective_lag(lag, stride) for lag in (lags or (default_lag,))})
     calibrations = calibrations or (served_calibration(bundle),)
     variants = tuple(ModelVariant(lag, cal) for lag in chosen_lags for cal in calibrations)
+    if novelty is not None:
+        variants += tuple(ModelVariant(lag, "tail", novelty) for lag in chosen_lags)
     seen_cap = max_seen if max_seen is not None else DEFAULT_MAX_SEEN[dataset]
     series = [s.crop_seen(seen_cap) for s in load_dataset(dataset, data_path, limit)]
     cfg = EvalConfig(variants, eval_stride=stride, channel_reduce=channel_reduce, baselines=baselines,
@@ -133,7 +151,7 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     settings = {"eval_stride": stride, "bundle_stride": bundle.stride, "score_lags": chosen_lags,
                 "requested_lags": list(lags), "calibrations": list(calibrations),
                 "max_seen": seen_cap, "channel_reduce": channel_reduce, "vus_max_buffer": vus_max_buffer,
-                "seed": seed, "limit": limit, "baselines": baselines,
+                "seed": seed, "limit": limit, "baselines": baselines, "novelty": novelty,
                 "peers": list(peer_names)}
     report = {
         "dataset": dataset, "path": str(data_path),

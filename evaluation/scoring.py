@@ -25,6 +25,7 @@ import numpy as np
 from evaluation import baselines, peers
 from evaluation.detect import window_scores
 from evaluation.likelihood import calibrate
+from evaluation.novelty import combine_surprise, left_discord
 from evaluation.series import Series
 from model.bundle import Bundle
 from model.errors import DataError
@@ -37,10 +38,12 @@ class ModelVariant:
 
     lag: int
     calibration: str = "none"
+    novelty: tuple[int, int] | None = None  # (length, history) of `evaluation.novelty`, with cal=tail only
 
     @property
     def name(self) -> str:
-        return f"anomalybert lag={self.lag} cal={self.calibration}"
+        extra = f" novelty={self.novelty[0]}/{self.novelty[1]}" if self.novelty else ""
+        return f"anomalybert lag={self.lag}{extra} cal={self.calibration}"
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,36 @@ def model_point_scores(window_scores: list[np.ndarray], n_points: int, window_si
     return baselines.reduce_channels(np.stack(per_channel, axis=1), reduce)  # (T, C) -> (T,)
 
 
+def model_inputs(bundle: Bundle, values: np.ndarray, seen_end: int) -> list[np.ndarray]:
+    """The standardized input (T, C) of each channel group of `model_window_scores`, in the same order: the
+    normalizer's running statistics for the series scope, else the seen part's mean and spread."""
+    v = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    groups = [v] if v.shape[1] == bundle.channels else [v[:, [c]] for c in range(v.shape[1]) if np.ptp(v[:, c]) > 0]
+    out = []
+    for g in groups:
+        if bundle.normalizer.pointwise:
+            out.append(bundle.normalizer.prepare_series(g)[:, : g.shape[1]])
+        else:
+            seen = g[: max(seen_end, 2)]
+            spread = seen.std(axis=0)
+            out.append((g - seen.mean(axis=0)) / np.where(spread > 0, spread, 1.0))
+    return out
+
+
+def novelty_point_scores(raw: list[np.ndarray], inputs: list[np.ndarray], novelty: tuple[int, int], stride: int,
+                         tail: tuple[float, int] | None, reduce: str) -> np.ndarray:
+    """Per channel group, the larger of the model's and the left discord's per-series surprises
+    (`evaluation.novelty`); a group of several channels takes its channels' largest discord."""
+    from model.surprise import TailSketch
+
+    tail = tail or (TailSketch().halflife, TailSketch().min_history)
+    per_group = []
+    for r, x in zip(raw, inputs, strict=True):
+        disc = np.max([left_discord(x[:, c], *novelty, stride=stride) for c in range(x.shape[1])], axis=0)
+        per_group.append(combine_surprise(r, disc, tail))
+    return baselines.reduce_channels(np.stack(per_group, axis=1), reduce)
+
+
 def served_calibration(bundle: Bundle) -> str:
     """The calibration a bundle is served with (its manifest's `calibration.per_series`), by name."""
     cal = bundle.manifest.calibration.per_series
@@ -154,8 +187,13 @@ def evaluate_series(bundle: Bundle, series: Series, cfg: EvalConfig) -> ScoredSe
         def calibrate_one(x: np.ndarray, cal: str = cal) -> np.ndarray:
             return calibrate(x, cal, tail_of(bundle))
 
-        scores = model_point_scores(window_scores, n, w, cfg.eval_stride, lag, cfg.channel_reduce,
-                                    None if cal == "none" else calibrate_one)
+        if variant.novelty is not None:
+            raw = [aggregate(ws, n, w, cfg.eval_stride, lag)[0] for ws in window_scores]
+            scores = novelty_point_scores(raw, model_inputs(bundle, series.matrix, series.seen_end),
+                                          variant.novelty, cfg.eval_stride, tail_of(bundle), cfg.channel_reduce)
+        else:
+            scores = model_point_scores(window_scores, n, w, cfg.eval_stride, lag, cfg.channel_reduce,
+                                        None if cal == "none" else calibrate_one)
         out.detectors[variant.name] = Scored(scores, detection_time(scores, lag, w), lag)
     if cfg.baselines:
         for name, scores in baseline_scores(series, cfg).items():

@@ -1,0 +1,91 @@
+"""Novelty against a series' own recent past: a causal left discord, values in, point scores in [0, 1] out.
+
+The score of point t is how far the shape of the last `length` points (the subsequence ending at t,
+z-normalized) lies from its nearest neighbour among the earlier, non-overlapping subsequences inside the
+last `history` points of the same series: `sqrt(2 (1 - r)) / 2`, with r the best correlation (0: the
+shape was seen before, 1: it is the opposite of anything seen). It is the left matrix profile of
+stumpy's STAMPI restricted to a sliding history, so it is causal and needs only the last `history`
+points, which is what a stream worker could keep per series.
+
+This is what a 64-point window and a z-score cannot see: a heartbeat with one odd beat, a daily cycle
+that skips a peak, whose values all stay within the usual range. Its weakness is the opposite one: on
+noisy series every shape is a little new, so it is served beside the model's score, each turned into a
+per-series surprise (`model.surprise`) and the larger one kept (`combine_surprise`), never alone.
+
+A variance floor (`eps`, in the units of the input: the model's standardized inputs) keeps flat
+stretches from blowing their small wiggles up to unit spread, as `window_standardize` does in the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from model.surprise import TailSketch, calibrate_series
+
+DEFAULT_LENGTH = 128
+DEFAULT_HISTORY = 2048
+EPS = 1e-2
+_BLOCK = 512  # queries per matrix product: bounds memory to _BLOCK x (_BLOCK + history) floats
+
+
+def parse_novelty(text: str) -> tuple[int, int]:
+    """`LENGTH/HISTORY` (e.g. `128/2048`) -> (length, history), or ValueError saying what is wrong."""
+    try:
+        length, history = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"expected LENGTH/HISTORY such as 128/2048, got {text!r}") from None
+    if length < 4 or history < 2 * length:
+        raise ValueError(f"need LENGTH >= 4 and HISTORY >= 2 * LENGTH, got {length}/{history}")
+    return length, history
+
+
+def left_discord(x: np.ndarray, length: int = DEFAULT_LENGTH, history: int = DEFAULT_HISTORY,
+                 stride: int = 1, eps: float = EPS) -> np.ndarray:
+    """Novelty (T,) of a univariate series `x` (T,), see the module docstring.
+
+    Points before the first subsequence with a neighbour (t < 2 * length - 1) score 0. With `stride` > 1
+    only every stride-th point is computed and the points in between take the next computed score (a
+    point's score is final up to stride - 1 points later, as the model's scores are at that eval stride).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    out = np.zeros(n)
+    if n < 2 * length:
+        return out
+    sub = sliding_window_view(x, length)  # (N, L): subsequence i ends at point i + L - 1
+    centred = sub - sub.mean(axis=1, keepdims=True)
+    unit = centred / np.sqrt((centred * centred).mean(axis=1, keepdims=True) + eps)  # (N, L)
+    queries = np.arange(length, len(sub))  # the first with a non-overlapping neighbour
+    if stride > 1:  # the computed subsequences end at points stride-1, 2*stride-1, ... (and the last)
+        ends = queries + length - 1
+        queries = np.union1d(queries[ends % stride == stride - 1], queries[-1:])
+    best = np.full(len(queries), -np.inf)
+    for k0 in range(0, len(queries), _BLOCK):
+        q = queries[k0:k0 + _BLOCK]
+        lo, hi = max(0, q[0] - (history - length)), q[-1] - length + 1  # candidates j in [i-(H-L), i-L]
+        corr = unit[q] @ unit[lo:hi].T / length  # (Q, J)
+        j = np.arange(lo, hi)[None, :]
+        i = q[:, None]
+        corr = np.where((j <= i - length) & (j >= i - (history - length)), corr, -np.inf)
+        best[k0:k0 + len(q)] = corr.max(axis=1)
+    score = np.sqrt(np.clip(2.0 * (1.0 - best), 0.0, 4.0)) / 2.0
+    ends = queries + length - 1
+    if stride == 1:
+        out[ends] = score
+        return out
+    # every point from the previous computed end (exclusive) to this one takes this one's score
+    at = np.searchsorted(ends, np.arange(n))
+    take = at < len(ends)
+    out[take] = score[at[take]]
+    out[: ends[0] - stride + 1] = 0.0  # before the first computed window's reach nothing is known
+    return out
+
+
+def combine_surprise(raw: np.ndarray, novelty: np.ndarray, tail: tuple[float, int]) -> np.ndarray:
+    """The larger of the two per-series surprises (each its own `TailSketch(*tail)`, in arrival order): a
+    point alerts when either its model score or its shape is rarer than the threshold's share of the
+    series' own past. NaN raw scores stay NaN."""
+    a = calibrate_series(raw, TailSketch(*tail))
+    b = calibrate_series(novelty, TailSketch(*tail))
+    return np.where(np.isnan(a), np.nan, np.fmax(a, b))
