@@ -84,6 +84,12 @@ class Plan:
     sample: int = 8  # series compared with offline scores
     seed: int = 0
     log_level: str = "WARNING"  # the workers' (their logs are kept in the log directory)
+    # The workers' kafka.fetch_max_wait_ms. Not the workers' default (10 ms): on the local broker (Tansu 0.6,
+    # memory storage) a fetch lists every record batch of each partition it reads and gives up, returning no
+    # record, when its wait is over; at 10 ms that is from ~15,000 batches per partition on (docs/operations.md,
+    # "Fault soak"). 500 ms is Apache Kafka's default.
+    fetch_max_wait_ms: int = 500
+    linger_ms: int = 5  # the soak's telemetry producer's linger (more records per batch: fewer batches)
     bootstrap: str | None = None  # an external broker instead of the soak's own
 
 
@@ -303,13 +309,14 @@ def bad_messages(rng: random.Random, n: int, oversized: int, sids: list[str]) ->
 
 async def produce(bootstrap: str, topic: str, sids: list[str], points: int, rate: float,
                   bad: list[tuple[bytes | None, bytes]], rng: random.Random,
-                  started: threading.Event) -> tuple[list[tuple[int, int]], list[float]]:
+                  started: threading.Event, linger_ms: int = 5) -> tuple[list[tuple[int, int]], Any]:
     """Points 0..points-1 of every series, interleaved, paced at `rate`, with the bad messages spread among
-    them; returns the (partition, offset) of every bad message, and when (epoch ms) point i of every series
-    had been handed to the producer."""
+    them; returns the (partition, offset) of every bad message, and when (epoch ms) each point (series x
+    point array) was handed to the producer."""
+    import numpy as np
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1 << 20,
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms, max_batch_size=1 << 20,
                                 max_request_size=1 << 20, request_timeout_ms=60_000)
     await producer.start()
     total = len(sids) * points
@@ -319,13 +326,14 @@ async def produce(bootstrap: str, topic: str, sids: list[str], points: int, rate
     futures: list[asyncio.Future] = []
     keys = [s.encode() for s in sids]
     t0, sent = time.monotonic(), 0
-    sent_ms: list[float] = []
+    sent_ms = np.zeros((len(sids), points))
     started.set()
     try:
         for i in range(points):
             for s, key in enumerate(keys):
                 msg = json.dumps({"series_id": sids[s], "ts": TS0 + 1000 * i, "value": value(s, i)}).encode()
                 futures.append(await producer.send(topic, msg, key=key))
+                sent_ms[s, i] = time.time() * 1000
                 b = bad_at.get(sent)
                 if b is not None:
                     bad_futures.append(await producer.send(topic, b[1], key=b[0]))
@@ -336,7 +344,6 @@ async def produce(bootstrap: str, topic: str, sids: list[str], points: int, rate
                 if len(futures) > 20_000:
                     await asyncio.gather(*futures)
                     futures.clear()
-            sent_ms.append(time.time() * 1000)
         for b in extra:
             bad_futures.append(await producer.send(topic, b[1], key=b[0]))
         await asyncio.gather(*futures)
@@ -482,6 +489,7 @@ def _env(stack: Stack, plan: Plan, token: str, topics: dict[str, str], model: Pa
         "ANOMALYBERT_KAFKA__HEARTBEAT_INTERVAL_S": "1",
         "ANOMALYBERT_KAFKA__REBALANCE_TIMEOUT_S": "10",
         "ANOMALYBERT_KAFKA__COMMIT_INTERVAL_S": "0.5",
+        "ANOMALYBERT_KAFKA__FETCH_MAX_WAIT_MS": str(plan.fetch_max_wait_ms),
         "ANOMALYBERT_REDIS__URL": stack.redis_url,
         "ANOMALYBERT_REDIS__KEY_PREFIX": f"soak-{token}:",
         "ANOMALYBERT_REDIS__SOCKET_TIMEOUT_S": "2",
@@ -544,7 +552,7 @@ def run_scenario(stack: Stack, plan: Plan, scenario: str, model: Path, log_dir: 
     def send() -> None:
         try:
             sent["bad"], sent["ms"] = asyncio.run(produce(stack.bootstrap, topics["telemetry"], sids, plan.points,
-                                                          plan.rate, bad, rng, started))
+                                                          plan.rate, bad, rng, started, plan.linger_ms))
         except BaseException as e:  # noqa: BLE001 - reported below
             sent["error"] = e
 
@@ -597,7 +605,7 @@ def run_scenario(stack: Stack, plan: Plan, scenario: str, model: Path, log_dir: 
     result.dead_letters_duplicated = sum(1 for k in want if reader.letters.get(k, 0) > 1)
     result.dead_letters_unexpected = len(set(reader.letters) - set(want))
     result.offline_max_abs_diff = _offline_diff(bundle, lag, reader.sample_scores, plan.points, final)
-    _latency(result, reader.published_ms[:, :final], counts > 0, sent.get("ms", []), lag, bundle.window_size)
+    _latency(result, reader.published_ms[:, :final], counts > 0, sent.get("ms"), lag, bundle.window_size)
     result.redis_used_memory_mb = _redis_used_memory_mb(stack.redis_url)
     for w in workers.crashed:
         say(f"  {scenario}: worker {w.worker_id} exited with code {w.proc.returncode}; log: {w.log_path}")
@@ -705,24 +713,23 @@ def _offline_diff(bundle: Any, lag: int, sample: dict[int, dict[int, float]], po
     return float(max(diffs)) if diffs else None
 
 
-def _latency(result: Result, published_ms: Any, scored: Any, sent_ms: list[float], lag: int,
-             window: int) -> None:
-    """Throughput and the latency of every score from the send of the point that made it final (point i at
-    score_lag L is final once point max(i + L, W - 1) arrived: the first window finalizes all of its
-    points) to its publish (the score's Kafka timestamp)."""
+def _latency(result: Result, published_ms: Any, scored: Any, sent_ms: Any, lag: int, window: int) -> None:
+    """Throughput and the latency of every score from the send of the point that made it final (point i of a
+    series at score_lag L is final once its point max(i + L, W - 1) arrived: the first window finalizes all of
+    its points) to its publish (the score's Kafka timestamp). `sent_ms`: when each point (series x point) was
+    handed to the producer, epoch ms."""
     import numpy as np
 
-    if not sent_ms or not scored.any():
+    if sent_ms is None or not len(sent_ms) or not scored.any():
         return
-    sent = np.asarray(sent_ms)
-    made_final_by = np.maximum(np.arange(published_ms.shape[1]) + lag, window - 1)
-    final_at = sent[np.minimum(made_final_by, len(sent) - 1)]
-    waits = (published_ms - final_at[None, :])[scored] / 1000
-    # the send times are taken after each round of points: a score can be published a moment before
+    sent = np.asarray(sent_ms, dtype=np.float64)
+    made_final_by = np.minimum(np.maximum(np.arange(published_ms.shape[1]) + lag, window - 1), sent.shape[1] - 1)
+    waits = (published_ms - sent[:, made_final_by])[scored] / 1000
+    # a score's Kafka timestamp is the worker's clock, the send time the soak's: never below 0
     waits = np.maximum(waits, 0.0)
     result.latency_p50_s, result.latency_p99_s = (float(v) for v in np.percentile(waits, [50, 99]))
     result.latency_max_s = float(waits.max())
-    span = (published_ms[scored].max() - sent[0]) / 1000
+    span = (published_ms[scored].max() - sent.min()) / 1000  # from the first point sent to the last score
     result.points_per_s = float(scored.sum() / span) if span > 0 else None
 
 
@@ -799,6 +806,12 @@ def _scenarios(_ctx: Any, _param: Any, value: str) -> list[str]:
 @click.option("--bootstrap", default=None, metavar="HOST:PORT",
               help="Run against this broker (Apache Kafka, e.g. `docker compose up -d kafka`) instead of starting "
                    "the local one; each scenario uses fresh topics and a fresh group. Not with freeze or all.")
+@click.option("--fetch-max-wait-ms", type=click.IntRange(min=0, max=60_000), default=500, show_default=True,
+              help="The workers' kafka.fetch_max_wait_ms. The local broker (Tansu 0.6) returns nothing from a "
+                   "partition it cannot list within this wait: at the workers' default 10 ms, from ~15,000 record "
+                   "batches per partition on (docs/operations.md, Fault soak).")
+@click.option("--linger-ms", type=click.IntRange(min=0, max=10_000), default=5, show_default=True,
+              help="The soak's telemetry producer's linger (ms).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="WARNING",
               show_default=True, help="The workers' log level (their logs go beside --output).")
 @click.option("--output", type=click.Path(path_type=Path), default=Path("runs/soak.json"), show_default=True)
