@@ -22,7 +22,7 @@ NAB_PROFILE_LABELS = {"standard": "standard", "reward_low_FP_rate": "low FP", "r
 
 def _novelty(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
     """`--novelty LENGTH/HISTORY` -> (length, history), or a usage error saying what is wrong."""
-    from evaluation.novelty import parse_novelty
+    from model.novelty import parse_novelty
 
     try:
         return None if value is None else parse_novelty(value)
@@ -112,7 +112,7 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     from evaluation import peers
     from evaluation.datasets import load_dataset, nab_profiles
     from evaluation.report import build_report
-    from evaluation.scoring import EvalConfig, ModelVariant, effective_lag, served_calibration
+    from evaluation.scoring import EvalConfig, ModelVariant, effective_lag, novelty_of, served_calibration
     from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
     from model.serving import serve
 
@@ -132,8 +132,10 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     default_lag = serve(bundle).lag
     chosen_lags = sorted({effective_lag(lag, stride) for lag in (lags or (default_lag,))})
     calibrations = calibrations or (served_calibration(bundle),)
-    variants = tuple(ModelVariant(lag, cal) for lag in chosen_lags for cal in calibrations)
-    if novelty is not None:
+    served_novelty = novelty_of(bundle)  # the tail calibration of a bundle with novelty includes it
+    variants = tuple(ModelVariant(lag, cal, served_novelty if cal == "tail" else None)
+                     for lag in chosen_lags for cal in calibrations)
+    if novelty is not None and novelty != served_novelty:
         variants += tuple(ModelVariant(lag, "tail", novelty) for lag in chosen_lags)
     seen_cap = max_seen if max_seen is not None else DEFAULT_MAX_SEEN[dataset]
     series = [s.crop_seen(seen_cap) for s in load_dataset(dataset, data_path, limit)]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +17,7 @@ import numpy as np
 from evaluation.series import Series, load_csv, require_length
 from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 from model.normalize import Normalizer
-from model.serving import serve
-from model.surprise import TailSketch, calibrate_series
+from model.serving import Geometry, serve
 from model.windows import aggregate, check_lag, in_batches, make_windows
 
 if TYPE_CHECKING:
@@ -69,12 +67,17 @@ class TorchScorer:
             return self.model(x).numpy()
 
 
-def _raw(scores: np.ndarray) -> np.ndarray:
+def _raw(scores: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
     return scores
 
 
-def _tail(scores: np.ndarray, halflife: float, min_history: int) -> np.ndarray:
-    return calibrate_series(scores, TailSketch(halflife, min_history))
+def _checkpoint_geometry(ckpt: Checkpoint, per: dict[str, Any]) -> Geometry:
+    """The geometry the checkpoint's bundle will be served with, for its per-series calibration."""
+    cfg, norm, shape = ckpt.config, ckpt.normalizer, per.get("novelty") or {}
+    return Geometry(cfg.window_size, cfg.stride, cfg.window_size - 1, cfg.channels,
+                    norm.halflife if norm.pointwise else 0.0, norm.deviation_halflife if norm.pointwise else 0.0,
+                    float(per["halflife"]), int(per["min_history"]),
+                    int(shape.get("length", 0)), int(shape.get("history", 0)))
 
 
 def top_n(series: Series, scores: np.ndarray, n: int) -> list[dict[str, Any]]:
@@ -112,8 +115,7 @@ class Detector:
             self.window_size, self.stride = cfg.window_size, cfg.stride
             calibrated = ckpt.calibration.get("score_lag")
             per = ckpt.calibration.get("per_series")  # as `export` will declare it in the bundle
-            self._calibrate = _raw if per is None else partial(_tail, halflife=float(per["halflife"]),
-                                                               min_history=int(per["min_history"]))
+            self._calibrate = _raw if per is None else _checkpoint_geometry(ckpt, per).calibrate
         else:
             served = serve(load_bundle(path, threads=threads), score_lag)
             self._score_windows = served.bundle.score_windows
@@ -131,8 +133,13 @@ class Detector:
 
     def score(self, values: np.ndarray) -> np.ndarray:
         """Per-point anomaly scores (T,) in [0, 1] of one series of at least `window_size` points: what the
-        worker publishes, i.e. through the bundle's per-series calibration when it declares one."""
-        return self._calibrate(self.raw_score(values))
+        worker publishes, i.e. through the bundle's per-series calibration when it declares one (with its
+        shape novelty, from the model inputs the worker keeps: float32)."""
+        raw = self.raw_score(values)
+        if self._calibrate is _raw:
+            return raw
+        inputs = self.normalizer.prepare_series(values).astype(np.float32) if self.normalizer.pointwise else None
+        return self._calibrate(raw, inputs)
 
     def raw_score(self, values: np.ndarray) -> np.ndarray:
         """Per-point raw scores (T,): the mean of each point's window scores, before any calibration."""

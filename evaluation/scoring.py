@@ -25,10 +25,10 @@ import numpy as np
 from evaluation import baselines, peers
 from evaluation.detect import window_scores
 from evaluation.likelihood import calibrate
-from evaluation.novelty import combine_surprise, left_discord
 from evaluation.series import Series
 from model.bundle import Bundle
 from model.errors import DataError
+from model.novelty import as_history, combine_surprise, novelty
 from model.windows import aggregate
 
 
@@ -134,8 +134,8 @@ def model_inputs(bundle: Bundle, values: np.ndarray, seen_end: int) -> list[np.n
     groups = [v] if v.shape[1] == bundle.channels else [v[:, [c]] for c in range(v.shape[1]) if np.ptp(v[:, c]) > 0]
     out = []
     for g in groups:
-        if bundle.normalizer.pointwise:
-            out.append(bundle.normalizer.prepare_series(g)[:, : g.shape[1]])
+        if bundle.normalizer.pointwise:  # float32, as the worker's state keeps them
+            out.append(bundle.normalizer.prepare_series(g)[:, : g.shape[1]].astype(np.float32))
         else:
             seen = g[: max(seen_end, 2)]
             spread = seen.std(axis=0)
@@ -143,17 +143,18 @@ def model_inputs(bundle: Bundle, values: np.ndarray, seen_end: int) -> list[np.n
     return out
 
 
-def novelty_point_scores(raw: list[np.ndarray], inputs: list[np.ndarray], novelty: tuple[int, int], stride: int,
+def novelty_point_scores(raw: list[np.ndarray], inputs: list[np.ndarray], shape: tuple[int, int], stride: int,
                          tail: tuple[float, int] | None, reduce: str) -> np.ndarray:
-    """Per channel group, the larger of the model's and the left discord's per-series surprises
-    (`evaluation.novelty`); a group of several channels takes its channels' largest discord."""
+    """Per channel group, the larger of the model's and the shape novelty's per-series surprises
+    (`model.novelty`, on the same float16 inputs as the worker's; a group of several channels takes its
+    channels' largest novelty), then reduced across groups. At `stride` 1 this is `Geometry.calibrate`."""
     from model.surprise import TailSketch
 
     tail = tail or (TailSketch().halflife, TailSketch().min_history)
     per_group = []
     for r, x in zip(raw, inputs, strict=True):
-        disc = np.max([left_discord(x[:, c], *novelty, stride=stride) for c in range(x.shape[1])], axis=0)
-        per_group.append(combine_surprise(r, disc, tail))
+        found = novelty(as_history(x, x.shape[1]), *shape, stride=stride)
+        per_group.append(combine_surprise(r, found, tail))
     return baselines.reduce_channels(np.stack(per_group, axis=1), reduce)
 
 
@@ -161,6 +162,12 @@ def served_calibration(bundle: Bundle) -> str:
     """The calibration a bundle is served with (its manifest's `calibration.per_series`), by name."""
     cal = bundle.manifest.calibration.per_series
     return "none" if cal is None else cal.method
+
+
+def novelty_of(bundle: Bundle) -> tuple[int, int] | None:
+    """The shape novelty's (length, history) the bundle is served with, or None."""
+    cal = bundle.manifest.calibration.per_series
+    return None if cal is None or cal.novelty is None else (cal.novelty.length, cal.novelty.history)
 
 
 def tail_of(bundle: Bundle) -> tuple[float, int] | None:

@@ -37,6 +37,23 @@ FORMAT_VERSION = 1
 DEFAULT_BUNDLE_DIR = Path(__file__).parent / "default"
 
 
+class Novelty(BaseModel):
+    """Shape novelty served beside the model's score (`model.novelty`): the distance of the last `length`
+    points' shape to its nearest neighbour in the series' last `history` points, calibrated per series like
+    the raw score; the served score is the larger of the two surprises."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    length: int = Field(default=128, ge=4)
+    history: int = Field(default=2048, lt=2**16)
+
+    @model_validator(mode="after")
+    def _history_holds_two_shapes(self) -> Novelty:
+        if self.history < 2 * self.length:
+            raise ValueError(f"novelty history {self.history} must be at least twice its length {self.length}")
+        return self
+
+
 class SeriesCalibration(BaseModel):
     """The per-series calibration a bundle is served with (`model.surprise`): every point's raw score, any
     family's, becomes how rare it is among the same series' own recent raw scores, and `threshold` is on that
@@ -47,6 +64,7 @@ class SeriesCalibration(BaseModel):
     method: Literal["tail"] = "tail"
     halflife: float = Field(default=5000.0, ge=1.0)
     min_history: int = Field(default=200, ge=0, lt=2**32)
+    novelty: Novelty | None = None
 
 
 class Calibration(BaseModel):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model.normalize import RunningStats
+from model.novelty import as_history, novelty
 from model.surprise import TailSketch, calibrate_series
 from model.windows import check_lag
 
@@ -40,6 +41,9 @@ class Geometry:
     # per-series calibration (`model.surprise.TailSketch`): half-life in points, 0: none (raw scores served)
     surprise_halflife: float = 0.0
     surprise_min_history: int = 0
+    # shape novelty beside the model's score (`model.novelty`): subsequence length and history, 0: none
+    novelty_length: int = 0
+    novelty_history: int = 0
 
     def __post_init__(self) -> None:
         check_lag(self.window, self.stride, self.lag)
@@ -54,6 +58,12 @@ class Geometry:
             raise ValueError(f"surprise_halflife must be 0 (none) or >= 1, got {self.surprise_halflife}")
         if not 0 <= self.surprise_min_history < 2**32:
             raise ValueError(f"surprise_min_history must be in [0, 2**32), got {self.surprise_min_history}")
+        if self.novelty_length or self.novelty_history:
+            if not (self.calibrated and self.pointwise):
+                raise ValueError("novelty needs a per-series calibration and point-by-point normalization")
+            if not (4 <= self.novelty_length and 2 * self.novelty_length <= self.novelty_history < 2**16):
+                raise ValueError(f"novelty needs 4 <= length and 2 * length <= history < 65536, got "
+                                 f"{self.novelty_length}/{self.novelty_history}")
 
     @property
     def calibrated(self) -> bool:
@@ -64,11 +74,26 @@ class Geometry:
         """An empty per-series sketch, or None when the raw scores are served."""
         return TailSketch(self.surprise_halflife, self.surprise_min_history) if self.calibrated else None
 
-    def calibrate(self, scores: np.ndarray) -> np.ndarray:
+    @property
+    def novel(self) -> bool:
+        """The served score is the larger of the model's surprise and the shape novelty's (`model.novelty`)."""
+        return self.novelty_length > 0
+
+    def novelty(self, history: np.ndarray, start: int = 0) -> np.ndarray:
+        """Shape novelty of the points start.. of `history` (`model.novelty.as_history` of the inputs)."""
+        return novelty(history, self.novelty_length, self.novelty_history, start)
+
+    def calibrate(self, scores: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
         """The served scores (T,) of one series' raw point scores, in arrival order, from a new series' state:
         exactly what the worker publishes. NaN (points no window scored) stays NaN and teaches the sketch
-        nothing."""
-        return calibrate_series(scores, self.new_sketch())
+        nothing. A `novel` geometry also needs the series' model inputs (T, input_channels)."""
+        served = calibrate_series(scores, self.new_sketch())
+        if not self.novel:
+            return served
+        if inputs is None:
+            raise ValueError("a geometry with novelty calibrates from the model inputs too")
+        shape = calibrate_series(self.novelty(as_history(inputs, self.channels)), self.new_sketch())
+        return np.where(np.isnan(served), np.nan, np.fmax(served, shape))
 
     @property
     def pointwise(self) -> bool:
@@ -98,10 +123,11 @@ def geometry_of(manifest: Manifest, lag: int) -> Geometry:
     """The geometry a bundle with this manifest is served with at `lag`."""
     norm, cal = manifest.normalizer, manifest.calibration.per_series
     surprise = (cal.halflife, cal.min_history) if cal is not None else (0.0, 0)
+    shape = (cal.novelty.length, cal.novelty.history) if cal is not None and cal.novelty else (0, 0)
     if not norm.pointwise:
-        return Geometry(manifest.window_size, manifest.stride, lag, manifest.channels, 0.0, 0.0, *surprise)
+        return Geometry(manifest.window_size, manifest.stride, lag, manifest.channels, 0.0, 0.0, *surprise, *shape)
     return Geometry(manifest.window_size, manifest.stride, lag, manifest.channels, norm.halflife,
-                    norm.deviation_halflife, *surprise)
+                    norm.deviation_halflife, *surprise, *shape)
 
 
 def default_lag(manifest: Manifest) -> int:

@@ -62,6 +62,10 @@ class KafkaSettings(_Section):
     # Measured with `anomalybert bench` latency runs on the local Tansu broker (100 series, 600 points/s, lag 0,
     # 2 shared cores): faust's fixed 1500 ms gave p50 573 ms; 50 ms gave 43 ms, 10 ms 42 ms. Apache Kafka
     # answers a fetch as soon as a record is there, so a low value only makes an idle worker fetch more often.
+    # Tansu 0.6 (memory storage) also spends the wait listing every record batch of each partition fetched
+    # and returns nothing from one it has not listed by then: at 10 ms, from ~15,000 batches per partition on
+    # the worker stalls (fetches come back empty in a loop). For long-lived topics on that broker set 500
+    # (Apache Kafka's default; docs/operations.md "Fault soak", tests/integration/test_soak_fetch_wait.py).
     fetch_max_wait_ms: int = Field(
         10, ge=0, le=60_000, description="longest time the broker may hold the worker's fetch when it has no data"
     )

@@ -11,8 +11,11 @@ model version (with its threshold) whose window scores the pending sums hold, an
 served calibrated (`Geometry.calibrated`), the series' tail sketch (`model.surprise`, 264 bytes): each
 point's raw score (the mean of its window scores) becomes its surprise against the series' own past raw
 scores as the point is finalized, in order, exactly as `Geometry.calibrate` does offline; a swap starts the
-sketch anew. `encode()`/`decode()` give
-a compact binary form for Redis whose first 8 bytes are n (big-endian), the compare-and-set token.
+sketch anew. With shape novelty (`Geometry.novel`, `model.novelty`) the state also keeps the last
+`history - 1` model inputs as float16, a second sketch for the novelty, and each pending point's novelty
+surprise (computed on arrival, in order); a final point serves the larger of its two surprises, as
+`Geometry.calibrate` does offline; a swap starts them anew too. `encode()`/`decode()` give a compact
+binary form for Redis whose first 8 bytes are n (big-endian), the compare-and-set token.
 
 Model swaps: pending sums are never mixed across versions. `swap()` finalizes the pending points that
 have at least one window score, with the old version's partial average (n_windows tells how many
@@ -39,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.normalize import RunningStats
+from model.novelty import as_history
 from model.serving import Geometry
 from model.surprise import SIZE as SKETCH_SIZE
 from model.surprise import TailSketch, calibrate_series
@@ -46,10 +50,11 @@ from model.windows import included_offsets
 from stream.alerts import AlertState
 from stream.errors import CorruptState
 
-FORMAT = 5
+FORMAT = 6
 # format 2 (before point-by-point normalization) is read as halflife 0, format 3 (before deviation channels)
-# as deviation_halflife 0, format 4 (before per-series calibration) as uncalibrated
-_READS = (2, 3, 4, 5)
+# as deviation_halflife 0, format 4 (before per-series calibration) as uncalibrated, format 5 (before shape
+# novelty) as without novelty
+_READS = (2, 3, 4, 5, 6)
 _HEAD = struct.Struct(">Q")  # n: also the compare-and-set token, so it comes first
 # format, flags, W, stride, lag, C, buffered, pending, last_ts, era_end, alert run/start/peak_ts/peak,
 # model threshold, version length (the version's UTF-8 bytes follow)
@@ -59,11 +64,15 @@ _BODY3 = struct.Struct("<BBHHHHHHqqIqqddBdQ")
 # format 4 appends: deviation half-life
 _BODY4 = struct.Struct("<BBHHHHHHqqIqqddBdQd")
 # format 5 appends: the per-series calibration's half-life and minimum history (its sketch follows the counts)
-_BODY = struct.Struct("<BBHHHHHHqqIqqddBdQddI")
+_BODY5 = struct.Struct("<BBHHHHHHqqIqqddBdQddI")
+# format 6 appends: the novelty's length, history and kept points (its sketch, history and pending surprises
+# follow the calibration sketch)
+_BODY = struct.Struct("<BBHHHHHHqqIqqddBdQddIHHH")
 _FLAG_OPEN = 1
 _FLAG_TS_DELTA32 = 2
 _FLAG_HAS_TS = 4
 _FLAG_SKETCH = 8
+_FLAG_NOVELTY = 16
 
 
 @dataclass
@@ -111,6 +120,9 @@ class SeriesState:
     stats: RunningStats | None = None  # pointwise geometry only
     inputs: np.ndarray | None = None  # (k, input_channels) float32 standardized `values`; pointwise only
     sketch: TailSketch | None = None  # the per-series calibration's history; calibrated geometry only
+    shape: np.ndarray | None = None  # (h, C) float16 last model inputs, h < novelty history; novel only
+    shape_sketch: TailSketch | None = None  # the novelty's own calibration; novel geometry only
+    novelty: np.ndarray | None = None  # (pending,) novelty surprise of each pending point; novel only
     _open_step: bool = False
     _catch_up: int | None = None  # set by swap(): the next push also yields era windows ending before n
 
@@ -123,6 +135,15 @@ class SeriesState:
             self._restart_stats()
         if self.sketch is None:
             self.sketch = self.geometry.new_sketch()
+        if self.geometry.novel and self.shape is None:
+            self._restart_novelty()
+
+    def _restart_novelty(self) -> None:
+        """No shape seen yet: the pending points get novelty surprise 0 (a series' first points do too)."""
+        g = self.geometry
+        self.shape = np.empty((0, g.channels), np.float16)
+        self.shape_sketch = g.new_sketch()
+        self.novelty = np.zeros(len(self.sums))
 
     def _restart_stats(self) -> None:
         """Running statistics from the buffered points on (a new series: from its first point)."""
@@ -164,12 +185,23 @@ class SeriesState:
         if self.stats is not None and self.inputs is not None:
             z = g.standardize(self.stats, vals)
             self.inputs = np.concatenate([self.inputs, z])
+            if g.novel:
+                self._push_novelty(z)
         self.sums = np.concatenate([self.sums, np.zeros(m)])
         self.counts = np.concatenate([self.counts, np.zeros(m, np.int64)])
         self.n, self.last_ts = n_old + m, last
         self._open_step = True
         ends = _new_window_ends(start, self.n, self.era_end, g.stride)
         return Step(ends, self._windows(ends), m, len(ts) - m)
+
+    def _push_novelty(self, inputs: np.ndarray) -> None:
+        """Each new point's shape novelty against the kept history, as a surprise of the series' own."""
+        assert self.shape is not None and self.novelty is not None
+        g = self.geometry
+        history = np.concatenate([self.shape, as_history(inputs, g.channels)])
+        surprise = calibrate_series(g.novelty(history, start=len(self.shape)), self.shape_sketch)
+        self.novelty = np.concatenate([self.novelty, surprise])
+        self.shape = history[max(0, len(history) - (g.novelty_history - 1)) :]
 
     def _windows(self, ends: np.ndarray) -> np.ndarray:
         g = self.geometry
@@ -227,6 +259,8 @@ class SeriesState:
         counts = self.counts[:m]
         raw = np.where(counts > 0, self.sums[:m] / np.maximum(counts, 1), np.nan)
         served = calibrate_series(raw, self.sketch)  # the raw scores themselves when uncalibrated
+        if self.novelty is not None:
+            served = np.fmax(served, self.novelty[:m])
         calibrated = self.sketch is not None
         for i in range(p0, n_final):
             j, b = i - p0, i - self.base
@@ -243,6 +277,8 @@ class SeriesState:
             )
         if n_final > p0:
             self.sums, self.counts = self.sums[n_final - p0 :], self.counts[n_final - p0 :]
+            if self.novelty is not None:
+                self.novelty = self.novelty[n_final - p0 :]
         k = min(len(self.ts), g.window)
         self.ts, self.values = self.ts[len(self.ts) - k :], self.values[len(self.values) - k :]
         if self.inputs is not None:
@@ -280,6 +316,10 @@ class SeriesState:
         self.era_end = max(base + geometry.window - 1, self.first_pending)
         self._catch_up = self.era_end if self.era_end < self.n else None
         self.sums, self.counts = np.zeros(len(self.sums)), np.zeros(len(self.counts), np.int64)
+        # The novelty starts anew with the calibration (offline parity holds within an era).
+        self.shape = self.shape_sketch = self.novelty = None
+        if geometry.novel:
+            self._restart_novelty()
         return finals
 
     def encode(self) -> bytes:
@@ -293,6 +333,12 @@ class SeriesState:
         if self.sketch is not None:
             flags |= _FLAG_SKETCH
             sketch_bytes = self.sketch.encode()
+        novelty_bytes, kept = b"", 0
+        if self.shape is not None and self.shape_sketch is not None and self.novelty is not None:
+            flags |= _FLAG_NOVELTY
+            kept = len(self.shape)
+            novelty_bytes = b"".join([self.shape_sketch.encode(), self.shape.astype("<f2").tobytes(),
+                                      self.novelty.astype("<f4").tobytes()])
         stats_bytes = b""
         if self.stats is not None and self.inputs is not None:
             stats_bytes = b"".join([self.stats.mean.astype("<f8").tobytes(), self.stats.var.astype("<f8").tobytes(),
@@ -327,6 +373,9 @@ class SeriesState:
             g.deviation_halflife,
             g.surprise_halflife,
             g.surprise_min_history,
+            g.novelty_length,
+            g.novelty_history,
+            kept,
         )
         return b"".join(
             [
@@ -339,6 +388,7 @@ class SeriesState:
                 self.sums.astype("<f8").tobytes(),
                 self.counts.astype("<u2").tobytes(),
                 sketch_bytes,
+                novelty_bytes,
             ]
         )
 
@@ -358,6 +408,7 @@ def _decode(blob: bytes) -> SeriesState:
     if fmt not in _READS:
         raise CorruptState(f"state format {fmt}, this worker reads {_READS}")
     halflife, stats_count, deviation_halflife, surprise_halflife, surprise_min_history = 0.0, 0, 0.0, 0.0, 0
+    novelty_length, novelty_history, kept = 0, 0, 0
     if fmt == 2:
         (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
          vlen) = _BODY2.unpack_from(blob, _HEAD.size)
@@ -370,12 +421,18 @@ def _decode(blob: bytes) -> SeriesState:
         (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
          vlen, halflife, stats_count, deviation_halflife) = _BODY4.unpack_from(blob, _HEAD.size)
         pos = _HEAD.size + _BODY4.size
+    elif fmt == 5:
+        (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
+         vlen, halflife, stats_count, deviation_halflife, surprise_halflife,
+         surprise_min_history) = _BODY5.unpack_from(blob, _HEAD.size)
+        pos = _HEAD.size + _BODY5.size
     else:
         (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
          vlen, halflife, stats_count, deviation_halflife, surprise_halflife,
-         surprise_min_history) = _BODY.unpack_from(blob, _HEAD.size)
+         surprise_min_history, novelty_length, novelty_history, kept) = _BODY.unpack_from(blob, _HEAD.size)
         pos = _HEAD.size + _BODY.size
-    g = Geometry(w, stride, lag, c, halflife, deviation_halflife, surprise_halflife, surprise_min_history)
+    g = Geometry(w, stride, lag, c, halflife, deviation_halflife, surprise_halflife, surprise_min_history,
+                 novelty_length, novelty_history)
     version = blob[pos:pos + vlen].decode()
     pos += vlen
     if flags & _FLAG_TS_DELTA32 and k:
@@ -407,11 +464,23 @@ def _decode(blob: bytes) -> SeriesState:
         pos += SKETCH_SIZE
     elif g.calibrated:
         raise CorruptState("state of a calibrated geometry holds no calibration sketch")
+    shape = shape_sketch = novelty = None
+    if flags & _FLAG_NOVELTY:
+        if not g.novel or kept >= g.novelty_history:
+            raise CorruptState(f"state holds {kept} novelty points but its geometry's history is "
+                               f"{g.novelty_history}")
+        shape_sketch = TailSketch.decode(blob, g.surprise_halflife, g.surprise_min_history, pos)
+        pos += SKETCH_SIZE
+        shape = np.frombuffer(blob, "<f2", kept * c, pos).reshape(kept, c).astype(np.float16)
+        novelty = np.frombuffer(blob, "<f4", p, pos + 2 * kept * c).astype(np.float64)
+        pos += 2 * kept * c + 4 * p
+    elif g.novel:
+        raise CorruptState("state of a geometry with novelty holds no novelty")
     if pos != len(blob):
         raise CorruptState(f"state length {len(blob)} disagrees with its header (n={n})")
     alert = AlertState(bool(flags & _FLAG_OPEN), run, start_ts, peak_ts, peak)
     return SeriesState(g, n, last_ts if flags & _FLAG_HAS_TS else None, ts, values, sums, counts, alert,
-                       version, threshold, era_end, stats, inputs, sketch)
+                       version, threshold, era_end, stats, inputs, sketch, shape, shape_sketch, novelty)
 
 
 def _new_window_ends(n_old: int, n_new: int, era_end: int, stride: int) -> np.ndarray:

@@ -341,10 +341,14 @@ def export(model_path: Path, output: Path) -> None:
 @click.option("--tail-probability", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
               default=1e-3, show_default=True, metavar="P",
               help="With --per-series tail: alert on points rarer than P among their series' own scores.")
+@click.option("--novelty", type=str, default=None, metavar="LENGTH/HISTORY|none",
+              help="With --per-series tail: also serve shape novelty (model.novelty), the larger of the two "
+                   "per-series surprises; e.g. 128/2048 (each series keeps its last HISTORY-1 inputs, 2 bytes "
+                   "each); none: without it [the checkpoint's].")
 def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None, threshold_beta: float,
               max_normal_rate: float | None, val_fraction: float, deviation_blend: float | None,
               deviation_scale: float | None, deviation_halflife: float | None, per_series: str | None,
-              tail_probability: float) -> None:
+              tail_probability: float, novelty: str | None) -> None:
     """Choose a checkpoint's threshold again, without training: best F-beta at a score lag on labelled data,
     or (--max-normal-rate) the lowest threshold that flags at most that share of its normal points.
 
@@ -361,21 +365,29 @@ def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None,
           --deviation-scale 8 --deviation-halflife 6400 --max-normal-rate 0.001 --output model-blend.pt
       anomalybert calibrate --model model.pt --data data/val --per-series tail --tail-probability 0.001 \\
           --output model-tail.pt
+      anomalybert calibrate --model model.pt --data data/val --per-series tail --tail-probability 0.002 \\
+          --novelty 128/2048 --output model-novelty.pt
     """
     from evaluation.series import load_series
     from model.families.checkpoint import load_checkpoint
+    from model.novelty import parse_novelty
     from training.train import recalibrate
 
+    try:
+        shape = None if novelty is None else False if novelty == "none" else parse_novelty(novelty)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--novelty") from e
     try:
         blend = {k: v for k, v in (("deviation_blend", deviation_blend), ("deviation_scale", deviation_scale))
                  if v is not None}
         ckpt = recalibrate(load_checkpoint(model_path), load_series(data, labels=True), score_lag, threshold_beta,
                            val_fraction, deviation_halflife, max_normal_rate, per_series, tail_probability,
-                           **blend)
+                           shape, **blend)
     except ValueError as e:
         if isinstance(e, DataError):
             raise
-        hint = ("--deviation-halflife" if "deviation_halflife" in str(e)
+        hint = ("--novelty" if "novelty" in str(e)
+                else "--deviation-halflife" if "deviation_halflife" in str(e)
                 else "--deviation-blend" if "blend" in str(e)
                 else "--max-normal-rate" if "max_normal_rate" in str(e) else "--score-lag")
         raise click.BadParameter(str(e), param_hint=hint) from e
@@ -387,6 +399,8 @@ def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None,
         blended += f" against statistics of half-life {ckpt.normalizer.deviation_halflife:g}"
     if cal.get("per_series"):
         blended += f", per-series tail calibration (rarer than {cal['tail_probability']:g})"
+        if cal["per_series"].get("novelty"):
+            blended += " with shape novelty {length}/{history}".format(**cal["per_series"]["novelty"])
     click.echo(f"saved {output} (threshold {ckpt.threshold:.4f} at score_lag {cal['score_lag']}{blended}, "
                f"{cal['method']}; was {cal['recalibrated']['previous_threshold']:.4f})")
 

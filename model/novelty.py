@@ -1,4 +1,4 @@
-"""Novelty against a series' own recent past: a causal left discord, values in, point scores in [0, 1] out.
+"""Novelty against a series' own recent past: a causal left discord, model inputs in, point scores in [0, 1] out.
 
 The score of point t is how far the shape of the last `length` points (the subsequence ending at t,
 z-normalized) lies from its nearest neighbour among the earlier, non-overlapping subsequences inside the
@@ -12,6 +12,12 @@ that skips a peak, whose values all stay within the usual range. Its weakness is
 noisy series every shape is a little new, so it is served beside the model's score, each turned into a
 per-series surprise (`model.surprise`) and the larger one kept (`combine_surprise`), never alone.
 
+Served when a bundle's `calibration.per_series.novelty` says so (`model.serving.Geometry.novel`): its input is
+the model's standardized input channels, kept per series as float16 (`as_history`, 2 bytes a point and
+channel; the last `history - 1` points in the worker's state), several channels taking their largest
+discord. The worker and the offline commands call the same functions on the same float16 values.
+Numpy only: the worker ships `model/*.py`.
+
 A variance floor (`eps`, in the units of the input: the model's standardized inputs) keeps flat
 stretches from blowing their small wiggles up to unit spread, as `window_standardize` does in the model.
 """
@@ -23,6 +29,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from model.surprise import TailSketch, calibrate_series
 
+FLOAT16_MAX = 60000.0  # inputs are clipped to this before float16 (whose largest finite value is 65504)
 DEFAULT_LENGTH = 128
 DEFAULT_HISTORY = 2048
 EPS = 1e-2
@@ -40,9 +47,24 @@ def parse_novelty(text: str) -> tuple[int, int]:
     return length, history
 
 
+def as_history(inputs: np.ndarray, channels: int) -> np.ndarray:
+    """What the novelty sees of model inputs (T, input_channels): the first `channels` columns as float16."""
+    x = np.asarray(inputs, dtype=np.float32).reshape(len(inputs), -1)[:, :channels]
+    return np.clip(x, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+
+
+def novelty(history: np.ndarray, length: int, span: int, start: int = 0, stride: int = 1) -> np.ndarray:
+    """Novelty of points start..T-1 of `history` (T, C) float16 (`as_history`), the largest over channels;
+    `span` is the HISTORY of the module docstring. `start` > 0: the points before it are only the past (a
+    worker's kept history); they must reach back `span - 1` points or to the series' first point."""
+    x = np.asarray(history, dtype=np.float64).reshape(len(history), -1)
+    per_channel = [left_discord(x[:, c], length, span, stride, start=start) for c in range(x.shape[1])]
+    return np.max(per_channel, axis=0) if per_channel else np.zeros(len(x) - start)
+
+
 def left_discord(x: np.ndarray, length: int = DEFAULT_LENGTH, history: int = DEFAULT_HISTORY,
-                 stride: int = 1, eps: float = EPS) -> np.ndarray:
-    """Novelty (T,) of a univariate series `x` (T,), see the module docstring.
+                 stride: int = 1, eps: float = EPS, start: int = 0) -> np.ndarray:
+    """Novelty (T - start,) of points start..T-1 of a univariate series `x` (T,), see the module docstring.
 
     Points before the first subsequence with a neighbour (t < 2 * length - 1) score 0. With `stride` > 1
     only every stride-th point is computed and the points in between take the next computed score (a
@@ -51,14 +73,16 @@ def left_discord(x: np.ndarray, length: int = DEFAULT_LENGTH, history: int = DEF
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
     out = np.zeros(n)
-    if n < 2 * length:
-        return out
-    sub = sliding_window_view(x, length)  # (N, L): subsequence i ends at point i + L - 1
+    if n < 2 * length or n <= start:
+        return out[start:]
+    lo_sub = max(0, start - length + 1 - (history - length))  # the oldest subsequence any query can reach
+    sub = sliding_window_view(x[lo_sub:], length)  # (N, L): subsequence i ends at point lo_sub + i + L - 1
     centred = sub - sub.mean(axis=1, keepdims=True)
     unit = centred / np.sqrt((centred * centred).mean(axis=1, keepdims=True) + eps)  # (N, L)
-    queries = np.arange(length, len(sub))  # the first with a non-overlapping neighbour
+    first = max(length, start - length + 1) - lo_sub  # the first query: has a neighbour and ends at >= start
+    queries = np.arange(first, len(sub))
     if stride > 1:  # the computed subsequences end at points stride-1, 2*stride-1, ... (and the last)
-        ends = queries + length - 1
+        ends = queries + length - 1 + lo_sub
         queries = np.union1d(queries[ends % stride == stride - 1], queries[-1:])
     best = np.full(len(queries), -np.inf)
     for k0 in range(0, len(queries), _BLOCK):
@@ -70,16 +94,16 @@ def left_discord(x: np.ndarray, length: int = DEFAULT_LENGTH, history: int = DEF
         corr = np.where((j <= i - length) & (j >= i - (history - length)), corr, -np.inf)
         best[k0:k0 + len(q)] = corr.max(axis=1)
     score = np.sqrt(np.clip(2.0 * (1.0 - best), 0.0, 4.0)) / 2.0
-    ends = queries + length - 1
+    ends = queries + length - 1 + lo_sub
     if stride == 1:
         out[ends] = score
-        return out
+        return out[start:]
     # every point from the previous computed end (exclusive) to this one takes this one's score
     at = np.searchsorted(ends, np.arange(n))
     take = at < len(ends)
     out[take] = score[at[take]]
     out[: ends[0] - stride + 1] = 0.0  # before the first computed window's reach nothing is known
-    return out
+    return out[start:]
 
 
 def combine_surprise(raw: np.ndarray, novelty: np.ndarray, tail: tuple[float, int]) -> np.ndarray:

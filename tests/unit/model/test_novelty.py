@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evaluation.datasets import Series
-from evaluation.novelty import EPS, combine_surprise, left_discord, parse_novelty
+from model.novelty import EPS, combine_surprise, left_discord, parse_novelty
 from evaluation.scoring import EvalConfig, ModelVariant, evaluate_series
 from model.bundle import load_bundle
 from model.surprise import TailSketch, calibrate_series
