@@ -268,7 +268,8 @@ def test_calibrate_per_series_tail_then_export_serves_the_calibration(workdir: P
     assert code == 0 and "per-series tail calibration (rarer than 0.01)" in out, out
     ckpt = load_checkpoint(tmp_path / "t.pt")
     assert ckpt.threshold == pytest.approx(surprise_of(0.01)) == pytest.approx(2 / 6)
-    assert ckpt.calibration["per_series"] == {"method": "tail", "halflife": 5000.0, "min_history": 200}
+    assert ckpt.calibration["per_series"] == {"method": "tail", "halflife": 5000.0, "min_history": 200,
+                                              "novelty": None}
     code, out, _ = cli(["export", "-m", str(tmp_path / "t.pt"), "-o", str(tmp_path / "tb")])
     assert code == 0, out
     bundle = load_bundle(tmp_path / "tb")
@@ -291,3 +292,43 @@ def test_calibrate_per_series_tail_then_export_serves_the_calibration(workdir: P
     code, out, _ = cli(["calibrate", "-m", str(tmp_path / "t.pt"), "-d", data, "--per-series", "none",
                         "-o", str(tmp_path / "r.pt")])
     assert code == 0 and "per_series" not in load_checkpoint(tmp_path / "r.pt").calibration, out
+
+
+def test_calibrate_with_novelty_then_export_serves_it(workdir: Path, tmp_path: Path, cli: Run) -> None:
+    from evaluation.detect import Detector
+    from model.bundle import load_bundle
+    from model.serving import serve
+    from tests.unit.model.test_novelty import heartbeat
+
+    data = str(workdir / "data")
+    code, out, _ = cli(["train", "-d", data, "-o", str(tmp_path / "s.pt"), "-e", "1", "--no-progress",
+                        "--scope", "series", "--halflife", "50", "--score-lag", "0", *TINY_ARGS])
+    assert code == 0, out
+    code, out, _ = cli(["calibrate", "-m", str(tmp_path / "s.pt"), "-d", data, "--score-lag", "0",
+                        "--per-series", "tail", "--tail-probability", "0.01", "--novelty", "16/128",
+                        "-o", str(tmp_path / "n.pt")])
+    assert code == 0 and "with shape novelty 16/128" in out, out
+    code, out, _ = cli(["export", "-m", str(tmp_path / "n.pt"), "-o", str(tmp_path / "nb")])
+    assert code == 0, out
+    bundle = load_bundle(tmp_path / "nb")
+    novelty = bundle.manifest.calibration.per_series.novelty
+    assert novelty is not None and (novelty.length, novelty.history) == (16, 128)
+    assert serve(bundle).geometry.novel
+    values = heartbeat(1200, period=20, odd_at=1000) * 5.0 + 50.0  # past min_history, one odd beat
+    served = Detector(tmp_path / "nb").score(values)
+    np.testing.assert_allclose(Detector(tmp_path / "n.pt").score(values), served, atol=1e-5)
+    # without the novelty (the same weights and threshold) no score is higher: it only adds
+    code, _, _ = cli(["calibrate", "-m", str(tmp_path / "n.pt"), "-d", data, "--score-lag", "0",
+                      "--novelty", "none", "-o", str(tmp_path / "p.pt")])
+    plain = Detector(tmp_path / "p.pt").score(values)
+    assert code == 0 and (served >= plain - 1e-5).all() and (served > plain + 1e-3).any()
+    # one-line errors: a bad LENGTH/HISTORY, a per-window model, no per-series calibration
+    code, _, err = cli(["calibrate", "-m", str(tmp_path / "s.pt"), "-d", data, "--per-series", "tail",
+                        "--novelty", "16/20", "-o", str(tmp_path / "bad.pt")])
+    assert code == 2 and "--novelty" in err and "HISTORY >= 2 * LENGTH" in err, err
+    code, _, err = cli(["calibrate", "-m", str(workdir / "m.pt"), "-d", data, "--per-series", "tail",
+                        "--novelty", "16/128", "-o", str(tmp_path / "bad.pt")])
+    assert code == 2 and "--novelty" in err and "series-scope" in err, err
+    code, _, err = cli(["calibrate", "-m", str(tmp_path / "s.pt"), "-d", data, "--novelty", "16/128",
+                        "-o", str(tmp_path / "bad.pt")])
+    assert code == 2 and "--novelty" in err and "per-series calibration" in err, err
