@@ -46,13 +46,20 @@ def random_bundle(directory: Path, channels: int = 1, window: int = 16, seed: in
     return tiny_bundle(directory, seed=seed, cfg=replace(TINY, channels=channels, window_size=window))
 
 
-def calibrated(directory: Path, threshold: float, halflife: float = 200.0, min_history: int = 50) -> Path:
+def calibrated(directory: Path, threshold: float, halflife: float = 200.0, min_history: int = 50,
+               novelty: tuple[int, int] | None = None) -> Path:
     """The bundle in `directory`, rewritten to be served through the per-series tail calibration (its
-    manifest's `calibration.per_series`), with `threshold` on the calibrated scale."""
+    manifest's `calibration.per_series`), with `threshold` on the calibrated scale. With `novelty` (length,
+    history) also shape novelty, which needs the series scope: the normalization becomes running z-scores
+    (half-life 100)."""
     path = directory / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["threshold"] = threshold
     manifest["calibration"]["per_series"] = {"method": "tail", "halflife": halflife, "min_history": min_history}
+    if novelty is not None:
+        manifest["calibration"]["per_series"]["novelty"] = {"length": novelty[0], "history": novelty[1]}
+        manifest["normalization"] = {"kind": "zscore", "scope": "series", "offset": [], "scale": [],
+                                     "halflife": 100.0}
     path.write_text(json.dumps(manifest, indent=1))
     return directory
 

@@ -80,3 +80,47 @@ def test_a_calibrated_bundle_publishes_offline_equal_surprise_per_series(
         assert busy_raw > 20 and busy <= 5 and 2 <= calm <= 5, flagged
     finally:
         worker.stop()
+
+
+def test_shape_novelty_is_served_as_offline_and_alerts_on_an_odd_beat(services: Any, tmp_path: Path) -> None:
+    """A bundle with shape novelty (`calibration.per_series.novelty`): the published scores equal `detect`'s,
+    the state in Redis keeps the novelty's history, and an odd beat whose values stay in range (the spike
+    model's raw score stays low) is alerted through its shape."""
+    from tests.unit.model.test_novelty import heartbeat
+
+    bundle_dir = calibrated(spike_bundle(tmp_path / "nov", window=16), threshold=0.4, novelty=(16, 160))
+    served = serve(load_bundle(bundle_dir))
+    assert served.geometry.novel and served.lag == 15
+    names = Names(uuid.uuid4().hex[:10])
+    worker = Worker(names.env(services, bundle_dir, ANOMALYBERT_ALERTS__COOLDOWN_POINTS="3"),
+                    tmp_path / "worker.log").start()
+    try:
+        n, odd = 700, 600
+        series = {f"nov-{names.token}-{k}": heartbeat(n, period=20, odd_at=odd, seed=k) * scale + level
+                  for k, (scale, level) in enumerate(((1.0, 0.0), (40.0, 500.0)))}
+        ts = [T0 + 1000 * i for i in range(n)]
+        msgs = [m for sid, v in series.items()
+                for m in json_messages(point(sid, t, float(x)) for t, x in zip(ts, v, strict=True))]
+        asyncio.run(produce(services.kafka_bootstrap, names.topics["telemetry"], msgs))
+        final = n - served.lag
+        got = asyncio.run(read_topic(
+            services.kafka_bootstrap, names.topics["scores"],
+            lambda ms: all(sum(1 for m in ms if m.get("series_id") == sid) >= final for sid in series),
+            timeout=120))
+        assert worker.alive(), worker.log()
+        offline = Detector(bundle_dir)
+        for sid, values in series.items():
+            mine = [m for m in got if m["series_id"] == sid]
+            assert [m["ts"] for m in mine] == ts[:final], "one score per point, in order"
+            score = np.array([m["score"] for m in mine])
+            raw = np.array([m["raw_score"] for m in mine])
+            np.testing.assert_allclose(raw, offline.raw_score(values)[:final], atol=1e-5)
+            np.testing.assert_allclose(score, offline.score(values)[:final], atol=1e-5)
+            hot = np.flatnonzero(score >= 0.4)
+            assert len(hot) and hot.min() >= odd and hot.min() < odd + 40, hot  # alerted at the odd beat only
+            assert raw[odd:odd + 40].max() < 0.5, "the values alone stay ordinary"
+            blob = redis.Redis.from_url(services.redis_url).get(f"{names.prefix}{{{sid}}}:st")
+            state = SeriesState.decode(blob)
+            assert state.shape is not None and len(state.shape) == 159
+    finally:
+        worker.stop()
