@@ -65,6 +65,9 @@ KILL_RESTART_S = 1.0
 STALL_S = 90.0
 # After the last expected score, keep reading this long so that late duplicates are counted too.
 LINGER_S = 5.0
+# A fault's recovery time: the longest wait of the scores made final by points sent from 5 s before the
+# fault to this long after it.
+RECOVERY_WINDOW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,10 @@ class Result:
     dead_letters_unexpected: int = 0  # dead letters of messages that were not bad (good points refused)
     crashes: int = 0
     faults: list[str] = field(default_factory=list)
+    faults_at_ms: list[float] = field(default_factory=list)  # epoch ms at which each fault began
+    # Per fault: the longest wait of a score made final by a point sent from 5 s before the fault to
+    # RECOVERY_WINDOW_S after it (None: no such score), i.e. the recovery after that fault.
+    recovery_s: list[float | None] = field(default_factory=list)
     offline_max_abs_diff: float | None = None
     points_per_s: float | None = None  # scores / (last score published - first point sent)
     latency_p50_s: float | None = None  # from the send of the point that makes a score final to its publish
@@ -565,6 +572,7 @@ def run_scenario(stack: Stack, plan: Plan, scenario: str, model: Path, log_dir: 
             while time.monotonic() < t_send + frac * send_s:
                 workers.reap()
                 time.sleep(0.1)
+            result.faults_at_ms.append(time.time() * 1000)
             result.faults.append(_apply(fault, stack, workers, rng))
             say(f"  {scenario}: {result.faults[-1]} at {time.monotonic() - t_send:.0f}s")
         sender.join()
@@ -731,6 +739,11 @@ def _latency(result: Result, published_ms: Any, scored: Any, sent_ms: Any, lag: 
     result.latency_max_s = float(waits.max())
     span = (published_ms[scored].max() - sent.min()) / 1000  # from the first point sent to the last score
     result.points_per_s = float(scored.sum() / span) if span > 0 else None
+    final_at = sent[:, made_final_by][scored]
+    result.recovery_s = []
+    for at in result.faults_at_ms:
+        near = (final_at >= at - 5000) & (final_at <= at + RECOVERY_WINDOW_S * 1000)
+        result.recovery_s.append(float(waits[near].max()) if near.any() else None)
 
 
 def _redis_used_memory_mb(url: str) -> float | None:
@@ -865,7 +878,8 @@ def print_table(console: Any, results: list[Result]) -> None:
 
     t = Table(title="Soak: every point scored exactly once, every bad message dead-lettered")
     for c in ("scenario", "series", "points", "scored", "lost", "duplicated", "bad sent", "dead-lettered",
-              "crashes", "offline |diff|", "points/s", "latency p50 / p99 / max s", "Redis MB", "verdict"):
+              "crashes", "offline |diff|", "points/s", "latency p50 / p99 / max s", "recovery s", "Redis MB",
+              "verdict"):
         t.add_column(c, justify="left" if c == "scenario" else "right")
     for r in results:
         t.add_row(r.scenario, f"{r.series:,}", f"{r.series * r.points:,}", f"{r.scored:,}", str(r.lost),
@@ -875,6 +889,7 @@ def print_table(console: Any, results: list[Result]) -> None:
                   "-" if r.points_per_s is None else f"{r.points_per_s:,.0f}",
                   "-" if r.latency_max_s is None else
                   f"{r.latency_p50_s:.2f} / {r.latency_p99_s:.1f} / {r.latency_max_s:.1f}",
+                  ", ".join("-" if v is None else f"{v:.1f}" for v in r.recovery_s) or "-",
                   "-" if r.redis_used_memory_mb is None else f"{r.redis_used_memory_mb:,.1f}",
                   "ok" if r.ok else "FAILED")
     console.print(t)

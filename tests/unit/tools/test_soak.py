@@ -91,3 +91,14 @@ def test_the_workers_fetch_with_the_soak_wait_not_their_default(tmp_path) -> Non
     assert env["ANOMALYBERT_KAFKA__FETCH_MAX_WAIT_MS"] == "10"
     out = CliRunner().invoke(soak, ["--help"])
     assert "--fetch-max-wait-ms" in out.output and "--linger-ms" in out.output
+
+
+def test_the_recovery_after_a_fault_is_the_longest_wait_of_the_points_sent_around_it() -> None:
+    r = Result("x", series=1, points=6, expected_scores=6)
+    sent = np.array([[0.0, 10_000.0, 20_000.0, 60_000.0, 100_000.0, 101_000.0]])
+    # the fault at 55 s delays the point sent at 60 s by 12 s; the point sent at 100 s is outside its window
+    published = np.array([[100, 10_200, 20_100, 72_000, 130_000, 101_100]], np.int64)
+    r.faults_at_ms = [55_000.0, 200_000.0]
+    _latency(r, published, np.ones((1, 6), bool), sent, lag=0, window=1)
+    assert r.recovery_s[0] == pytest.approx(12.0) and r.recovery_s[1] is None
+    assert r.latency_max_s == pytest.approx(30.0)
