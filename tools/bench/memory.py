@@ -5,7 +5,8 @@ N series in steady state are written with the worker's own code (`SeriesState` p
 afterwards. Two figures: the growth of `INFO memory` `used_memory` divided by N (what the server as a
 whole pays, allocator overhead included; other clients of the same Redis add noise), and the mean of
 `MEMORY USAGE` over a sample of the keys (per key, immune to other clients). A series in steady state
-has a full buffer of W points and `score_lag` pending score sums; its outbox is empty between batches.
+has a full buffer of W points and `score_lag` pending score sums (and, with shape novelty, a full history of
+`history - 1` inputs); its outbox is empty between batches.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def steady_state(geometry: Geometry, rng: np.random.Generator, version: str = ""
     state = SeriesState(g, version=version, threshold=threshold)
     step = state.push([ts0 + 1000 * i for i in range(n)], rng.normal(size=(n, g.channels)))
     state.apply(step, rng.uniform(size=(len(step.ends), g.window)))
+    if g.novel:  # a full novelty history (its content does not change its size; computing it would take long)
+        state.shape = rng.normal(size=(g.novelty_history - 1, g.channels)).astype(np.float16)
     return state.encode()
 
 
