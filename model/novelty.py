@@ -59,20 +59,22 @@ def novelty(history: np.ndarray, length: int, span: int, start: int = 0, stride:
     worker's kept history); they must reach back `span - 1` points or to the series' first point."""
     x = np.asarray(history, dtype=np.float64).reshape(len(history), -1)
     per_channel = [left_discord(x[:, c], length, span, stride, start=start) for c in range(x.shape[1])]
-    return np.max(per_channel, axis=0) if per_channel else np.zeros(len(x) - start)
+    return np.fmax.reduce(per_channel, axis=0) if per_channel else np.full(len(x) - start, np.nan)
 
 
 def left_discord(x: np.ndarray, length: int = DEFAULT_LENGTH, history: int = DEFAULT_HISTORY,
                  stride: int = 1, eps: float = EPS, start: int = 0) -> np.ndarray:
     """Novelty (T - start,) of points start..T-1 of a univariate series `x` (T,), see the module docstring.
 
-    Points before the first subsequence with a neighbour (t < 2 * length - 1) score 0. With `stride` > 1
+    Points before the first subsequence with a neighbour (t < 2 * length - 1) are NaN: nothing to compare
+    with yet, so a calibration learns nothing from them (a 0 there would make the first real novelty of
+    every series look rare). With `stride` > 1
     only every stride-th point is computed and the points in between take the next computed score (a
     point's score is final up to stride - 1 points later, as the model's scores are at that eval stride).
     """
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
-    out = np.zeros(n)
+    out = np.full(n, np.nan)
     if n < 2 * length or n <= start:
         return out[start:]
     lo_sub = max(0, start - length + 1 - (history - length))  # the oldest subsequence any query can reach
@@ -102,14 +104,15 @@ def left_discord(x: np.ndarray, length: int = DEFAULT_LENGTH, history: int = DEF
     at = np.searchsorted(ends, np.arange(n))
     take = at < len(ends)
     out[take] = score[at[take]]
-    out[: ends[0] - stride + 1] = 0.0  # before the first computed window's reach nothing is known
+    out[: ends[0] - stride + 1] = np.nan  # before the first computed window's reach nothing is known
     return out[start:]
 
 
 def combine_surprise(raw: np.ndarray, novelty: np.ndarray, tail: tuple[float, int]) -> np.ndarray:
     """The larger of the two per-series surprises (each its own `TailSketch(*tail)`, in arrival order): a
     point alerts when either its model score or its shape is rarer than the threshold's share of the
-    series' own past. NaN raw scores stay NaN."""
+    series' own past. NaN raw scores stay NaN; a NaN novelty (no shape to compare with yet) leaves the model's
+    surprise alone."""
     a = calibrate_series(raw, TailSketch(*tail))
     b = calibrate_series(novelty, TailSketch(*tail))
     return np.where(np.isnan(a), np.nan, np.fmax(a, b))

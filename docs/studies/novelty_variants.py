@@ -43,13 +43,14 @@ def main(dataset, limit=None, configs=((32, 1024),)):
         if s.name not in raws:
             ws = model_window_scores(bundle, v, stride)
             raws[s.name] = [aggregate(x, s.n_points, w, stride, lag)[0] for x in ws]
-        per = {}
+        per, nan_first = {}, {}
         for k, c in enumerate(chans):
             z = bundle.normalizer.prepare_series(v[:, c])[:, 0]
             r = raws[s.name][k]
             per.setdefault("raw", []).append(r)
             for (m, H) in configs:
-                d = left_discord(z, m, H)
+                nan_first.setdefault((m, H), []).append(left_discord(z, m, H))  # NaN before a neighbour exists
+                d = np.nan_to_num(nan_first[(m, H)][-1])  # the plain variants read 0 there
                 per.setdefault(f"disc{m}/{H}", []).append(d)
                 per.setdefault(f"mix{m}/{H}", []).append(0.5 * np.nan_to_num(r) + 0.5 * d)
                 per.setdefault(f"max{m}/{H}", []).append(np.maximum(np.nan_to_num(r), d))
@@ -57,8 +58,9 @@ def main(dataset, limit=None, configs=((32, 1024),)):
         def tl(x):
             return calibrate_series(x, TailSketch(5000, 200))
         for (m, H) in configs:
-            per[f"maxcal{m}/{H}"] = [np.maximum(tl(r), tl(d)) for r, d in zip(per["raw"], per[f"disc{m}/{H}"], strict=False)]
-            per[f"wcal{m}/{H}"] = [np.maximum(tl(r), tl(d) - 0.1) for r, d in zip(per["raw"], per[f"disc{m}/{H}"], strict=False)]
+            pairs = list(zip(per["raw"], nan_first[(m, H)], strict=True))
+            per[f"maxcal{m}/{H}"] = [np.where(np.isnan(tl(r)), np.nan, np.fmax(tl(r), tl(d))) for r, d in pairs]
+            per[f"wcal{m}/{H}"] = [np.where(np.isnan(tl(r)), np.nan, np.fmax(tl(r), tl(d) - 0.1)) for r, d in pairs]
         for name, chs in per.items():
             if "cal" in name:
                 sco = baselines.reduce_channels(np.stack(chs, 1), "max")

@@ -105,7 +105,7 @@ def test_a_swap_starts_the_novelty_anew() -> None:
     state = SeriesState(g, version="v1")
     step = state.push(list(range(300)), np.random.default_rng(2).normal(size=(300, 1)))
     state.apply(step, fake_scores(step.windows))
-    assert state.shape_sketch is not None and state.shape_sketch.seen == 300
+    assert state.shape_sketch is not None and state.shape_sketch.seen == 300 - (2 * 10 - 1)  # from the first shape on
     state.swap(g, "v2", 0.5)
     assert state.shape is not None and len(state.shape) == 0 and state.shape_sketch.seen == 0
     step = state.push([300], np.zeros((1, 1)))
