@@ -34,6 +34,7 @@ DEFAULT_LENGTH = 128
 DEFAULT_HISTORY = 2048
 EPS = 1e-2
 _BLOCK = 512  # queries per matrix product: bounds memory to _BLOCK x (_BLOCK + history) floats
+_FEW = 16  # up to this many new points (a worker's usual batch for one series), one correlation each
 
 
 def parse_novelty(text: str) -> tuple[int, int]:
@@ -77,6 +78,8 @@ def left_discord(x: np.ndarray, length: int = DEFAULT_LENGTH, history: int = DEF
     out = np.full(n, np.nan)
     if n < 2 * length or n <= start:
         return out[start:]
+    if stride == 1 and 0 < n - start <= _FEW:
+        return _few(x, length, history, eps, start)
     lo_sub = max(0, start - length + 1 - (history - length))  # the oldest subsequence any query can reach
     sub = sliding_window_view(x[lo_sub:], length)  # (N, L): subsequence i ends at point lo_sub + i + L - 1
     centred = sub - sub.mean(axis=1, keepdims=True)
@@ -106,6 +109,25 @@ def left_discord(x: np.ndarray, length: int = DEFAULT_LENGTH, history: int = DEF
     out[take] = score[at[take]]
     out[: ends[0] - stride + 1] = np.nan  # before the first computed window's reach nothing is known
     return out[start:]
+
+
+def _few(x: np.ndarray, length: int, history: int, eps: float, start: int) -> np.ndarray:
+    """`left_discord` of the last few points, one sliding correlation each (what a worker computes per series
+    and batch): the same values as the matrix products, within float rounding."""
+    out = np.full(len(x) - start, np.nan)
+    for t in range(max(start, 2 * length - 1), len(x)):
+        q = x[t - length + 1 : t + 1]
+        q = q - q.mean()
+        q = q / np.sqrt((q * q).mean() + eps)  # the query, unit as in the matrix path
+        seg = x[max(0, t - history + 1) : t - length + 1]  # every neighbour lies in it: ends <= t - length
+        c1 = np.concatenate([[0.0], np.cumsum(seg)])
+        c2 = np.concatenate([[0.0], np.cumsum(seg * seg)])
+        mean = (c1[length:] - c1[:-length]) / length
+        var = np.maximum((c2[length:] - c2[:-length]) / length - mean * mean, 0.0)
+        # sum((s - mean) q) = sum(s q), as q sums to 0
+        corr = np.correlate(seg, q, "valid") / (length * np.sqrt(var + eps))
+        out[t - start] = np.sqrt(np.clip(2.0 * (1.0 - corr.max()), 0.0, 4.0)) / 2.0
+    return out
 
 
 def combine_surprise(raw: np.ndarray, novelty: np.ndarray, tail: tuple[float, int]) -> np.ndarray:

@@ -129,3 +129,18 @@ def test_series_scope_bundle_is_evaluated_on_point_by_point_standardized_values(
         per_channel.append(aggregate(ws, series.n_points, 16, 1, lag)[0])
     np.testing.assert_allclose(out.detectors[ModelVariant(lag).name].scores, np.max(per_channel, axis=0),
                                rtol=1e-6)
+
+
+def test_evaluate_adds_the_novelty_variant(bundle) -> None:
+    from tests.unit.model.test_novelty import heartbeat
+
+    x = heartbeat(1200)
+    labels = np.zeros(1200, dtype=np.int8)
+    labels[900:940] = 1
+    series = Series("hb", x, labels, seen_end=300, windows=[(900, 939)])
+    lag = bundle.window_size - 1
+    plain, novel = ModelVariant(lag, "tail"), ModelVariant(lag, "tail", (40, 400))
+    out = evaluate_series(bundle, series, EvalConfig((plain, novel), baselines=False)).detectors
+    assert novel.name == f"anomalybert lag={lag} novelty=40/400 cal=tail"
+    assert (out[novel.name].scores >= out[plain.name].scores - 1e-12).all()  # the larger of two surprises
+    assert out[novel.name].scores[900:980].max() > out[plain.name].scores[900:980].max()

@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.datasets import Series
 from model.novelty import EPS, combine_surprise, left_discord, parse_novelty
-from evaluation.scoring import EvalConfig, ModelVariant, evaluate_series
-from model.bundle import load_bundle
 from model.surprise import TailSketch, calibrate_series
-from tests.bundles import tiny_bundle
 
 
 def brute_force(x: np.ndarray, length: int, history: int) -> np.ndarray:
@@ -43,6 +39,14 @@ def test_equals_the_brute_force_definition() -> None:
     x = np.random.default_rng(1).normal(size=300).cumsum()
     np.testing.assert_allclose(left_discord(x, 8, 64), brute_force(x, 8, 64), atol=1e-9)
     np.testing.assert_allclose(left_discord(x, 16, 40), brute_force(x, 16, 40), atol=1e-9)
+
+
+def test_the_last_few_points_alone_equal_the_whole_series() -> None:
+    """A worker computes only its batch's new points (one correlation each, `start`): the same values."""
+    x = np.random.default_rng(2).normal(size=400).cumsum()
+    whole = brute_force(x, 8, 64)
+    for start in (398, 390, 300, 20):  # 2, 10 (one correlation each), 100 (matrix products), before any shape
+        np.testing.assert_allclose(left_discord(x, 8, 64, start=start), whole[start:], atol=1e-9)
 
 
 def test_causal_and_in_range() -> None:
@@ -92,17 +96,3 @@ def test_combine_takes_the_larger_surprise() -> None:
     np.testing.assert_allclose(got[30:-1], np.maximum(a, b)[30:-1])
     np.testing.assert_allclose(got[:30], a[:30])
     assert np.isnan(got[-1])
-
-
-def test_evaluate_adds_the_novelty_variant(tmp_path) -> None:
-    bundle = load_bundle(tiny_bundle(tmp_path / "b"))
-    x = heartbeat(1200)
-    labels = np.zeros(1200, dtype=np.int8)
-    labels[900:940] = 1
-    series = Series("hb", x, labels, seen_end=300, windows=[(900, 939)])
-    lag = bundle.window_size - 1
-    plain, novel = ModelVariant(lag, "tail"), ModelVariant(lag, "tail", (40, 400))
-    out = evaluate_series(bundle, series, EvalConfig((plain, novel), baselines=False)).detectors
-    assert novel.name == f"anomalybert lag={lag} novelty=40/400 cal=tail"
-    assert (out[novel.name].scores >= out[plain.name].scores - 1e-12).all()  # the larger of two surprises
-    assert out[novel.name].scores[900:980].max() > out[plain.name].scores[900:980].max()
