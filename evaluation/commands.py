@@ -20,8 +20,8 @@ DEFAULT_MAX_SEEN = {"seed": None, "nab": None, "ucr": 4000, "smd": 4000, "smap_m
 NAB_PROFILE_LABELS = {"standard": "standard", "reward_low_FP_rate": "low FP", "reward_low_FN_rate": "low FN"}
 
 
-def _novelty(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
-    """`--novelty LENGTH/HISTORY` -> (length, history), or a usage error saying what is wrong."""
+def _novelty(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int, float] | None:
+    """`--novelty LENGTH/HISTORY[/RARITY]` -> (length, history, rarity), or a usage error saying what is wrong."""
     from model.novelty import parse_novelty
 
     try:
@@ -67,10 +67,11 @@ def _peer_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
                    "matrix-profile; pca, kmeans on all channels jointly) and a matrix-profile discord (discord), "
                    "or all. None is causal: each sees the whole series. Needs the 'peers' extra and "
                    "`pip install --no-deps tsb-ad==1.5` (docs/results.md). [default: none]")
-@click.option("--novelty", type=str, default=None, callback=_novelty, metavar="LENGTH/HISTORY",
-              help="Also score the model combined with a causal left discord (evaluation.novelty): the larger of "
-                   "the two per-series tail surprises, the shape's novelty being its distance to the nearest "
-                   "earlier LENGTH-point subsequence of the last HISTORY points, e.g. 128/2048. [default: none]")
+@click.option("--novelty", type=str, default=None, callback=_novelty, metavar="LENGTH/HISTORY[/RARITY]",
+              help="Also score the model combined with shape novelty (model.novelty, a causal left discord): the "
+                   "larger of the two per-series tail surprises, the shape's novelty being its distance to the "
+                   "nearest earlier LENGTH-point subsequence of the last HISTORY points, counted only when RARITY "
+                   "times rarer than the model's (default 1); e.g. 128/2048/4. [default: none]")
 @click.option("--eval-stride", type=click.IntRange(min=1), default=None, metavar="N",
               help="Score a window every N points (N > 1 trades fidelity for speed; lags below N-1 are "
                    "raised to N-1). [default: 1 for seed/nab/smap_msl, 8 for ucr, 16 for smd]")
@@ -87,7 +88,7 @@ def _peer_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
               help="ONNX Runtime threads.")
 def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags: tuple[int, ...],
                      calibrations: tuple[str, ...], output: Path | None, limit: int | None, baselines: bool,
-                     peer_names: tuple[str, ...], novelty: tuple[int, int] | None, eval_stride: int | None,
+                     peer_names: tuple[str, ...], novelty: tuple[int, int, float] | None, eval_stride: int | None,
                      max_seen: int | None,
                      channel_reduce: str, vus_max_buffer: int, seed: int, threads: int) -> None:
     """Measure a bundle's accuracy on labelled data, scored causally as the stream worker scores it.

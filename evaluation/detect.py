@@ -77,7 +77,7 @@ def _checkpoint_geometry(ckpt: Checkpoint, per: dict[str, Any]) -> Geometry:
     return Geometry(cfg.window_size, cfg.stride, cfg.window_size - 1, cfg.channels,
                     norm.halflife if norm.pointwise else 0.0, norm.deviation_halflife if norm.pointwise else 0.0,
                     float(per["halflife"]), int(per["min_history"]),
-                    int(shape.get("length", 0)), int(shape.get("history", 0)))
+                    int(shape.get("length", 0)), int(shape.get("history", 0)), float(shape.get("rarity", 1.0)))
 
 
 def top_n(series: Series, scores: np.ndarray, n: int) -> list[dict[str, Any]]:

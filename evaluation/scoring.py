@@ -38,11 +38,14 @@ class ModelVariant:
 
     lag: int
     calibration: str = "none"
-    novelty: tuple[int, int] | None = None  # (length, history) of `evaluation.novelty`, with cal=tail only
+    novelty: tuple[int, int, float] | None = None  # (length, history, rarity) of `model.novelty`; cal=tail only
 
     @property
     def name(self) -> str:
-        extra = f" novelty={self.novelty[0]}/{self.novelty[1]}" if self.novelty else ""
+        extra = ""
+        if self.novelty:
+            length, history, rarity = self.novelty
+            extra = f" novelty={length}/{history}" + (f"/{rarity:g}" if rarity != 1.0 else "")
         return f"anomalybert lag={self.lag}{extra} cal={self.calibration}"
 
 
@@ -143,7 +146,8 @@ def model_inputs(bundle: Bundle, values: np.ndarray, seen_end: int) -> list[np.n
     return out
 
 
-def novelty_point_scores(raw: list[np.ndarray], inputs: list[np.ndarray], shape: tuple[int, int], stride: int,
+def novelty_point_scores(raw: list[np.ndarray], inputs: list[np.ndarray], shape: tuple[int, int, float],
+                         stride: int,
                          tail: tuple[float, int] | None, reduce: str) -> np.ndarray:
     """Per channel group, the larger of the model's and the shape novelty's per-series surprises
     (`model.novelty`, on the same float16 inputs as the worker's; a group of several channels takes its
@@ -153,8 +157,8 @@ def novelty_point_scores(raw: list[np.ndarray], inputs: list[np.ndarray], shape:
     tail = tail or (TailSketch().halflife, TailSketch().min_history)
     per_group = []
     for r, x in zip(raw, inputs, strict=True):
-        found = novelty(as_history(x, x.shape[1]), *shape, stride=stride)
-        per_group.append(combine_surprise(r, found, tail))
+        found = novelty(as_history(x, x.shape[1]), shape[0], shape[1], stride=stride)
+        per_group.append(combine_surprise(r, found, tail, shape[2]))
     return baselines.reduce_channels(np.stack(per_group, axis=1), reduce)
 
 
@@ -164,10 +168,11 @@ def served_calibration(bundle: Bundle) -> str:
     return "none" if cal is None else cal.method
 
 
-def novelty_of(bundle: Bundle) -> tuple[int, int] | None:
-    """The shape novelty's (length, history) the bundle is served with, or None."""
+def novelty_of(bundle: Bundle) -> tuple[int, int, float] | None:
+    """The shape novelty's (length, history, rarity) the bundle is served with, or None."""
     cal = bundle.manifest.calibration.per_series
-    return None if cal is None or cal.novelty is None else (cal.novelty.length, cal.novelty.history)
+    n = None if cal is None else cal.novelty
+    return None if n is None else (n.length, n.history, n.rarity)
 
 
 def tail_of(bundle: Bundle) -> tuple[float, int] | None:

@@ -46,6 +46,8 @@ class Novelty(BaseModel):
 
     length: int = Field(default=128, ge=4)
     history: int = Field(default=2048, lt=2**16)
+    # the novelty counts only when this many times rarer than the threshold's tail probability
+    rarity: float = Field(default=1.0, ge=1.0)
 
     @model_validator(mode="after")
     def _history_holds_two_shapes(self) -> Novelty:

@@ -24,6 +24,8 @@ stretches from blowing their small wiggles up to unit spread, as `window_standar
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -37,15 +39,29 @@ _BLOCK = 512  # queries per matrix product: bounds memory to _BLOCK x (_BLOCK + 
 _FEW = 16  # up to this many new points (a worker's usual batch for one series), one correlation each
 
 
-def parse_novelty(text: str) -> tuple[int, int]:
-    """`LENGTH/HISTORY` (e.g. `128/2048`) -> (length, history), or ValueError saying what is wrong."""
+def parse_novelty(text: str) -> tuple[int, int, float]:
+    """`LENGTH/HISTORY[/RARITY]` (e.g. `128/2048` or `128/2048/4`) -> (length, history, rarity), or ValueError
+    saying what is wrong. RARITY (default 1): how many times rarer than the threshold's tail probability
+    the novelty must be to count (`discount`)."""
+    parts = text.split("/")
     try:
-        length, history = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ValueError(f"expected LENGTH/HISTORY such as 128/2048, got {text!r}") from None
-    if length < 4 or history < 2 * length:
-        raise ValueError(f"need LENGTH >= 4 and HISTORY >= 2 * LENGTH, got {length}/{history}")
-    return length, history
+        length, history = int(parts[0]), int(parts[1])
+        rarity = float(parts[2]) if len(parts) == 3 else 1.0
+        if len(parts) not in (2, 3):
+            raise ValueError
+    except (ValueError, IndexError):
+        raise ValueError(f"expected LENGTH/HISTORY[/RARITY] such as 128/2048 or 128/2048/4, got {text!r}") from None
+    if length < 4 or history < 2 * length or not rarity >= 1.0:
+        raise ValueError(f"need LENGTH >= 4, HISTORY >= 2 * LENGTH and RARITY >= 1, got {text}")
+    return length, history, rarity
+
+
+def discount(rarity: float) -> float:
+    """What is taken off the novelty's surprise so that it counts as `rarity` times less rare:
+    log10(rarity) / DECADES (0.1003 for 4)."""
+    from model.surprise import DECADES
+
+    return math.log10(rarity) / DECADES
 
 
 def as_history(inputs: np.ndarray, channels: int) -> np.ndarray:
@@ -130,11 +146,17 @@ def _few(x: np.ndarray, length: int, history: int, eps: float, start: int) -> np
     return out
 
 
-def combine_surprise(raw: np.ndarray, novelty: np.ndarray, tail: tuple[float, int]) -> np.ndarray:
-    """The larger of the two per-series surprises (each its own `TailSketch(*tail)`, in arrival order): a
-    point alerts when either its model score or its shape is rarer than the threshold's share of the
-    series' own past. NaN raw scores stay NaN; a NaN novelty (no shape to compare with yet) leaves the model's
-    surprise alone."""
+def combine_surprise(raw: np.ndarray, novelty: np.ndarray, tail: tuple[float, int], rarity: float = 1.0
+                     ) -> np.ndarray:
+    """The larger of the two per-series surprises (each its own `TailSketch(*tail)`, in arrival order), the
+    novelty's lowered by `discount(rarity)`: a point alerts when its model score is rarer than the
+    threshold's share of the series' own past, or its shape `rarity` times rarer than that. NaN raw scores
+    stay NaN; a NaN novelty (no shape to compare with yet) leaves the model's surprise alone."""
     a = calibrate_series(raw, TailSketch(*tail))
     b = calibrate_series(novelty, TailSketch(*tail))
-    return np.where(np.isnan(a), np.nan, np.fmax(a, b))
+    return np.where(np.isnan(a), np.nan, np.fmax(a, lowered(b, rarity)))
+
+
+def lowered(surprise: np.ndarray, rarity: float) -> np.ndarray:
+    """A novelty surprise counted `rarity` times less rare (never below 0; NaN stays NaN)."""
+    return surprise if rarity == 1.0 else np.maximum(surprise - discount(rarity), 0.0)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model.normalize import RunningStats
-from model.novelty import as_history, novelty
+from model.novelty import as_history, lowered, novelty
 from model.surprise import TailSketch, calibrate_series
 from model.windows import check_lag
 
@@ -44,6 +44,7 @@ class Geometry:
     # shape novelty beside the model's score (`model.novelty`): subsequence length and history, 0: none
     novelty_length: int = 0
     novelty_history: int = 0
+    novelty_rarity: float = 1.0  # the novelty counts when this many times rarer (`model.novelty.discount`)
 
     def __post_init__(self) -> None:
         check_lag(self.window, self.stride, self.lag)
@@ -64,6 +65,8 @@ class Geometry:
             if not (4 <= self.novelty_length and 2 * self.novelty_length <= self.novelty_history < 2**16):
                 raise ValueError(f"novelty needs 4 <= length and 2 * length <= history < 65536, got "
                                  f"{self.novelty_length}/{self.novelty_history}")
+        if not self.novelty_rarity >= 1.0:
+            raise ValueError(f"novelty_rarity must be >= 1, got {self.novelty_rarity}")
 
     @property
     def calibrated(self) -> bool:
@@ -93,7 +96,7 @@ class Geometry:
         if inputs is None:
             raise ValueError("a geometry with novelty calibrates from the model inputs too")
         shape = calibrate_series(self.novelty(as_history(inputs, self.channels)), self.new_sketch())
-        return np.where(np.isnan(served), np.nan, np.fmax(served, shape))
+        return np.where(np.isnan(served), np.nan, np.fmax(served, lowered(shape, self.novelty_rarity)))
 
     @property
     def pointwise(self) -> bool:
@@ -123,7 +126,8 @@ def geometry_of(manifest: Manifest, lag: int) -> Geometry:
     """The geometry a bundle with this manifest is served with at `lag`."""
     norm, cal = manifest.normalizer, manifest.calibration.per_series
     surprise = (cal.halflife, cal.min_history) if cal is not None else (0.0, 0)
-    shape = (cal.novelty.length, cal.novelty.history) if cal is not None and cal.novelty else (0, 0)
+    shape = ((cal.novelty.length, cal.novelty.history, cal.novelty.rarity) if cal is not None and cal.novelty
+             else (0, 0, 1.0))
     if not norm.pointwise:
         return Geometry(manifest.window_size, manifest.stride, lag, manifest.channels, 0.0, 0.0, *surprise, *shape)
     return Geometry(manifest.window_size, manifest.stride, lag, manifest.channels, norm.halflife,

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.normalize import RunningStats
-from model.novelty import as_history
+from model.novelty import as_history, lowered
 from model.serving import Geometry
 from model.surprise import SIZE as SKETCH_SIZE
 from model.surprise import TailSketch, calibrate_series
@@ -65,9 +65,9 @@ _BODY3 = struct.Struct("<BBHHHHHHqqIqqddBdQ")
 _BODY4 = struct.Struct("<BBHHHHHHqqIqqddBdQd")
 # format 5 appends: the per-series calibration's half-life and minimum history (its sketch follows the counts)
 _BODY5 = struct.Struct("<BBHHHHHHqqIqqddBdQddI")
-# format 6 appends: the novelty's length, history and kept points (its sketch, history and pending surprises
-# follow the calibration sketch)
-_BODY = struct.Struct("<BBHHHHHHqqIqqddBdQddIHHH")
+# format 6 appends: the novelty's length, history, kept points and rarity (its sketch, history and pending
+# surprises follow the calibration sketch)
+_BODY = struct.Struct("<BBHHHHHHqqIqqddBdQddIHHHd")
 _FLAG_OPEN = 1
 _FLAG_TS_DELTA32 = 2
 _FLAG_HAS_TS = 4
@@ -260,7 +260,7 @@ class SeriesState:
         raw = np.where(counts > 0, self.sums[:m] / np.maximum(counts, 1), np.nan)
         served = calibrate_series(raw, self.sketch)  # the raw scores themselves when uncalibrated
         if self.novelty is not None:
-            served = np.fmax(served, self.novelty[:m])
+            served = np.fmax(served, lowered(self.novelty[:m], g.novelty_rarity))
         calibrated = self.sketch is not None
         for i in range(p0, n_final):
             j, b = i - p0, i - self.base
@@ -376,6 +376,7 @@ class SeriesState:
             g.novelty_length,
             g.novelty_history,
             kept,
+            g.novelty_rarity,
         )
         return b"".join(
             [
@@ -408,7 +409,7 @@ def _decode(blob: bytes) -> SeriesState:
     if fmt not in _READS:
         raise CorruptState(f"state format {fmt}, this worker reads {_READS}")
     halflife, stats_count, deviation_halflife, surprise_halflife, surprise_min_history = 0.0, 0, 0.0, 0.0, 0
-    novelty_length, novelty_history, kept = 0, 0, 0
+    novelty_length, novelty_history, kept, novelty_rarity = 0, 0, 0, 1.0
     if fmt == 2:
         (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
          vlen) = _BODY2.unpack_from(blob, _HEAD.size)
@@ -429,10 +430,11 @@ def _decode(blob: bytes) -> SeriesState:
     else:
         (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
          vlen, halflife, stats_count, deviation_halflife, surprise_halflife,
-         surprise_min_history, novelty_length, novelty_history, kept) = _BODY.unpack_from(blob, _HEAD.size)
+         surprise_min_history, novelty_length, novelty_history, kept,
+         novelty_rarity) = _BODY.unpack_from(blob, _HEAD.size)
         pos = _HEAD.size + _BODY.size
     g = Geometry(w, stride, lag, c, halflife, deviation_halflife, surprise_halflife, surprise_min_history,
-                 novelty_length, novelty_history)
+                 novelty_length, novelty_history, novelty_rarity)
     version = blob[pos:pos + vlen].decode()
     pos += vlen
     if flags & _FLAG_TS_DELTA32 and k:

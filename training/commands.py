@@ -341,10 +341,11 @@ def export(model_path: Path, output: Path) -> None:
 @click.option("--tail-probability", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
               default=1e-3, show_default=True, metavar="P",
               help="With --per-series tail: alert on points rarer than P among their series' own scores.")
-@click.option("--novelty", type=str, default=None, metavar="LENGTH/HISTORY|none",
+@click.option("--novelty", type=str, default=None, metavar="LENGTH/HISTORY[/RARITY]|none",
               help="With --per-series tail: also serve shape novelty (model.novelty), the larger of the two "
-                   "per-series surprises; e.g. 128/2048 (each series keeps its last HISTORY-1 inputs, 2 bytes "
-                   "each); none: without it [the checkpoint's].")
+                   "per-series surprises, the novelty's counted only when RARITY times rarer (default 1); e.g. "
+                   "128/2048/4 (each series keeps its last HISTORY-1 inputs, 2 bytes each); none: without it "
+                   "[the checkpoint's].")
 def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None, threshold_beta: float,
               max_normal_rate: float | None, val_fraction: float, deviation_blend: float | None,
               deviation_scale: float | None, deviation_halflife: float | None, per_series: str | None,
@@ -400,7 +401,8 @@ def calibrate(model_path: Path, data: Path, output: Path, score_lag: int | None,
     if cal.get("per_series"):
         blended += f", per-series tail calibration (rarer than {cal['tail_probability']:g})"
         if cal["per_series"].get("novelty"):
-            blended += " with shape novelty {length}/{history}".format(**cal["per_series"]["novelty"])
+            blended += " with shape novelty {length}/{history} (rarity {rarity:g})".format(
+                **{"rarity": 1.0, **cal["per_series"]["novelty"]})
     click.echo(f"saved {output} (threshold {ckpt.threshold:.4f} at score_lag {cal['score_lag']}{blended}, "
                f"{cal['method']}; was {cal['recalibrated']['previous_threshold']:.4f})")
 

@@ -248,7 +248,7 @@ def train(series: list[Series], cfg: Any, tc: TrainConfig,
 def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, beta: float,
                 val_fraction: float = 0.2, deviation_halflife: float | None = None,
                 max_normal_rate: float | None = None, per_series: str | None = None,
-                tail_probability: float = 1e-3, novelty: tuple[int, int] | bool | None = None,
+                tail_probability: float = 1e-3, novelty: tuple[int, int, float] | bool | None = None,
                 **blend: float) -> Checkpoint:
     """The same model with its threshold chosen again: best F-beta at `score_lag` on the validation tails
     of `series` (split as `train` splits them), or, with `max_normal_rate`, the lowest threshold that flags
@@ -261,8 +261,8 @@ def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, b
     `per_series` "tail": serve the scores through the per-series tail sketch (`model.surprise`); the
     threshold is then the surprise of `tail_probability` (a point alerts when it is rarer than that among its
     own series' scores), the same on every series, and the validation tails only report how it does there.
-    "none": back to raw scores. None: as the checkpoint is. `novelty` (length, history): serve the larger of
-    the model's and the shape novelty's surprises (`model.novelty`; needs the tail calibration and a
+    "none": back to raw scores. None: as the checkpoint is. `novelty` (length, history, rarity): serve the
+    larger of the model's and the shape novelty's surprises (`model.novelty`; needs the tail calibration and a
     series-scope normalizer); False: without it; None: as the checkpoint is."""
     family = families.get(ckpt.family)
     if deviation_halflife is not None:
@@ -288,7 +288,8 @@ def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, b
             raise ValueError("novelty needs a per-series calibration: give per_series tail")
         if novelty and not ckpt.normalizer.pointwise:
             raise ValueError("novelty needs a series-scope (point-by-point) normalizer")
-        per = {**per, "novelty": {"length": novelty[0], "history": novelty[1]} if novelty else None}
+        per = {**per, "novelty": ({"length": novelty[0], "history": novelty[1], "rarity": novelty[2]} if novelty
+                                  else None)}
     if per is not None:
         if max_normal_rate is not None:
             raise ValueError("max_normal_rate does not apply to a per-series calibration: give tail_probability")
@@ -320,7 +321,8 @@ def _tail_calibrated(ckpt: Checkpoint, holdouts: list, lag: int, per: dict[str, 
 
             found = novelty(as_history(h.values, cfg.channels), shape["length"], shape["history"], start=h.first)
             covered = ~np.isnan(score_series(TorchScorer(ckpt), h.values, cfg.window_size, cfg.stride, lag)[h.first:])
-            scored.append(combine_surprise(raw, found[covered], (per["halflife"], per["min_history"])))
+            scored.append(combine_surprise(raw, found[covered], (per["halflife"], per["min_history"]),
+                                           shape.get("rarity", 1.0)))
         else:
             scored.append(calibrate_series(raw, TailSketch(per["halflife"], per["min_history"])))
         labels.append(label)

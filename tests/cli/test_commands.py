@@ -307,7 +307,7 @@ def test_calibrate_with_novelty_then_export_serves_it(workdir: Path, tmp_path: P
     code, out, _ = cli(["calibrate", "-m", str(tmp_path / "s.pt"), "-d", data, "--score-lag", "0",
                         "--per-series", "tail", "--tail-probability", "0.01", "--novelty", "16/128",
                         "-o", str(tmp_path / "n.pt")])
-    assert code == 0 and "with shape novelty 16/128" in out, out
+    assert code == 0 and "with shape novelty 16/128 (rarity 1)" in out, out
     code, out, _ = cli(["export", "-m", str(tmp_path / "n.pt"), "-o", str(tmp_path / "nb")])
     assert code == 0, out
     bundle = load_bundle(tmp_path / "nb")
@@ -326,6 +326,9 @@ def test_calibrate_with_novelty_then_export_serves_it(workdir: Path, tmp_path: P
     code, _, err = cli(["calibrate", "-m", str(tmp_path / "s.pt"), "-d", data, "--per-series", "tail",
                         "--novelty", "16/20", "-o", str(tmp_path / "bad.pt")])
     assert code == 2 and "--novelty" in err and "HISTORY >= 2 * LENGTH" in err, err
+    code, out, _ = cli(["calibrate", "-m", str(tmp_path / "n.pt"), "-d", data, "--score-lag", "0",
+                        "--per-series", "tail", "--novelty", "16/128/4", "-o", str(tmp_path / "n4.pt")])
+    assert code == 0 and "(rarity 4)" in out, out
     code, _, err = cli(["calibrate", "-m", str(workdir / "m.pt"), "-d", data, "--per-series", "tail",
                         "--novelty", "16/128", "-o", str(tmp_path / "bad.pt")])
     assert code == 2 and "--novelty" in err and "series-scope" in err, err

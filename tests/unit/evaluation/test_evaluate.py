@@ -139,7 +139,7 @@ def test_evaluate_adds_the_novelty_variant(bundle) -> None:
     labels[900:940] = 1
     series = Series("hb", x, labels, seen_end=300, windows=[(900, 939)])
     lag = bundle.window_size - 1
-    plain, novel = ModelVariant(lag, "tail"), ModelVariant(lag, "tail", (40, 400))
+    plain, novel = ModelVariant(lag, "tail"), ModelVariant(lag, "tail", (40, 400, 1.0))
     out = evaluate_series(bundle, series, EvalConfig((plain, novel), baselines=False)).detectors
     assert novel.name == f"anomalybert lag={lag} novelty=40/400 cal=tail"
     assert (out[novel.name].scores >= out[plain.name].scores - 1e-12).all()  # the larger of two surprises

@@ -79,8 +79,9 @@ def test_stride_keeps_the_computed_points_and_fills_towards_them() -> None:
 
 
 def test_parse_novelty() -> None:
-    assert parse_novelty("128/2048") == (128, 2048)
-    for bad in ("128", "a/b", "128/200", "2/64"):
+    assert parse_novelty("128/2048") == (128, 2048, 1.0)
+    assert parse_novelty("128/2048/4") == (128, 2048, 4.0)
+    for bad in ("128", "a/b", "128/200", "2/64", "128/2048/0.5", "128/2048/4/1", "128/2048/x"):
         with pytest.raises(ValueError, match="LENGTH"):
             parse_novelty(bad)
 
@@ -96,3 +97,6 @@ def test_combine_takes_the_larger_surprise() -> None:
     np.testing.assert_allclose(got[30:-1], np.maximum(a, b)[30:-1])
     np.testing.assert_allclose(got[:30], a[:30])
     assert np.isnan(got[-1])
+    # rarity 4: the novelty counts as 4 times less rare, log10(4) / 6 lower on the surprise scale
+    strict = combine_surprise(raw, nov, (500.0, 50), rarity=4.0)
+    np.testing.assert_allclose(strict[30:-1], np.maximum(a, np.maximum(b - np.log10(4) / 6, 0))[30:-1])
