@@ -139,11 +139,12 @@ class SeriesState:
             self._restart_novelty()
 
     def _restart_novelty(self) -> None:
-        """No shape seen yet: the pending points get novelty surprise 0 (a series' first points do too)."""
+        """No shape seen yet: the pending points have no novelty (NaN: served on their model surprise alone, as a
+        series' first points are)."""
         g = self.geometry
         self.shape = np.empty((0, g.channels), np.float16)
         self.shape_sketch = g.new_sketch()
-        self.novelty = np.zeros(len(self.sums))
+        self.novelty = np.full(len(self.sums), np.nan)
 
     def _restart_stats(self) -> None:
         """Running statistics from the buffered points on (a new series: from its first point)."""
