@@ -31,7 +31,7 @@ def test_fuzzed_states_are_used_or_reset_and_counted(tmp_path) -> None:
     metrics = Metrics()
     proc = Processor(None, None, None, ScoringSettings(), AlertSettings(), metrics, "w")  # type: ignore[arg-type]
     good = [_blobs(served.geometry, bundle.version), _blobs(Geometry(8, 1, 0, 1, 50.0), "other")]
-    rng = random.Random(0)
+    rng = random.Random(5)  # decodable-but-unusable damage is rare (a few in 3,000): a seed that meets it
     points = [(0, Telemetry(series_id="s", ts=10**9 + i, value=1.0)) for i in range(20)]
     for _ in range(3000):
         b = bytearray(rng.choice(good))
