@@ -5,7 +5,8 @@ LENGTH/HISTORY list, optional file limit). Prints VUS-PR, AUC-ROC, UCR hits and 
 shipped raw score, the discord alone, their mean (`mix`), their max (`max`), each with and without the
 per-series tail calibration, and the larger of the two per-series surprises (`maxcal`, what the worker
 serves with `calibration.per_series.novelty`) and a variant that discounts the novelty's surprise by 0.1
-(`wcal`). The windowed Gaussian runs beside them. Raw model scores are cached in runs/disc/.
+(`wcal`). The windowed Gaussian runs beside them. Raw model scores are cached in runs/disc/. A fourth
+argument, `all` or a file limit being the third, lists fixed thresholds to report NAB at (e.g. 0.4498,0.5).
 """
 import pickle
 import sys
@@ -26,7 +27,7 @@ from model.surprise import TailSketch, calibrate_series
 from model.windows import aggregate
 
 
-def main(dataset, limit=None, configs=((32, 1024),)):
+def main(dataset, limit=None, configs=((32, 1024),), thresholds=()):
     bundle = load_bundle(DEFAULT_BUNDLE_DIR)
     w = bundle.window_size
     stride = max(DEFAULT_EVAL_STRIDE[dataset], bundle.stride)
@@ -82,12 +83,17 @@ def main(dataset, limit=None, configs=((32, 1024),)):
     profiles = nab_profiles(Path("../shared/data/nab")) if dataset == "nab" else None
     if profiles:
         profiles = {"standard": profiles["standard"]}
-    rep = build_report(out, dataset, profiles, bundle.threshold, 0, 128, "tail")
+    for threshold in thresholds or (bundle.threshold,):
+        print(f"-- fixed threshold {threshold:.4f}")
+        report(build_report(out, dataset, profiles, threshold, 0, 128, "tail"), len(out))
+
+
+def report(rep: dict, n_series: int) -> None:
     for det, e in rep.items():
         m = e["summary"]
         line = f"{det:40s} vus {m['vus_pr'] or float('nan'):.3f} roc {m['auc_roc'] or float('nan'):.3f}"
         if "ucr_hit_rate" in m:
-            line += f" ucr {m['ucr_hit_rate']*len(out):.0f}/{len(out)}"
+            line += f" ucr {m['ucr_hit_rate'] * n_series:.0f}/{n_series}"
         if "nab" in e:
             n = e["nab"]["standard"]
             fx = n["fixed"]["score"] if n["fixed"] else float("nan")
@@ -100,5 +106,5 @@ def main(dataset, limit=None, configs=((32, 1024),)):
 if __name__ == "__main__":
     ds = sys.argv[1]
     cfgs = tuple(tuple(int(a) for a in c.split("/")) for c in sys.argv[2].split(","))
-    lim = int(sys.argv[3]) if len(sys.argv) > 3 else None
-    main(ds, lim, cfgs)
+    lim = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] != "all" else None
+    main(ds, lim, cfgs, tuple(float(t) for t in sys.argv[4].split(",")) if len(sys.argv) > 4 else ())
