@@ -32,6 +32,17 @@ def _series(n: int, seed: int, level: float, spike_at: int) -> np.ndarray:
     return v
 
 
+def _replay(services: Any, names: Names, series: dict[str, np.ndarray], ts: list[int], final: int) -> list[dict]:
+    """Send every series' points, interleaved by series, and read the scores until each has `final`."""
+    msgs = [m for sid, v in series.items()
+            for m in json_messages(point(sid, t, float(x)) for t, x in zip(ts, v, strict=True))]
+    asyncio.run(produce(services.kafka_bootstrap, names.topics["telemetry"], msgs))
+    return asyncio.run(read_topic(
+        services.kafka_bootstrap, names.topics["scores"],
+        lambda ms: all(sum(1 for m in ms if m.get("series_id") == sid) >= final for sid in series),
+        timeout=120))
+
+
 def test_a_calibrated_bundle_publishes_offline_equal_surprise_per_series(
         services: Any, tmp_path: Path) -> None:
     bundle_dir = calibrated(spike_bundle(tmp_path / "cal", window=16), threshold=0.4)
@@ -46,14 +57,8 @@ def test_a_calibrated_bundle_publishes_offline_equal_surprise_per_series(
         series = {f"cal-{names.token}-{k}": _series(n, k, level, spike)
                   for k, (level, spike) in enumerate(((0.0, 300), (3.0, 330)))}
         ts = [T0 + 1000 * i for i in range(n)]
-        msgs = [m for sid, v in series.items()
-                for m in json_messages(point(sid, t, float(x)) for t, x in zip(ts, v, strict=True))]
-        asyncio.run(produce(services.kafka_bootstrap, names.topics["telemetry"], msgs))
         final = n - served.lag
-        got = asyncio.run(read_topic(
-            services.kafka_bootstrap, names.topics["scores"],
-            lambda ms: all(sum(1 for m in ms if m.get("series_id") == sid) >= final for sid in series),
-            timeout=120))
+        got = _replay(services, names, series, ts, final)
         alerts = asyncio.run(read_topic(services.kafka_bootstrap, names.topics["alerts"],
                                         lambda ms: len(ms) >= 2, timeout=30))
         assert worker.alive(), worker.log()
@@ -99,14 +104,8 @@ def test_shape_novelty_is_served_as_offline_and_alerts_on_an_odd_beat(services: 
         series = {f"nov-{names.token}-{k}": heartbeat(n, period=20, odd_at=odd, seed=k) * scale + level
                   for k, (scale, level) in enumerate(((1.0, 0.0), (40.0, 500.0)))}
         ts = [T0 + 1000 * i for i in range(n)]
-        msgs = [m for sid, v in series.items()
-                for m in json_messages(point(sid, t, float(x)) for t, x in zip(ts, v, strict=True))]
-        asyncio.run(produce(services.kafka_bootstrap, names.topics["telemetry"], msgs))
         final = n - served.lag
-        got = asyncio.run(read_topic(
-            services.kafka_bootstrap, names.topics["scores"],
-            lambda ms: all(sum(1 for m in ms if m.get("series_id") == sid) >= final for sid in series),
-            timeout=120))
+        got = _replay(services, names, series, ts, final)
         assert worker.alive(), worker.log()
         offline = Detector(bundle_dir)
         for sid, values in series.items():
