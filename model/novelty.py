@@ -29,7 +29,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from model.surprise import TailSketch, calibrate_series
+from model.surprise import DECADES, TailSketch, calibrate_series
 
 FLOAT16_MAX = 60000.0  # inputs are clipped to this before float16 (whose largest finite value is 65504)
 DEFAULT_LENGTH = 128
@@ -59,8 +59,6 @@ def parse_novelty(text: str) -> tuple[int, int, float]:
 def discount(rarity: float) -> float:
     """What is taken off the novelty's surprise so that it counts as `rarity` times less rare:
     log10(rarity) / DECADES (0.1003 for 4)."""
-    from model.surprise import DECADES
-
     return math.log10(rarity) / DECADES
 
 
