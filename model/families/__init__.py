@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 DEFAULT_FAMILY = "anomalybert"
 ENTRY_POINT_GROUP = "anomalybert.families"
 # Built-in families: name -> the module whose import registers it.
-_BUILTIN = {"anomalybert": "model.families.anomalybert"}
+_BUILTIN = {"anomalybert": "model.families.anomalybert",
+            "anomaly-transformer": "model.families.anomaly_transformer"}
 _REGISTRY: dict[str, Family] = {}
 
 

@@ -335,3 +335,27 @@ def test_calibrate_with_novelty_then_export_serves_it(workdir: Path, tmp_path: P
     code, _, err = cli(["calibrate", "-m", str(tmp_path / "s.pt"), "-d", data, "--novelty", "16/128",
                         "-o", str(tmp_path / "bad.pt")])
     assert code == 2 and "--novelty" in err and "per-series calibration" in err, err
+
+
+def test_anomaly_transformer_trains_exports_and_scores_as_its_checkpoint(workdir: Path, tmp_path: Path,
+                                                                         cli: Run) -> None:
+    from evaluation.detect import Detector
+    from evaluation.series import load_csv
+    from model.bundle import load_bundle
+
+    data = str(workdir / "data")
+    code, out, _ = cli(["train", "--family", "anomaly-transformer", "-d", data, "-o", str(tmp_path / "at.pt"),
+                        "-e", "1", "--no-progress", "--window-size", "16", "--d-model", "16", "--n-heads", "2",
+                        "--d-ff", "32", "--set", "e_layers=1", "--set", "score=plain", "--score-lag", "0"])
+    assert code == 0 and "(anomaly-transformer, threshold" in out, out
+    code, out, _ = cli(["export", "-m", str(tmp_path / "at.pt"), "-o", str(tmp_path / "atb")])
+    assert code == 0, out
+    bundle = load_bundle(tmp_path / "atb")
+    assert bundle.manifest.family == "anomaly-transformer" and bundle.manifest.model["score"] == "plain"
+    values = load_csv(next(iter(sorted((workdir / "data").glob("*.csv"))))).values
+    served = Detector(tmp_path / "atb").score(values)
+    np.testing.assert_allclose(Detector(tmp_path / "at.pt").score(values), served, atol=1e-5)
+    assert np.all((served >= 0) & (served < 1))
+    code, _, err = cli(["train", "--family", "anomaly-transformer", "-d", data, "-o", str(tmp_path / "x.pt"),
+                        "--n-layers", "2", "--no-progress"])
+    assert code == 2 and "unknown" in err, err
