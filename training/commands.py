@@ -96,9 +96,21 @@ set_option = click.option(
 
 
 @click.command()
-@click.option("--data", "-d", required=True, type=click.Path(path_type=Path),
+@click.option("--data", "-d", type=click.Path(path_type=Path),
               help="A CSV file or a directory of CSV files (searched recursively) with the columns "
-                   "timestamp, value and probability (or anomaly_tag).")
+                   "timestamp, value and probability (or anomaly_tag). Or --dataset with --path.")
+@click.option("--dataset", type=click.Choice(("smd", "smap_msl")), default=None,
+              help="Train on a public set's normal train splits instead (unlabelled: an unsupervised family "
+                   "such as anomaly-transformer, with --threshold-percentile); SMD keeps its 38 channels.")
+@click.option("--path", "dataset_path", type=click.Path(path_type=Path), default=None,
+              help="The --dataset folder, e.g. ../shared/data/smd.")
+@click.option("--max-points", type=click.IntRange(min=2), default=4000, show_default=True,
+              help="With --dataset: the last N points of each train split (memory: every window is built).")
+@click.option("--threshold-percentile", type=click.FloatRange(0.0, 100.0, min_open=True, max_open=True),
+              default=None, metavar="P",
+              help="Store the P-th percentile of the training and validation points' scores as the threshold "
+                   "(the Anomaly Transformer's rule, reference 99; no labels used) instead of best F-beta "
+                   "[with --dataset: 99].")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint to write (.pt).")
 @click.option("--epochs", "-e", default=10, show_default=True, type=click.IntRange(min=1))
@@ -149,7 +161,9 @@ set_option = click.option(
 @set_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on a terminal only].")
 @click.option("--verbose", "-v", is_flag=True, help="Log details.")
-def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val_fraction: float, seed: int,
+def train(data: Path | None, dataset: str | None, dataset_path: Path | None, max_points: int,
+          threshold_percentile: float | None, output: Path, epochs: int, batch_size: int, lr: float,
+          val_fraction: float, seed: int,
           score_lag: int | None, finetune: Path | None, normalization: str | None, scope: str | None,
           halflife: float | None, threshold_beta: float, family: str, settings: tuple[str, ...],
           progress: bool | None, verbose: bool, **arch: Any) -> None:
@@ -163,6 +177,8 @@ def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val
     Examples:
       anomalybert train --data data/train --output model.pt --epochs 10
       anomalybert train --data data/mine.csv --output tuned.pt --epochs 5 --finetune model.pt
+      anomalybert train --family anomaly-transformer --dataset smd --path ../shared/data/smd \\
+          --normalization zscore --scope global --window-size 100 --output at.pt
     """
     _setup_logging(verbose)
     from evaluation.series import load_series
@@ -177,11 +193,26 @@ def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val
         if normalization is not None or scope is not None or halflife is not None:
             raise click.UsageError("--finetune keeps the checkpoint's normalization; "
                                    "drop --normalization/--scope/--halflife")
+    if (data is None) == (dataset is None) or (dataset is None) != (dataset_path is None):
+        raise click.UsageError("give --data, or --dataset with --path")
     try:
         fam = families.get(family)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--family") from e
-    cfg = _model_config(family, arch, settings)
+    if dataset is not None and fam.supervised:
+        raise click.UsageError(f"--dataset trains on unlabelled normal data: family {family!r} learns from labels; "
+                               "use an unsupervised family such as anomaly-transformer")
+    channels = None
+    if dataset is not None:  # the set's channel count unless --set channels=... says otherwise
+        assert dataset_path is not None
+        from training.datasets import normal_train_splits
+
+        try:
+            series = normal_train_splits(dataset, dataset_path, max_points)
+        except DataError as e:
+            raise click.BadParameter(str(e), param_hint="--path") from e
+        channels = series[0].channels if series else None
+    cfg = _model_config(family, arch | ({"channels": channels} if channels else {}), settings)
     kind = normalization or ("zscore" if scope == "series" else "minmax")
     try:
         fam.check(cfg, Normalizer(kind=kind, scope=scope or "window",  # type: ignore[arg-type]
@@ -193,8 +224,11 @@ def train(data: Path, output: Path, epochs: int, batch_size: int, lr: float, val
                      normalization=kind, scope=scope or "window",
                      halflife=halflife or DEFAULT_HALFLIFE, threshold_beta=threshold_beta,
                      finetune=str(finetune) if finetune else None, progress=progress,
-                     score_lag=score_lag)
-    series = load_series(data, labels=True)
+                     score_lag=score_lag,
+                     threshold_percentile=threshold_percentile or (99.0 if dataset is not None else None))
+    if dataset is None:
+        assert data is not None
+        series = load_series(data, labels=True)
 
     def report(s: Any) -> None:
         val = "n/a" if s.val_loss is None else f"{s.val_loss:.4f}"

@@ -52,6 +52,9 @@ class TrainConfig:
     finetune: str | None = None  # checkpoint to finetune (AnomalyBERT: its encoder is kept frozen)
     score_lag: int | None = None  # lag of the validation scores and the threshold; None = window_size - 1
     threshold_beta: float = DEFAULT_THRESHOLD_BETA  # the threshold maximizes F-beta on validation
+    # else: the threshold is this percentile of the scores of every training point, heads and validation tails
+    # alike (the Anomaly Transformer's rule, on train and validation data only; for unlabelled normal data)
+    threshold_percentile: float | None = None
     progress: bool | None = None  # progress bar: None = only on a terminal
 
     def __post_init__(self) -> None:
@@ -59,6 +62,8 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
         if not self.threshold_beta > 0:
             raise ValueError(f"threshold_beta must be > 0, got {self.threshold_beta}")
+        if self.threshold_percentile is not None and not 0 < self.threshold_percentile < 100:
+            raise ValueError(f"threshold_percentile must be in (0, 100), got {self.threshold_percentile}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -144,6 +149,19 @@ def holdout_scores(scorer: Callable[[np.ndarray], np.ndarray], holdouts: list[Ho
     if not parts:
         return np.empty(0), np.empty(0), np.empty(0, np.int8)
     return tuple(np.concatenate(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+
+
+def percentile_threshold(scorer: Callable[[np.ndarray], np.ndarray], series: list[Series], normalizer: Normalizer,
+                         cfg: Any, lag: int, percentile: float) -> tuple[float, dict[str, Any]]:
+    """The `percentile` of the scores of every point of the training series (training heads and validation
+    tails alike, at `lag`, as the worker aggregates them): no labels needed, no test data seen."""
+    parts = [score_series(scorer, normalizer.prepare_series(s.values), cfg.window_size, cfg.stride, lag)
+             for s in series]
+    scores = np.concatenate(parts)
+    scores = scores[np.isfinite(scores)]
+    threshold = float(np.percentile(scores, percentile))
+    return threshold, {"method": "percentile_train_val", "percentile": percentile, "n_points": int(len(scores)),
+                       "flagged_share": float((scores >= threshold).mean())}
 
 
 def fingerprint(series: list[Series]) -> str:
@@ -233,7 +251,10 @@ def train(series: list[Series], cfg: Any, tc: TrainConfig,
         log.info("epoch %d: %s", epoch, stats)
         if on_epoch:
             on_epoch(stats)
-    threshold, calibration = best_fbeta_threshold(scores, label, tc.threshold_beta)
+    if tc.threshold_percentile is not None:
+        threshold, calibration = percentile_threshold(scorer, series, normalizer, cfg, lag, tc.threshold_percentile)
+    else:
+        threshold, calibration = best_fbeta_threshold(scores, label, tc.threshold_beta)
     calibration["score_lag"] = lag
     return Checkpoint(
         model=model.eval(), normalizer=normalizer, threshold=threshold, calibration=calibration, family=family.name,

@@ -359,3 +359,37 @@ def test_anomaly_transformer_trains_exports_and_scores_as_its_checkpoint(workdir
     code, _, err = cli(["train", "--family", "anomaly-transformer", "-d", data, "-o", str(tmp_path / "x.pt"),
                         "--n-layers", "2", "--no-progress"])
     assert code == 2 and "unknown" in err, err
+
+
+def test_anomaly_transformer_trains_on_a_sets_normal_splits_with_a_percentile_threshold(tmp_path: Path,
+                                                                                        cli: Run) -> None:
+    """`train --dataset smd`: the machines' train splits (all their channels), no labels, the threshold the
+    99th percentile of the training and validation points' scores; the test splits are never read."""
+    from evaluation.detect import TorchScorer, score_series
+    from model.families.checkpoint import load_checkpoint
+
+    smd = tmp_path / "smd"
+    smd.mkdir()
+    rng = np.random.default_rng(0)
+    for m in ("machine-1-1", "machine-1-2"):
+        t = np.arange(400)[:, None]
+        np.save(smd / f"{m}_train.npy", np.sin(t / (5 + np.arange(3))) + rng.normal(0, 0.05, (400, 3)))
+        np.save(smd / f"{m}_test.npy", np.full((50, 3), 1e6))  # never trained on
+        np.save(smd / f"{m}_test_label.npy", np.zeros(50))
+    code, out, _ = cli(["train", "--family", "anomaly-transformer", "--dataset", "smd", "--path", str(smd),
+                        "--max-points", "300", "-o", str(tmp_path / "at.pt"), "-e", "1", "--no-progress",
+                        "--window-size", "16", "--d-model", "16", "--n-heads", "2", "--d-ff", "32",
+                        "--set", "e_layers=1", "--score-lag", "0", "--normalization", "zscore", "--scope", "global"])
+    assert code == 0, out
+    ckpt = load_checkpoint(tmp_path / "at.pt")
+    assert ckpt.config.channels == 3 and ckpt.training_data["n_points"] == 600
+    cal = ckpt.calibration
+    assert cal["method"] == "percentile_train_val" and cal["percentile"] == 99.0 and cal["n_points"] == 600
+    scorer = TorchScorer(ckpt)
+    scores = np.concatenate([score_series(scorer, np.load(smd / f"{m}_train.npy")[-300:], 16, 1, 0)
+                             for m in ("machine-1-1", "machine-1-2")])
+    assert ckpt.threshold == pytest.approx(float(np.percentile(scores, 99)), rel=1e-5)
+    code, _, err = cli(["train", "--dataset", "smd", "--path", str(smd), "-o", str(tmp_path / "x.pt")])
+    assert code == 2 and "unsupervised" in err, err
+    code, _, err = cli(["train", "--family", "anomaly-transformer", "-o", str(tmp_path / "x.pt")])
+    assert code == 2 and "--dataset with --path" in err, err
