@@ -103,16 +103,19 @@ def model_window_scores(bundle: Bundle, values: np.ndarray, stride: int) -> list
     series carry no information and are skipped (their score would be a constant that could mask the
     others under the max).
     """
+    return [window_scores(bundle.score_windows, g, bundle.window_size, stride, bundle.normalizer)
+            for g in channel_groups(bundle, values)]
+
+
+def channel_groups(bundle: Bundle, values: np.ndarray) -> list[np.ndarray]:
+    """The scored channel groups of `values`, each (T, C'): all channels together when the bundle has as many,
+    else (a univariate bundle) each non-constant channel on its own."""
     v = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-
-    def windows_of(x: np.ndarray) -> np.ndarray:
-        return window_scores(bundle.score_windows, x, bundle.window_size, stride, bundle.normalizer)
-
     if v.shape[1] == bundle.channels:
-        return [windows_of(v)]
+        return [v]
     if bundle.channels != 1:
         raise DataError(f"bundle expects {bundle.channels} channels, data has {v.shape[1]}")
-    return [windows_of(v[:, c]) for c in range(v.shape[1]) if np.ptp(v[:, c]) > 0]
+    return [v[:, [c]] for c in range(v.shape[1]) if np.ptp(v[:, c]) > 0]
 
 
 def model_point_scores(window_scores: list[np.ndarray], n_points: int, window_size: int, stride: int,
@@ -133,10 +136,8 @@ def model_point_scores(window_scores: list[np.ndarray], n_points: int, window_si
 def model_inputs(bundle: Bundle, values: np.ndarray, seen_end: int) -> list[np.ndarray]:
     """The standardized input (T, C) of each channel group of `model_window_scores`, in the same order: the
     normalizer's running statistics for the series scope, else the seen part's mean and spread."""
-    v = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    groups = [v] if v.shape[1] == bundle.channels else [v[:, [c]] for c in range(v.shape[1]) if np.ptp(v[:, c]) > 0]
     out = []
-    for g in groups:
+    for g in channel_groups(bundle, values):
         if bundle.normalizer.pointwise:  # float32, as the worker's state keeps them
             out.append(bundle.normalizer.prepare_series(g)[:, : g.shape[1]].astype(np.float32))
         else:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model.normalize import RunningStats
-from model.novelty import as_history, lowered, novelty
+from model.novelty import as_history, combine_surprise, novelty
 from model.surprise import TailSketch, calibrate_series
 from model.windows import check_lag
 
@@ -90,13 +90,12 @@ class Geometry:
         """The served scores (T,) of one series' raw point scores, in arrival order, from a new series' state:
         exactly what the worker publishes. NaN (points no window scored) stays NaN and teaches the sketch
         nothing. A `novel` geometry also needs the series' model inputs (T, input_channels)."""
-        served = calibrate_series(scores, self.new_sketch())
         if not self.novel:
-            return served
+            return calibrate_series(scores, self.new_sketch())
         if inputs is None:
             raise ValueError("a geometry with novelty calibrates from the model inputs too")
-        shape = calibrate_series(self.novelty(as_history(inputs, self.channels)), self.new_sketch())
-        return np.where(np.isnan(served), np.nan, np.fmax(served, lowered(shape, self.novelty_rarity)))
+        return combine_surprise(scores, self.novelty(as_history(inputs, self.channels)),
+                                (self.surprise_halflife, self.surprise_min_history), self.novelty_rarity)
 
     @property
     def pointwise(self) -> bool:

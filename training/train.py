@@ -334,14 +334,15 @@ def _tail_calibrated(ckpt: Checkpoint, holdouts: list, lag: int, per: dict[str, 
     threshold = surprise_of(probability)
     cfg = ckpt.config
     scored, labels = [], []
-    shape = per.get("novelty")
+    shape, scorer = per.get("novelty"), TorchScorer(ckpt)
     for h in holdouts:  # each validation tail calibrated on its own, as the worker calibrates each series
-        raw, _, label = holdout_scores(TorchScorer(ckpt), [h], cfg, lag)
+        tail = score_series(scorer, h.values, cfg.window_size, cfg.stride, lag)[h.first:]
+        covered = ~np.isnan(tail)  # the points a window covers, as `holdout_scores` keeps them
+        raw, label = tail[covered], h.label[covered]
         if shape:  # the held-out part's novelty, against the series' history before it too
             from model.novelty import as_history, combine_surprise, novelty
 
             found = novelty(as_history(h.values, cfg.channels), shape["length"], shape["history"], start=h.first)
-            covered = ~np.isnan(score_series(TorchScorer(ckpt), h.values, cfg.window_size, cfg.stride, lag)[h.first:])
             scored.append(combine_surprise(raw, found[covered], (per["halflife"], per["min_history"]),
                                            shape.get("rarity", 1.0)))
         else:
