@@ -236,7 +236,8 @@ def _print_nab(console: Any, report: dict[str, Any]) -> None:
                   caption="corpus-optimized: one threshold maximizing the corpus score, as NAB's "
                           "scoreboard (uses these labels); leave-one-file-out: each file at the threshold "
                           "optimal on the others; seen part: per file, above the probationary period's max; "
-                          "fixed: the bundle's threshold (0.5 on the likelihood scale).")
+                          "fixed: the bundle's threshold on the scores it serves (another calibration: that "
+                          "scale's default, 0.5 for likelihood).")
     for c in ("detector", "profile", "corpus-optimized", "leave-one-file-out", "seen part", "fixed"):
         table.add_column(c, justify="left" if c in ("detector", "profile") else "right", no_wrap=True)
     for name, entry in report["detectors"].items():

@@ -91,15 +91,25 @@ def degrade(series: list[Series], rng: np.random.Generator, copies: int) -> list
 
 
 def split_gate(series: list[Series], fraction: float, min_points: int) -> tuple[list[Series], list[Series]]:
-    """Cut each series in time: the head trains, the tail (`fraction`, at least `min_points`) is the gate slice."""
-    heads, tails = [], []
+    """Cut each series in time: the head trains, the tail (`fraction`, at least `min_points`) is the gate slice.
+
+    A series too short for both parts is left out with a warning (a fleet's new or sparse series should not
+    stop a retrain); when none is long enough the run stops with a one-line error."""
+    heads, tails, short = [], [], []
     for s in series:
         n_tail = max(int(round(fraction * len(s))), min_points)
         if len(s) - n_tail < min_points:
-            raise DataError(f"series {s.name!r}: {len(s)} points are too few to train and hold out "
-                            f"{n_tail} (need at least {n_tail + min_points})")
+            short.append(f"{s.name!r} ({len(s)})")
+            continue
         heads.append(_slice(s, 0, len(s) - n_tail))
         tails.append(_slice(s, len(s) - n_tail, len(s)))
+    need = max(2 * min_points, int(np.ceil(min_points / (1 - fraction)))) if fraction < 1 else 0
+    if not heads:
+        raise DataError(f"every series is too short to train and hold out a gate slice (at least about {need} "
+                        f"points each): {', '.join(short[:5])}{' ...' if len(short) > 5 else ''}")
+    if short:
+        log.warning("left out %d series too short to train and hold out a gate slice (at least about %d points "
+                    "each): %s%s", len(short), need, ", ".join(short[:5]), " ..." if len(short) > 5 else "")
     return heads, tails
 
 

@@ -14,7 +14,7 @@ from model.errors import DataError
 from model.registry import Registry
 from tests.bundles import tiny_bundle
 from tools.cli import cli
-from training.retrain import GateResult, degrade, load_tables, not_worse, split_gate
+from training.retrain import GateResult, _slice, degrade, load_tables, not_worse, split_gate
 
 
 def _signal(n: int, seed: int) -> np.ndarray:
@@ -70,8 +70,19 @@ def test_degrade_labels_unlabelled_series_and_keeps_labelled_ones(telemetry_dir:
 def test_split_gate_keeps_both_parts_long_enough(telemetry_dir: Path) -> None:
     heads, tails = split_gate(load_tables([telemetry_dir]), 0.25, min_points=32)
     assert all(len(h) == 300 and len(t) == 100 for h, t in zip(heads, tails, strict=True))
-    with pytest.raises(DataError, match="too few"):
+    with pytest.raises(DataError, match="every series is too short"):
         split_gate(load_tables([telemetry_dir]), 0.25, min_points=250)
+
+
+def test_split_gate_leaves_out_short_series_with_a_warning(telemetry_dir: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    raw = load_tables([telemetry_dir])
+    short = _slice(raw[0], 0, 60)
+    short.name = "new-pump"
+    heads, tails = split_gate([*raw, short], 0.25, min_points=32)
+    assert [h.name for h in heads] == [s.name for s in raw]
+    assert len(tails) == len(raw)
+    assert "left out 1 series" in caplog.text and "'new-pump' (60)" in caplog.text
 
 
 def test_gate_rule() -> None:
