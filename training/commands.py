@@ -120,6 +120,9 @@ set_option = click.option(
 @click.option("--d-ff", type=click.IntRange(min=1), help=f"Feed-forward width [{_DEFAULTS.d_ff}].")
 @click.option("--window-size", type=click.IntRange(min=2),
               help=f"Points per window [{_DEFAULTS.window_size}].")
+@click.option("--patch-size", type=click.IntRange(min=1),
+              help="Points per encoder token (a divisor of --window-size): a window P times longer through "
+                   f"the same number of tokens [{_DEFAULTS.patch_size}: one token per point].")
 @click.option("--stride", type=click.IntRange(min=1),
               help=f"Step between windows, in training and in serving [{_DEFAULTS.stride}].")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), help=f"[{_DEFAULTS.dropout}]")

@@ -29,13 +29,20 @@ class ModelConfig:
     # sees the encoder's logits only.
     deviation_blend: float = 0.0
     deviation_scale: float = 4.0
+    # Points per token: the encoder reads window_size / patch_size tokens, each a linear embedding of
+    # patch_size consecutive points (all their input features), and the head gives patch_size point scores
+    # per token, so a window patch_size times longer costs about the same. 1: one token per point (the seed's
+    # model; its config dict then leaves the key out, so existing checkpoints and bundles are unchanged).
+    patch_size: int = 1
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        for name in ("n_layers", "d_model", "n_heads", "d_ff", "window_size", "stride", "channels"):
+        for name in ("n_layers", "d_model", "n_heads", "d_ff", "window_size", "stride", "channels", "patch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.window_size % self.patch_size:
+            raise ValueError(f"window_size ({self.window_size}) must be divisible by patch_size ({self.patch_size})")
         if self.stride > self.window_size:
             raise ValueError(f"stride ({self.stride}) must not exceed window_size ({self.window_size})")
         if not 0.0 <= self.deviation_blend <= 1.0:
@@ -45,8 +52,16 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
+    @property
+    def tokens(self) -> int:
+        """Encoder sequence length: window_size / patch_size."""
+        return self.window_size // self.patch_size
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.patch_size == 1:  # the seed's shape: the dict of every config written before patches
+            del data["patch_size"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

@@ -91,15 +91,20 @@ def window_standardize(x: torch.Tensor) -> torch.Tensor:
 
 
 class Encoder(nn.Module):
-    """Embedding, positions and the layer stack: (B, W, C) -> (B, W, D). Frozen when finetuning.
+    """Embedding, positions and the layer stack: (B, W, C) -> (B, W / P, D), P = `patch_size`. Frozen when
+    finetuning.
 
-    With `window_features` the embedding sees `[x, window_standardize(x)]` (2C inputs per timestep)."""
+    With `window_features` the embedding sees `[x, window_standardize(x)]` (2C inputs per timestep, the
+    standardization over the whole window). With P > 1 each token embeds P consecutive timesteps' inputs
+    (P * 2C or P * C values, timestep-major) and the positions count tokens."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.window_features = cfg.window_features
-        self.embed = nn.Linear(cfg.channels * (2 if cfg.window_features else 1), cfg.d_model)
-        self.register_buffer("positions", sinusoidal_positions(cfg.window_size, cfg.d_model), persistent=False)
+        self.patch_size = cfg.patch_size
+        features = cfg.channels * (2 if cfg.window_features else 1)
+        self.embed = nn.Linear(features * cfg.patch_size, cfg.d_model)
+        self.register_buffer("positions", sinusoidal_positions(cfg.tokens, cfg.d_model), persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
@@ -108,6 +113,9 @@ class Encoder(nn.Module):
         w = x.shape[1]
         if self.window_features:
             x = torch.cat([x, window_standardize(x)], dim=-1)
+        if self.patch_size > 1:  # (B, W, F) -> (B, W / P, P * F): P consecutive timesteps per token
+            w //= self.patch_size
+            x = x.reshape(x.shape[0], w, self.patch_size * x.shape[-1])
         h = self.drop(self.embed(x) + self.positions[:w])  # (B, W, D)
         for layer in self.layers:
             h = layer(h)
@@ -115,13 +123,17 @@ class Encoder(nn.Module):
 
 
 class ScoreHead(nn.Module):
-    """MLP then sigmoid: one anomaly score in [0, 1] per timestep, (B, W, D) -> (B, W)."""
+    """MLP then sigmoid: one anomaly score in [0, 1] per timestep, (B, W, D) -> (B, W). With patches each
+    token gives its P timesteps' scores: (B, W / P, D) -> (B, W / P, P) -> (B, W)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, 1))
+        self.patch_size = cfg.patch_size
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.patch_size))
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
+        if self.patch_size > 1:
+            return self.mlp(h).flatten(1)  # (B, W / P, P) -> (B, W), token-major as the points are
         return self.mlp(h).squeeze(-1)  # (B, W)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
