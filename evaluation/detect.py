@@ -18,7 +18,7 @@ from evaluation.series import Series, load_csv, require_length
 from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 from model.normalize import Normalizer
 from model.serving import Geometry, serve
-from model.windows import aggregate, check_lag, in_batches, make_windows
+from model.windows import aggregate, check_lag, in_batches, make_windows, point_contributions
 
 if TYPE_CHECKING:
     from model.families.checkpoint import Checkpoint
@@ -119,6 +119,7 @@ class Detector:
         else:
             served = serve(load_bundle(path, threads=threads), score_lag)
             self._score_windows = served.bundle.score_windows
+            self._bundle = served.bundle
             self.normalizer = served.bundle.normalizer
             self.threshold = served.threshold
             self.window_size, self.stride = served.bundle.window_size, served.bundle.stride
@@ -145,6 +146,16 @@ class Detector:
         """Per-point raw scores (T,): the mean of each point's window scores, before any calibration."""
         return score_series(self._score_windows, values, self.window_size, self.stride, self.score_lag,
                             self.normalizer)
+
+    def contributions(self, values: np.ndarray) -> np.ndarray:
+        """Per-point per-channel contributions (T, C) of a multichannel series, as the worker publishes them
+        (each point's from the window that finalizes it); a bundle whose graph gives them only."""
+        bundle = getattr(self, "_bundle", None)
+        if bundle is None or not bundle.has_contrib:
+            raise ValueError("this model gives no per-channel contributions (a bundle with a 'contrib' output)")
+        packed = window_scores(bundle.score_windows_packed, values, self.window_size, self.stride,
+                               self.normalizer)
+        return point_contributions(packed[..., 1:], len(values), self.window_size, self.stride, self.score_lag)
 
     def detect(self, series: Series, n: int = 10) -> list[dict[str, Any]]:
         """The top-`n` points of a series as `{timestamp, value, score}`, highest score first."""

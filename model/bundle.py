@@ -33,6 +33,8 @@ MANIFEST_FILE = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 INPUT_NAME = "x"
 OUTPUT_NAME = "score"
+# Optional second output: each channel's share of a point's score (batch, window, channels), summing to 1.
+CONTRIB_NAME = "contrib"
 FORMAT_VERSION = 1
 DEFAULT_BUNDLE_DIR = Path(__file__).parent / "default"
 
@@ -270,6 +272,24 @@ class Bundle:
             return np.empty((0, self.window_size), dtype=np.float32)
         return self.run(self.normalizer.transform(windows))
 
+    @cached_property
+    def has_contrib(self) -> bool:
+        """Whether the graph also gives per-channel contributions (the optional `contrib` output)."""
+        return CONTRIB_NAME in {o.name for o in self.session.get_outputs()}
+
+    def score_windows_packed(self, windows: np.ndarray) -> np.ndarray:
+        """Raw windows (B, W, C) -> (B, W, 1 + channels): the scores, then the contributions (NaN when the graph
+        has none), in one array so that batching and failure isolation treat them as one."""
+        if len(windows) == 0:
+            return np.empty((0, self.window_size, 1 + self.channels), dtype=np.float32)
+        x = np.ascontiguousarray(self.normalizer.transform(windows), np.float32)
+        if not self.has_contrib:
+            score = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+            return np.concatenate([score[..., None], np.full((*score.shape, self.channels), np.nan, np.float32)],
+                                  axis=-1)
+        score, contrib = self.session.run([OUTPUT_NAME, CONTRIB_NAME], {INPUT_NAME: x})
+        return np.concatenate([score[..., None], contrib], axis=-1)
+
     def smoke_test(self) -> None:
         """One inference on a synthetic window; raises BundleError if the graph disagrees with the manifest."""
         rng = np.random.default_rng(0)
@@ -284,6 +304,14 @@ class Bundle:
             raise BundleError(f"{self.directory}: output shape {out.shape}, expected (2, {self.window_size})")
         if not np.all(np.isfinite(out)) or out.min() < 0 or out.max() > 1:
             raise BundleError(f"{self.directory}: smoke inference gave scores outside [0, 1]")
+        if self.has_contrib:
+            try:
+                packed = self.score_windows_packed(x)
+            except Exception as e:  # noqa: BLE001 - the contributions output fails to run
+                raise BundleError(f"{self.directory}: smoke inference of {CONTRIB_NAME!r} failed: {e}") from e
+            if packed.shape != (2, self.window_size, 1 + self.channels):
+                raise BundleError(f"{self.directory}: {CONTRIB_NAME!r} shape {packed.shape[:2]} + "
+                                  f"({packed.shape[2] - 1},), expected (2, {self.window_size}, {self.channels})")
 
 
 def load_bundle(path: str | Path = DEFAULT_BUNDLE_DIR, threads: int = 1, verify: bool = True) -> Bundle:

@@ -74,3 +74,38 @@ def aggregate(window_scores: np.ndarray, n_points: int, window_size: int, stride
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     return scores, counts
+
+
+def finalizing_windows(ends: np.ndarray, window_size: int, lag: int, points: np.ndarray) -> np.ndarray:
+    """For each point index, the position in `ends` (ascending window ends) of the window that finalizes it:
+    the first that ends at or after `point + lag` and still covers the point, else the newest that covers it;
+    -1 when none covers it. The per-channel contributions of a point are read from that window, online (the
+    windows of the batch that finalized it) and offline (`point_contributions`) alike."""
+    ends = np.asarray(ends, dtype=np.int64)
+    points = np.asarray(points, dtype=np.int64)
+    out = np.full(len(points), -1, dtype=np.int64)
+    if len(ends) == 0:
+        return out
+    first = np.searchsorted(ends, points + lag, side="left")
+    newest = np.searchsorted(ends, points + window_size - 1, side="right") - 1  # last end covering from above
+    for j, (i, a, b) in enumerate(zip(points, first, newest, strict=True)):
+        if a < len(ends) and ends[a] - window_size + 1 <= i:
+            out[j] = a
+        elif b >= 0 and ends[b] >= i and ends[b] - window_size + 1 <= i:
+            out[j] = b
+    return out
+
+
+def point_contributions(window_contrib: np.ndarray, n_points: int, window_size: int, stride: int,
+                        lag: int) -> np.ndarray:
+    """Per-point contributions (T, C) from per-window ones (N, W, C), each point's from the window that
+    finalizes it (`finalizing_windows`), as the worker publishes them; NaN where no window covers a point."""
+    ends = window_ends(n_points, window_size, stride)
+    if len(window_contrib) != len(ends):
+        raise ValueError(f"{len(window_contrib)} window contributions for {len(ends)} windows")
+    out = np.full((n_points, window_contrib.shape[-1] if window_contrib.ndim == 3 else 0), np.nan)
+    points = np.arange(n_points)  # the first window finalizes every point before it ends
+    for i, k in zip(points, finalizing_windows(ends, window_size, lag, points), strict=True):
+        if k >= 0:
+            out[i] = window_contrib[k, i - (ends[k] - window_size + 1)]
+    return out

@@ -31,6 +31,7 @@ from stream.records import (
     Telemetry,
     parse_telemetry,
     to_json,
+    top_contributors,
 )
 from stream.scorer import Scorer
 from stream.settings import AlertSettings, ScoringSettings
@@ -208,9 +209,10 @@ class Processor:
         assert staged.served is not None
         bundle = staged.served.bundle
         scores = np.empty((0, staged.served.geometry.window))
+        contrib = None
         if staged.inference is not None:
             scored = await staged.inference
-            scores = scored.scores
+            scores, contrib = scored.scores, scored.contrib
             self.metrics.inference_latency.observe(scored.seconds)
             if scored.failed:
                 for reason, n in scored.failed.items():
@@ -222,7 +224,8 @@ class Processor:
             if s.step is None or s.state is None or s.step.accepted == 0:
                 continue
             k = len(s.step.windows)
-            entries = self._finalize(sid, s, scores[pos : pos + k], bundle.version, staged.loaded[sid].threshold)
+            entries = self._finalize(sid, s, scores[pos : pos + k], bundle.version, staged.loaded[sid].threshold,
+                                     None if contrib is None else contrib[pos : pos + k])
             pos += k
             blob = s.state.encode()
             staged.writes.append(Write(sid, s.expected, blob, entries, s.partition, self.publisher.marks(sid)))
@@ -319,7 +322,7 @@ class Processor:
         return bundle_thr
 
     def _finalize(self, sid: str, s: _Series, scores: np.ndarray, version: str,
-                  redis_threshold: float | None) -> list[bytes]:
+                  redis_threshold: float | None, contrib: np.ndarray | None = None) -> list[bytes]:
         """Score and alert messages: first the points a swap finalized (old version), then this batch's."""
         assert s.state is not None and s.step is not None
         entries = []
@@ -327,7 +330,9 @@ class Processor:
             old_version, old_model_threshold, old_finals = s.swapped
             old_threshold = self._threshold(sid, redis_threshold, old_model_threshold)
             entries += self._messages(sid, s, old_finals, old_version, old_threshold)
-        return entries + self._messages(sid, s, s.state.apply(s.step, scores), version, s.threshold)
+        if s.state.geometry.channels == 1 or not self.scoring.top_contributors:
+            contrib = None  # a single channel has all of its score: the message stays as it is
+        return entries + self._messages(sid, s, s.state.apply(s.step, scores, contrib), version, s.threshold)
 
     def _messages(self, sid: str, s: _Series, finals: list[FinalPoint], version: str,
                   threshold: float) -> list[bytes]:
@@ -353,6 +358,7 @@ class Processor:
                 threshold=threshold,
                 model_version=version,
                 raw_score=p.raw_score,
+                contrib=None if p.contrib is None else top_contributors(p.contrib, self.scoring.top_contributors),
             )
             entries.append(SCORE + to_json(msg))
             if not self.alert_cfg.enabled:

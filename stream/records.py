@@ -118,6 +118,13 @@ def _short(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class Contribution(BaseModel):
+    """One channel's share of a multichannel point's score (`ScoreMessage.contrib`)."""
+
+    channel: int = Field(ge=0, description="the channel's index in the point's `values`")
+    share: float = Field(ge=0.0, le=1.0, description="its share of the point's score; all channels' sum to 1")
+
+
 class ScoreMessage(BaseModel):
     """`scores`: one per accepted point, once final."""
 
@@ -135,6 +142,10 @@ class ScoreMessage(BaseModel):
     # Only from a calibrated model (the manifest's `calibration.per_series`): the mean window score that
     # `score`, its surprise for this series, was computed from.
     raw_score: float | None = None
+    # Only for a multichannel series whose model gives per-channel contributions: the channels that contribute
+    # most to the score (`scoring.top_contributors`, largest first), as indices into `values` and shares of
+    # the score (all the series' channels' shares sum to 1).
+    contrib: list[Contribution] | None = None
 
 
 class AlertMessage(BaseModel):
@@ -222,6 +233,12 @@ class DeadLetter(BaseModel):
     def original_value(self) -> bytes:
         """The refused value, or its first bytes when `value_truncated`."""
         return base64.b64decode(self.value_b64)
+
+
+def top_contributors(shares: tuple[float, ...], n: int) -> list[Contribution]:
+    """The `n` channels with the largest shares, largest first (ties: the lower channel first)."""
+    order = sorted(range(len(shares)), key=lambda c: (-shares[c], c))[:n]
+    return [Contribution(channel=c, share=round(shares[c], 6)) for c in order]
 
 
 def to_json(msg: BaseModel) -> bytes:

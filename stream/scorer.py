@@ -1,4 +1,5 @@
-"""Batched inference off the event loop: raw windows (B, W, C) in -> scores (B, W) out (current bundle).
+"""Batched inference off the event loop: raw windows (B, W, C) in -> scores (B, W) out (current bundle), and
+the per-channel contributions (B, W, C) when the bundle's graph has them (`model.bundle.CONTRIB_NAME`).
 
 A model that fails on some windows must not stop the partition: a batch whose run raises is split in
 halves until the windows that fail are alone, and those windows, like windows whose scores are not
@@ -33,6 +34,7 @@ class Scored:
     seconds: float
     failed: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    contrib: np.ndarray | None = None  # (B, W, channels) when the graph gives contributions
 
 
 class Scorer:
@@ -71,7 +73,9 @@ class Scorer:
         t0 = time.perf_counter()
         failed: dict[str, int] = {}
         errors: list[str] = []
-        scores = self._isolating(bundle, windows, errors)
+        packed = bundle.has_contrib
+        out = self._isolating(bundle, windows, errors, packed)
+        scores, contrib = (out[..., 0], out[..., 1:]) if packed else (out, None)
         valid = np.isfinite(scores) & (scores >= -_RANGE_SLACK) & (scores <= 1 + _RANGE_SLACK)
         bad = ~valid.all(axis=1)  # the windows whose run raised (rows of NaN) and those with wrong scores
         if errors:
@@ -81,18 +85,21 @@ class Scorer:
         if bad.any():
             scores = scores.astype(np.float32, copy=True)
             scores[bad] = np.nan
-        return Scored(np.clip(scores, 0.0, 1.0), time.perf_counter() - t0, failed, errors[0] if errors else None)
+        return Scored(np.clip(scores, 0.0, 1.0), time.perf_counter() - t0, failed, errors[0] if errors else None,
+                      contrib)
 
-    def _isolating(self, bundle: Bundle, windows: np.ndarray, errors: list[str]) -> np.ndarray:
+    def _isolating(self, bundle: Bundle, windows: np.ndarray, errors: list[str], packed: bool) -> np.ndarray:
         try:
-            return in_batches(bundle.score_windows, windows, self.max_inference_batch, bundle.window_size)
+            fn = bundle.score_windows_packed if packed else bundle.score_windows
+            return in_batches(fn, windows, self.max_inference_batch, bundle.window_size)
         except Exception as e:  # noqa: BLE001 - any failure of the model on these windows
             if len(windows) == 1:
                 errors.append(f"{type(e).__name__}: {e}")
-                return np.full((1, bundle.window_size), np.nan, np.float32)
+                shape = (1, bundle.window_size, 1 + bundle.channels) if packed else (1, bundle.window_size)
+                return np.full(shape, np.nan, np.float32)
             mid = len(windows) // 2
-            return np.concatenate([self._isolating(bundle, windows[:mid], errors),
-                                   self._isolating(bundle, windows[mid:], errors)])
+            return np.concatenate([self._isolating(bundle, windows[:mid], errors, packed),
+                                   self._isolating(bundle, windows[mid:], errors, packed)])
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

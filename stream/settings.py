@@ -207,6 +207,10 @@ class ScoringSettings(_Section):
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="global override of the bundle's")
     thresholds: dict[str, float] = Field(default_factory=dict, description="per-series threshold overrides")
     max_series_id_length: int = Field(256, ge=1, le=4096)
+    top_contributors: int = Field(
+        3, ge=0, le=64, description="multichannel series with a model that gives per-channel contributions: the "
+        "channels named in each score message's `contrib` (largest share first); 0 leaves the field out"
+    )
 
     @field_validator("thresholds")
     @classmethod

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from model.novelty import as_history, lowered
 from model.serving import Geometry
 from model.surprise import SIZE as SKETCH_SIZE
 from model.surprise import TailSketch, calibrate_series
-from model.windows import included_offsets
+from model.windows import finalizing_windows, included_offsets
 from stream.alerts import AlertState
 from stream.errors import CorruptState
 
@@ -95,6 +95,20 @@ class FinalPoint:
     score: float  # what is served: the raw score, or its per-series surprise when the model is calibrated
     n_windows: int
     raw_score: float | None = None  # the mean window score, when `score` is its calibration
+    # Each channel's share of the score, from the window that finalized the point (`finalizing_windows`),
+    # when the graph gives contributions and that window is in the batch.
+    contrib: tuple[float, ...] | None = None
+
+
+def _with_contrib(finals: list[FinalPoint], ends: np.ndarray, contrib: np.ndarray, window: int,
+                  lag: int) -> list[FinalPoint]:
+    rows = finalizing_windows(ends, window, lag, np.array([p.index for p in finals]))
+    out = []
+    for p, k in zip(finals, rows, strict=True):
+        row = contrib[k, p.index - (int(ends[k]) - window + 1)] if k >= 0 else None
+        ok = row is not None and bool(np.isfinite(row).all())
+        out.append(replace(p, contrib=tuple(float(x) for x in row) if ok else None))  # type: ignore[union-attr]
+    return out
 
 
 def token(n: int) -> bytes:
@@ -221,10 +235,11 @@ class SeriesState:
         )
         return view[starts]
 
-    def apply(self, step: Step, scores: np.ndarray) -> list[FinalPoint]:
+    def apply(self, step: Step, scores: np.ndarray, contrib: np.ndarray | None = None) -> list[FinalPoint]:
         """Add the step's window scores (K, W) to the pending points; return the points now final. A row
         that is not all finite is a window the model failed on: it adds to no point, and a point that no
-        window scored is final with `n_windows` 0."""
+        window scored is final with `n_windows` 0. `contrib` (K, W, C), the graph's per-channel contributions,
+        gives each final point those of the window that finalized it (kept nowhere: no state)."""
         if not self._open_step and step.accepted:
             raise RuntimeError("apply() without a matching push()")
         g = self.geometry
@@ -245,6 +260,8 @@ class SeriesState:
             self.counts[lo:hi] += 1
         finals = self._finalize(p0)
         self._open_step = False
+        if contrib is not None and finals and len(step.ends):
+            finals = _with_contrib(finals, step.ends[scored], contrib[scored], g.window, g.lag)
         return finals
 
     def _finalize(self, p0: int) -> list[FinalPoint]:

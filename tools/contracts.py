@@ -100,6 +100,9 @@ FIELD_DOCS: dict[str, dict[str, str]] = {
         "n_windows": "how many windows were averaged (fewer than usual across a model swap)",
         "raw_score": "only from a bundle with a per-series calibration: the mean window score that `score` "
         "calibrates",
+        "contrib": "only for a multichannel series whose model gives per-channel contributions: the channels "
+        "that contribute most to the score (scoring.top_contributors, largest share first), from the window "
+        "that made the point final",
         "is_anomaly": "score >= threshold",
         "threshold": "the threshold in force for the series",
         "model_version": "the bundle version that computed the score",
@@ -256,9 +259,27 @@ def _absent_not_null(schema: dict[str, Any]) -> None:
     schema["required"] = required
 
 
+def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Nested models (`$defs` and `$ref`) written in place, so that draft-07 readers see the same schema."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                inner = {k: v for k, v in defs[ref.removeprefix("#/$defs/")].items() if k != "title"}
+                return walk({**inner, **{k: v for k, v in node.items() if k != "$ref"}})
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
 def message_schema(c: Contract) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of one message, generated from its pydantic model."""
-    raw = c.model.model_json_schema(mode=c.mode)
+    raw = _inline_defs(c.model.model_json_schema(mode=c.mode))
     if c.mode == "serialization":
         _absent_not_null(raw)
     if c.refine is not None:

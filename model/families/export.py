@@ -9,37 +9,57 @@ from typing import Any
 
 import torch
 
-from model.bundle import INPUT_NAME, MODEL_FILE, OUTPUT_NAME, Manifest, write_bundle
+from model.bundle import CONTRIB_NAME, INPUT_NAME, MODEL_FILE, OUTPUT_NAME, Manifest, write_bundle
 from model.families.checkpoint import Checkpoint
 
 OPSET = 17
 
 
+class _WithContrib(torch.nn.Module):
+    """Traces a model's `forward_with_contrib`: the scores and the per-channel contributions, one pass."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_with_contrib(x)
+
+
+def has_contrib(model: torch.nn.Module) -> bool:
+    """Whether a family's model gives per-channel contributions (a `forward_with_contrib` method)."""
+    return callable(getattr(model, "forward_with_contrib", None))
+
+
 def onnx_bytes(ckpt: Checkpoint) -> bytes:
-    """Trace the model in eval mode to ONNX: x (batch, W, C, or 2C with deviation channels) -> score (batch, W)."""
+    """Trace the model in eval mode to ONNX: x (batch, W, C, or 2C with deviation channels) -> score (batch, W),
+    and, for a family that has them, contrib (batch, W, channels)."""
     cfg = ckpt.config
     model = ckpt.model.eval()
     dummy = torch.zeros(2, cfg.window_size, ckpt.normalizer.input_channels(cfg.channels))
+    contrib = has_contrib(model)
+    outputs = [OUTPUT_NAME, CONTRIB_NAME] if contrib else [OUTPUT_NAME]
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (dummy,), buf,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            _WithContrib(model) if contrib else model, (dummy,), buf,
+            input_names=[INPUT_NAME], output_names=outputs,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
             opset_version=OPSET, dynamo=False,
         )
     return _static_window(buf.getvalue(), cfg.window_size)
 
 
 def _static_window(graph: bytes, window_size: int) -> bytes:
-    """The tracer leaves the output's window axis symbolic; state it, as the signature promises."""
+    """The tracer leaves the outputs' window axis symbolic; state it, as the signature promises."""
     import onnx
 
     proto = onnx.load_from_string(graph)
-    dim = proto.graph.output[0].type.tensor_type.shape.dim[1]
-    dim.ClearField("dim_param")
-    dim.dim_value = window_size
+    for out in proto.graph.output:
+        dim = out.type.tensor_type.shape.dim[1]
+        dim.ClearField("dim_param")
+        dim.dim_value = window_size
     return proto.SerializeToString()
 
 
@@ -69,7 +89,8 @@ def export_bundle(ckpt: Checkpoint, output: str | Path, extra: dict[str, Any] | 
                         "per_series": ckpt.calibration.get("per_series")},
         "training_data": ckpt.training_data,
         "metrics": ckpt.metrics,
-        "onnx": {"input": INPUT_NAME, "output": OUTPUT_NAME, "opset": OPSET},
+        "onnx": {"input": INPUT_NAME, "output": OUTPUT_NAME, "opset": OPSET,
+                 **({"contrib": CONTRIB_NAME} if has_contrib(ckpt.model) else {})},
         **(extra or {}),
     }
     m = write_bundle(directory, onnx_bytes(ckpt), manifest,

@@ -100,18 +100,30 @@ class AnomalyTransformer(nn.Module):
         over layers."""
         return sum((kl(s, p) + kl(p, s)).mean(dim=1) for s, p in zip(series, priors, strict=True))
 
-    def raw_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """The unbounded anomaly score (B, W) of `cfg.score`."""
+    def _parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw score (B, W) of `cfg.score` and the squared reconstruction error per channel (B, W, C)."""
         recon, series, priors = self.associations(x)
-        error = (recon - x[..., : self.cfg.channels]).pow(2).mean(dim=-1)  # (B, W)
+        per_channel = (recon - x[..., : self.cfg.channels]).pow(2)  # (B, W, C)
+        error = per_channel.mean(dim=-1)  # (B, W)
         dis = self.discrepancy(series, priors)
         if self.cfg.score == "softmax":
-            return torch.softmax(-dis * self.cfg.temperature, dim=-1) * error
-        return error / (1.0 + dis / self.cfg.e_layers)
+            return torch.softmax(-dis * self.cfg.temperature, dim=-1) * error, per_channel
+        return error / (1.0 + dis / self.cfg.e_layers), per_channel
+
+    def raw_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The unbounded anomaly score (B, W) of `cfg.score`."""
+        return self._parts(x)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = self.raw_scores(x)
         return e / (1.0 + e)
+
+    def forward_with_contrib(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The served scores (B, W) and each channel's share of the point's reconstruction error (B, W, C),
+        summing to 1 over channels: the graph's optional `contrib` output (one pass for both)."""
+        e, per_channel = self._parts(x)
+        share = per_channel / per_channel.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        return e / (1.0 + e), share
 
 
 def minimax_loss(model: AnomalyTransformer, x: torch.Tensor) -> torch.Tensor:
