@@ -116,6 +116,24 @@ def _best_pa_f1(y: np.ndarray, s: np.ndarray) -> float:
     return float(np.max(2 * tp / (2 * tp + fp + fn)))
 
 
+def adjusted_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """Precision, recall and F1 at one threshold, plain and point-adjusted (a whole labelled segment counts as
+    detected once any of its points reaches the threshold, as the Anomaly Transformer's evaluation does)."""
+    y = np.asarray(labels).astype(bool)
+    hit = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf) >= threshold
+    adjusted = hit.copy()
+    for a, b in label_runs(y.astype(np.int8)):
+        if hit[a:b + 1].any():
+            adjusted[a:b + 1] = True
+    out = {}
+    for name, pred in (("", hit), ("pa_", adjusted)):
+        tp, fp, fn = int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum())
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        out |= {f"{name}precision": p, f"{name}recall": r, f"{name}f1": 2 * p * r / (p + r) if p + r else 0.0}
+    return out
+
+
 def point_adjusted_f1(labels: np.ndarray, scores: np.ndarray, seed: int = 0) -> VersusRandom:
     """Best point-adjusted F1 of `scores`, paired with the same for a uniform random score (seeded)."""
     prepared = _prepare(labels, scores)

@@ -65,6 +65,9 @@ def _model_config(family_name: str, options: dict[str, Any], settings: tuple[str
     from model import families
 
     given = dict(options)
+    fields = getattr(families.get(family_name).config_class, "__dataclass_fields__", {})
+    if "n_layers" in given and "n_layers" not in fields and "e_layers" in fields:  # the reference's name
+        given["e_layers"] = given.pop("n_layers")
     for item in settings:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -114,12 +117,13 @@ set_option = click.option(
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint to write (.pt).")
 @click.option("--epochs", "-e", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--n-layers", type=click.IntRange(min=1), help=f"Encoder layers [{_DEFAULTS.n_layers}].")
+@click.option("--n-layers", "--e-layers", "n_layers", type=click.IntRange(min=1),
+              help=f"Encoder layers [{_DEFAULTS.n_layers}; anomaly-transformer: 3].")
 @click.option("--d-model", type=click.IntRange(min=1), help=f"Model width [{_DEFAULTS.d_model}].")
 @click.option("--n-heads", type=click.IntRange(min=1), help=f"Attention heads [{_DEFAULTS.n_heads}].")
 @click.option("--d-ff", type=click.IntRange(min=1), help=f"Feed-forward width [{_DEFAULTS.d_ff}].")
-@click.option("--window-size", type=click.IntRange(min=2),
-              help=f"Points per window [{_DEFAULTS.window_size}].")
+@click.option("--window-size", "--win-size", "window_size", type=click.IntRange(min=2),
+              help=f"Points per window [{_DEFAULTS.window_size}; anomaly-transformer: 100].")
 @click.option("--patch-size", type=click.IntRange(min=1),
               help="Points per encoder token (a divisor of --window-size): a window P times longer through "
                    f"the same number of tokens [{_DEFAULTS.patch_size}: one token per point].")

@@ -342,12 +342,15 @@ def test_anomaly_transformer_trains_exports_and_scores_as_its_checkpoint(workdir
     from evaluation.detect import Detector
     from evaluation.series import load_csv
     from model.bundle import load_bundle
+    from model.families.checkpoint import load_checkpoint
 
     data = str(workdir / "data")
     code, out, _ = cli(["train", "--family", "anomaly-transformer", "-d", data, "-o", str(tmp_path / "at.pt"),
-                        "-e", "1", "--no-progress", "--window-size", "16", "--d-model", "16", "--n-heads", "2",
-                        "--d-ff", "32", "--set", "e_layers=1", "--set", "score=plain", "--score-lag", "0"])
+                        "--epochs", "1", "--no-progress", "--win-size", "16", "--d-model", "16", "--n-heads", "2",
+                        "--d-ff", "32", "--e-layers", "1", "--batch-size", "32", "--lr", "1e-4",
+                        "--set", "score=plain", "--score-lag", "0"])
     assert code == 0 and "(anomaly-transformer, threshold" in out, out
+    assert load_checkpoint(tmp_path / "at.pt").config.e_layers == 1  # --e-layers: the reference's name
     code, out, _ = cli(["export", "-m", str(tmp_path / "at.pt"), "-o", str(tmp_path / "atb")])
     assert code == 0, out
     bundle = load_bundle(tmp_path / "atb")
@@ -357,7 +360,7 @@ def test_anomaly_transformer_trains_exports_and_scores_as_its_checkpoint(workdir
     np.testing.assert_allclose(Detector(tmp_path / "at.pt").score(values), served, atol=1e-5)
     assert np.all((served >= 0) & (served < 1))
     code, _, err = cli(["train", "--family", "anomaly-transformer", "-d", data, "-o", str(tmp_path / "x.pt"),
-                        "--n-layers", "2", "--no-progress"])
+                        "--patch-size", "2", "--no-progress"])
     assert code == 2 and "unknown" in err, err
 
 

@@ -123,3 +123,15 @@ def test_alerts_on_normal_points_follow_the_workers_hysteresis() -> None:
     scores[80] = 0.9  # a second false alarm, after the cooldown
     assert alerts_on_normal(labels, scores, 0.5) == (2, 95)
     assert alerts_on_normal(labels, scores, 0.95) == (0, 95)
+
+
+def test_adjusted_at_counts_a_segment_once_any_point_reaches_the_threshold() -> None:
+    y = np.array([0, 1, 1, 1, 0, 0, 1, 1, 0, 0])
+    s = np.array([0.9, 0.1, 0.8, 0.1, 0.0, 0.0, 0.1, 0.1, 0.0, 0.0])
+    m = metrics.adjusted_at(y, s, 0.5)
+    # plain: one true positive (index 2), one false positive (index 0), four missed
+    assert (m["precision"], m["recall"]) == (0.5, 0.2)
+    # adjusted: the first segment is detected whole (3 points), the second not at all
+    assert m["pa_precision"] == 0.75 and m["pa_recall"] == 0.6
+    assert m["pa_f1"] == pytest.approx(2 * 0.75 * 0.6 / 1.35)
+    assert metrics.adjusted_at(y, s, 2.0)["f1"] == 0.0
