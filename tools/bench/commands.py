@@ -215,7 +215,9 @@ def run_bench(plan: Plan, work: Path, say: Callable[[str], None]) -> dict[str, A
         for name, path in bundles.items():
             result["bundles"][name] = _measure_bundle(plan, work, name, path, services, say)
         result["redis"] = _measure_redis(fp32, services.redis_url, plan.memory_series, say)
-    if plan.quantize:
+    if plan.quantize and result["bundles"]["fp32"]["channels"] != 1:
+        say("accuracy of int8 vs fp32: skipped (the check scores one-channel dev data)")
+    elif plan.quantize:
         from tools.bench.accuracy import accuracy_change
 
         say("accuracy of int8 vs fp32 on dev data")

@@ -283,16 +283,20 @@ async def _delete_topics(bootstrap: str, topics: list[str]) -> None:
 # ------------------------------------------------------------------------------------------ Kafka helpers
 
 
-def _message(sid: str, i: int, value: float) -> bytes:
-    return json.dumps({"series_id": sid, "ts": TS0 + 1000 * i, "value": value}).encode()
+def _message(sid: str, i: int, value: np.ndarray) -> bytes:
+    """One point; `value` holds one number per channel (`values` when there are several)."""
+    point = {"value": float(value[0])} if len(value) == 1 else {"values": [float(x) for x in value]}
+    return json.dumps({"series_id": sid, "ts": TS0 + 1000 * i, **point}).encode()
 
 
 def series_ids(n_series: int, tag: str = "s") -> list[str]:
     return [f"bench-{tag}-{s:05d}" for s in range(n_series)]
 
 
-async def preload(bootstrap: str, topic: str, sids: list[str], start: int, stop: int, seed: int = 1) -> int:
-    """Points start..stop-1 of every series, interleaved (point i of all series, then i+1); returns the count."""
+async def preload(bootstrap: str, topic: str, sids: list[str], start: int, stop: int, seed: int = 1,
+                  channels: int = 1) -> int:
+    """Points start..stop-1 of every series, interleaved (point i of all series, then i+1), `channels` values
+    each; returns the count."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20)
@@ -302,9 +306,9 @@ async def preload(bootstrap: str, topic: str, sids: list[str], start: int, stop:
     try:
         futures = []
         for i in range(start, stop):
-            values = rng.normal(size=len(sids))
+            values = rng.normal(size=(len(sids), channels))
             for sid, key, v in zip(sids, keys, values, strict=True):
-                futures.append(await producer.send(topic, _message(sid, i, float(v)), key=key))
+                futures.append(await producer.send(topic, _message(sid, i, v), key=key))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -394,7 +398,8 @@ def measure_throughput(services: Services, cfg: WorkerConfig, n_series: int, n_p
     """Warm S series up, write the rest of their P points at once, time the scores (see the module docstring)."""
     t_run = time.perf_counter()
     lag = served_lag(cfg)
-    window = load_bundle(cfg.model, verify=False).window_size
+    bundle = load_bundle(cfg.model, verify=False)
+    window, channels = bundle.window_size, bundle.channels
     if n_points < window + 2:
         raise ValueError(f"--points must be at least window_size + 2 = {window + 2} (W points of warm-up)")
     expected = n_series * (n_points - lag)  # point i is final once point i+lag has arrived
@@ -405,10 +410,10 @@ def measure_throughput(services: Services, cfg: WorkerConfig, n_series: int, n_p
     sids, first = series_ids(n_series), window
     with worker_run(services, cfg, log_dir) as run:
         run.start()
-        asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, 0, first))
+        asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, 0, first, channels=channels))
         asyncio.run(_states_at(run, sids, first, timeout=timeout))
         t_load = time.perf_counter()
-        asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, first, n_points))
+        asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, first, n_points, channels=channels))
         load_s = time.perf_counter() - t_load
         samples = wait_scored(run, expected, timeout)
         records = asyncio.run(read_scores(services.bootstrap, run.topics["scores"], expected))
@@ -463,7 +468,7 @@ async def _states_at(run: WorkerRun, sids: list[str], n: int, timeout: float) ->
 
 
 async def paced_send(bootstrap: str, topic: str, sids: list[str], start: int, stop: int, rate: float,
-                     seed: int = 2) -> dict[tuple[str, int], float]:
+                     seed: int = 2, channels: int = 1) -> dict[tuple[str, int], float]:
     """Send points start..stop-1 of every series, interleaved, `rate` messages per second in total;
     returns {(series_id, ts): wall-clock seconds just before send()}."""
     from aiokafka import AIOKafkaProducer
@@ -476,12 +481,12 @@ async def paced_send(bootstrap: str, topic: str, sids: list[str], start: int, st
     try:
         t0, k = time.perf_counter(), 0
         for i in range(start, stop):
-            values = rng.normal(size=len(sids))
+            values = rng.normal(size=(len(sids), channels))
             for sid, v in zip(sids, values, strict=True):
                 delay = t0 + k / rate - time.perf_counter()
                 if delay > 0.0005:
                     await asyncio.sleep(delay)
-                msg = _message(sid, i, float(v))
+                msg = _message(sid, i, v)
                 sent[(sid, TS0 + 1000 * i)] = time.time()
                 futures.append(await producer.send(topic, msg, key=sid.encode()))
                 k += 1
@@ -499,7 +504,8 @@ def measure_latency(services: Services, cfg: WorkerConfig, n_series: int, rate: 
 
     t_run = time.perf_counter()
     lag = served_lag(cfg)
-    window = load_bundle(cfg.model, verify=False).window_size
+    bundle = load_bundle(cfg.model, verify=False)
+    window, channels = bundle.window_size, bundle.channels
     sids = series_ids(n_series, "lat")
     # `seconds` worth of scored points, plus the lag's worth that only make earlier points final.
     per_series = max(2, round(rate * seconds / n_series)) + lag
@@ -509,10 +515,11 @@ def measure_latency(services: Services, cfg: WorkerConfig, n_series: int, rate: 
     expected = n_series * (stop - lag)
     with worker_run(services, cfg, log_dir) as run:
         run.start()
-        asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, 0, first))
+        asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, 0, first, channels=channels))
         asyncio.run(_states_at(run, sids, first, timeout=120))
         before = (time.monotonic(), run.metrics() or {})
-        sent = asyncio.run(paced_send(services.bootstrap, run.topics["telemetry"], sids, first, stop, rate))
+        sent = asyncio.run(paced_send(services.bootstrap, run.topics["telemetry"], sids, first, stop, rate,
+                                      channels=channels))
         samples = wait_scored(run, expected, timeout=60 + 2 * seconds)
         records = asyncio.run(read_scores(services.bootstrap, run.topics["scores"], expected))
     e2e, processing = [], []
