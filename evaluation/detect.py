@@ -84,8 +84,11 @@ def top_n(series: Series, scores: np.ndarray, n: int) -> list[dict[str, Any]]:
     """The `n` highest-scored points, highest first (earlier points first on ties)."""
     order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
     ranked = [int(i) for i in order if not np.isnan(scores[i])][:n]
-    return [{"timestamp": _plain(series.timestamps[i]), "value": float(series.values[i]),
-             "score": float(scores[i])} for i in ranked]
+    def point(i: int) -> dict[str, Any]:
+        v = series.values[i]
+        return {"value": float(v)} if np.ndim(v) == 0 else {"values": [float(x) for x in v]}
+
+    return [{"timestamp": _plain(series.timestamps[i]), **point(i), "score": float(scores[i])} for i in ranked]
 
 
 def _plain(x: Any) -> Any:

@@ -2,8 +2,9 @@
 library's csv: no pandas, so `detect` works in a worker-only install).
 
 Training, finetuning, calibration, retraining, `detect`, `evaluate` and the tools all hold their data as
-`Series`. A CSV file has the columns `timestamp, value`; training also needs labels, `probability` in [0, 1]
-(or `anomaly_tag` 0/1 as a fallback). Every problem becomes a one-line `DataError` naming the file.
+`Series`. A CSV file has the columns `timestamp, value` (several channels: `value_0, value_1, ...`); training
+also needs labels, `probability` in [0, 1] (or `anomaly_tag` 0/1 as a fallback). Every problem becomes a
+one-line `DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -175,11 +176,13 @@ def load_csv(path: str | Path, labels: bool = False) -> Series:
     if not path.is_file():
         raise DataError(f"{name}: no such file")
     columns = read_columns(path)
-    missing = [c for c in REQUIRED if c not in columns]
+    channels = value_columns(columns)
+    missing = [c for c in REQUIRED if c not in columns and not (c == "value" and channels)]
     if missing:
         raise DataError(f"{name}: missing column(s) {', '.join(missing)} "
-                        f"(found: {', '.join(columns) or 'none'}; need timestamp, value)")
-    if not columns["value"]:
+                        f"(found: {', '.join(columns) or 'none'}; need timestamp, value "
+                        "or value_0, value_1, ... for several channels)")
+    if not columns[channels[0]]:
         raise DataError(f"{name}: no data rows")
     has_labels = "probability" in columns or "anomaly_tag" in columns
     if labels and not has_labels:
@@ -187,8 +190,21 @@ def load_csv(path: str | Path, labels: bool = False) -> Series:
     probability = label = None
     if has_labels:
         probability, label = _labels(columns, name)
-    return Series(name=name, values=_numeric(columns["value"], "value", name), labels=label,
-                  timestamps=_timestamps(columns["timestamp"]), probability=probability)
+    parts = [_numeric(columns[c], c, name) for c in channels]
+    values = parts[0] if len(parts) == 1 else np.stack(parts, axis=1)
+    return Series(name=name, values=values, labels=label, timestamps=_timestamps(columns["timestamp"]),
+                  probability=probability)
+
+
+def value_columns(columns: dict[str, list[str]]) -> list[str]:
+    """`value` for one channel, else `value_0, value_1, ...` (several channels, in that order); [] if neither.
+    The numbered columns must run from 0 without a gap."""
+    if "value" in columns:
+        return ["value"]
+    numbered = sorted((int(c[6:]), c) for c in columns if c.startswith("value_") and c[6:].isdigit())
+    if [k for k, _ in numbered] != list(range(len(numbered))):
+        return []
+    return [c for _, c in numbered]
 
 
 def load_series(path: str | Path, labels: bool = False) -> list[Series]:

@@ -209,6 +209,7 @@ def train(data: Path | None, dataset: str | None, dataset_path: Path | None, max
     if dataset is not None and fam.supervised:
         raise click.UsageError(f"--dataset trains on unlabelled normal data: family {family!r} learns from labels; "
                                "use an unsupervised family such as anomaly-transformer")
+    _model_config(family, arch, settings)  # a bad architecture option fails before any data is read
     channels = None
     if dataset is not None:  # the set's channel count unless --set channels=... says otherwise
         assert dataset_path is not None
@@ -219,6 +220,22 @@ def train(data: Path | None, dataset: str | None, dataset_path: Path | None, max
         except DataError as e:
             raise click.BadParameter(str(e), param_hint="--path") from e
         channels = series[0].channels if series else None
+    else:
+        assert data is not None
+        import numpy as np
+
+        # An unsupervised family learns from the windows alone: unlabelled files are normal data, and without
+        # any labels the threshold is a percentile of the training and validation scores.
+        series = load_series(data, labels=fam.supervised)
+        unlabelled = [s for s in series if s.probability is None]
+        for s in unlabelled:
+            s.probability, s.labels = np.zeros(len(s)), np.zeros(len(s), np.int8)
+        if unlabelled and len(unlabelled) == len(series) and threshold_percentile is None:
+            threshold_percentile = 99.0
+        widths = {s.channels for s in series}
+        if len(widths) > 1:
+            raise click.BadParameter(f"the files have different channel counts {sorted(widths)}", param_hint="--data")
+        channels = widths.pop() if widths and widths != {1} else None
     cfg = _model_config(family, arch | ({"channels": channels} if channels else {}), settings)
     kind = normalization or ("zscore" if scope == "series" else "minmax")
     try:
@@ -233,9 +250,6 @@ def train(data: Path | None, dataset: str | None, dataset_path: Path | None, max
                      finetune=str(finetune) if finetune else None, progress=progress,
                      score_lag=score_lag,
                      threshold_percentile=threshold_percentile or (99.0 if dataset is not None else None))
-    if dataset is None:
-        assert data is not None
-        series = load_series(data, labels=True)
 
     def report(s: Any) -> None:
         val = "n/a" if s.val_loss is None else f"{s.val_loss:.4f}"
@@ -254,6 +268,13 @@ def train(data: Path | None, dataset: str | None, dataset_path: Path | None, max
     click.echo(f"saved {output} ({ckpt.family}, threshold {ckpt.threshold:.4f}, {ckpt.calibration['method']})")
 
 
+def _shown(result: dict[str, Any]) -> str:
+    """A detected point's value, or its channels' values separated by spaces."""
+    if "values" in result:
+        return " ".join(f"{x:.6g}" for x in result["values"])
+    return f"{result['value']:.6g}"
+
+
 def _write_results(results: list[dict[str, Any]], fmt: str, output: Path | None) -> None:
     if fmt == "json":
         text = json.dumps(results, indent=2) + "\n"
@@ -264,7 +285,8 @@ def _write_results(results: list[dict[str, Any]], fmt: str, output: Path | None)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=["timestamp", "value", "score"], lineterminator="\n")
         writer.writeheader()
-        writer.writerows(results)
+        writer.writerows({"timestamp": r["timestamp"], "value": r.get("value", _shown(r)), "score": r["score"]}
+                         for r in results)
         text = buf.getvalue()
     else:
         from rich.console import Console
@@ -274,7 +296,7 @@ def _write_results(results: list[dict[str, Any]], fmt: str, output: Path | None)
         for col in ("rank", "timestamp", "value", "score"):
             table.add_column(col, justify="left" if col == "timestamp" else "right")
         for i, r in enumerate(results, 1):
-            table.add_row(str(i), str(r["timestamp"]), f"{r['value']:.6g}", f"{r['score']:.4f}")
+            table.add_row(str(i), str(r["timestamp"]), _shown(r), f"{r['score']:.4f}")
         if output is None:
             Console().print(table)
             return

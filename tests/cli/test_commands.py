@@ -396,3 +396,33 @@ def test_anomaly_transformer_trains_on_a_sets_normal_splits_with_a_percentile_th
     assert code == 2 and "unsupervised" in err, err
     code, _, err = cli(["train", "--family", "anomaly-transformer", "-o", str(tmp_path / "x.pt")])
     assert code == 2 and "--dataset with --path" in err, err
+
+
+def test_anomaly_transformer_trains_on_your_own_unlabelled_multichannel_csv(tmp_path: Path, cli: Run) -> None:
+    """`--data` with `value_0, value_1, ...` columns and no labels: an unsupervised family takes the files as
+    normal data and the threshold as the 99th percentile of their scores; `detect` names each channel's value."""
+    from model.families.checkpoint import load_checkpoint
+
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        v = np.sin(np.arange(300)[:, None] / (4 + np.arange(3))) + rng.normal(0, 0.05, (300, 3))
+        rows = "".join(f"{60000 * i},{v[i, 0]:.4f},{v[i, 1]:.4f},{v[i, 2]:.4f}\n" for i in range(300))
+        (tmp_path / f"pump-{k}.csv").write_text("timestamp,value_0,value_1,value_2\n" + rows)
+    code, out, err = cli(["train", "--family", "anomaly-transformer", "-d", str(tmp_path), "-o",
+                          str(tmp_path / "at.pt"), "--epochs", "1", "--no-progress", "--win-size", "16",
+                          "--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--e-layers", "1",
+                          "--normalization", "zscore", "--scope", "global", "--score-lag", "0"])
+    assert code == 0, out + err
+    ckpt = load_checkpoint(tmp_path / "at.pt")
+    assert ckpt.config.channels == 3 and ckpt.calibration["method"] == "percentile_train_val"
+    code, out, _ = cli(["detect", "-m", str(tmp_path / "at.pt"), "-i", str(tmp_path / "pump-0.csv"), "-n", "2",
+                        "--format", "json"])
+    assert code == 0, out
+    top = json.loads(out)
+    assert len(top) == 2 and len(top[0]["values"]) == 3 and "value" not in top[0]
+    (tmp_path / "gap.csv").write_text("timestamp,value_0,value_2\n1,2,3\n")
+    code, _, err = cli(["detect", "-m", str(tmp_path / "at.pt"), "-i", str(tmp_path / "gap.csv")])
+    assert code == 2 and "value_0, value_1, ..." in err
+    # a supervised family still needs labels
+    code, _, err = cli(["train", "-d", str(tmp_path / "pump-0.csv"), "-o", str(tmp_path / "x.pt"), *TINY_ARGS])
+    assert code == 2 and "needs a 'probability' column" in err
