@@ -10,7 +10,6 @@ soak's wait the same partition is read at once."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import pytest
@@ -65,12 +64,6 @@ def test_the_soak_fetch_wait_reads_a_partition_of_many_batches(services, unique)
     start = BATCHES - 1000
     assert asyncio.run(_read_tail(services.kafka_bootstrap, topic, start, 1000, Plan().fetch_max_wait_ms,
                                   limit_s=30)) == 1000
-    if os.environ.get("ANOMALYBERT_TEST_KAFKA") or os.environ.get("ANOMALYBERT_TEST_SERVICES"):
-        return  # not the local broker: the limitation below is Tansu's
-    # The limitation the soak's setting avoids: at the workers' default wait the local broker returns nothing
-    # (or next to nothing) from this partition. If this fails, a newer broker has lifted it: see
-    # docs/operations.md ("Fault soak") and the workers' kafka.fetch_max_wait_ms.
-    from stream.settings import KafkaSettings as Defaults
-
-    assert asyncio.run(_read_tail(services.kafka_bootstrap, topic, start, 1000, Defaults().fetch_max_wait_ms,
-                                  limit_s=5)) < 1000
+    # At the workers' default wait (10 ms) the same read returns nothing or next to nothing on a busy 2-core
+    # machine, but whether the listing fits in 10 ms depends on the machine's speed and load, so that side is
+    # measured (docs/operations.md, "Fault soak"), not asserted here.
