@@ -266,3 +266,22 @@ async def read_topic(
     finally:
         await consumer.stop()
     return out
+
+
+def replay_series(services: Any, names: Names, worker: Worker, sid: str, ts: list[int], values: Any,
+                  timeout: float = 90) -> list[dict[str, Any]]:
+    """Send one series' points (`values` (T,) or (T, C)) to the telemetry topic, read its score messages until
+    there is one per point (or `timeout`), then stop the worker; asserts it stayed alive."""
+    rows = [v.tolist() if hasattr(v, "tolist") else v for v in values]
+    points = (point(sid, t, [float(x) for x in v] if isinstance(v, list) else float(v))
+              for t, v in zip(ts, rows, strict=True))
+    try:
+        asyncio.run(produce(services.kafka_bootstrap, names.topics["telemetry"], json_messages(points)))
+        got = [m for m in asyncio.run(read_topic(services.kafka_bootstrap, names.topics["scores"],
+                                                 lambda ms: sum(m.get("series_id") == sid for m in ms) >= len(ts),
+                                                 timeout=timeout))
+               if isinstance(m, dict) and m.get("series_id") == sid]
+        assert worker.alive(), worker.log()
+    finally:
+        worker.stop()
+    return got

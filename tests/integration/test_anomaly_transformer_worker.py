@@ -4,7 +4,6 @@ the channels that contribute most (`contrib`), as `Detector.contributions` compu
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 
 from evaluation.detect import Detector
 from model.bundle import load_bundle
-from tests.stream_support import Names, Worker, json_messages, point, produce, read_topic
+from tests.stream_support import Names, Worker, replay_series
 
 pytestmark = pytest.mark.integration
 
@@ -57,16 +56,7 @@ def test_a_real_worker_serves_scores_and_contributions_as_offline(services: Any,
     values = _telemetry(300)
     ts = [T0 + 1000 * i for i in range(len(values))]
     sid = f"pump-{names.token}"
-    try:
-        points = (point(sid, t, [float(x) for x in v]) for t, v in zip(ts, values, strict=True))
-        asyncio.run(produce(services.kafka_bootstrap, names.topics["telemetry"], json_messages(points)))
-        got = [m for m in asyncio.run(read_topic(services.kafka_bootstrap, names.topics["scores"],
-                                                 lambda ms: sum(m.get("series_id") == sid for m in ms) >= len(ts),
-                                                 timeout=90))
-               if isinstance(m, dict) and m.get("series_id") == sid]
-        assert worker.alive(), worker.log()
-    finally:
-        worker.stop()
+    got = replay_series(services, names, worker, sid, ts, values)
     assert [m["ts"] for m in got] == ts, "one score per point, in order"
     detector = Detector(bundle)
     np.testing.assert_allclose([m["score"] for m in got], detector.score(values), atol=1e-5, rtol=0)

@@ -4,7 +4,6 @@ line of `stream/`, `model/` or `training/` knowing about it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from evaluation.detect import Detector
 from model.bundle import load_bundle
 from model.families.checkpoint import load_checkpoint
 from tests.families.tiny_ae import NAME, TinyAE
-from tests.stream_support import ROOT, Names, Worker, json_messages, point, produce, read_topic
+from tests.stream_support import ROOT, Names, Worker, replay_series
 from tools.cli import cli
 
 pytestmark = pytest.mark.integration
@@ -83,19 +82,9 @@ def test_a_real_worker_serves_it_as_detect_scores_it(services: Any, trained: dic
                                                       tmp_path: Path) -> None:
     names = Names(uuid.uuid4().hex[:10], partitions=2)
     worker = Worker(names.env(services, trained["bundle"], ANOMALYBERT_WORKER__ID="ae"), tmp_path / "w.log").start()
-    try:
-        values, _ = _series(200, 7, 120)
-        ts = [T0 + 1000 * i for i in range(len(values))]
-        sid = f"ae-{names.token}"
-        asyncio.run(produce(services.kafka_bootstrap, names.topics["telemetry"],
-                            json_messages(point(sid, t, float(v)) for t, v in zip(ts, values, strict=True))))
-        got = [m for m in asyncio.run(read_topic(services.kafka_bootstrap, names.topics["scores"],
-                                                 lambda ms: sum(m.get("series_id") == sid for m in ms) >= len(ts),
-                                                 timeout=90))
-               if isinstance(m, dict) and m.get("series_id") == sid]
-        assert worker.alive(), worker.log()
-    finally:
-        worker.stop()
+    values, _ = _series(200, 7, 120)
+    ts = [T0 + 1000 * i for i in range(len(values))]
+    got = replay_series(services, names, worker, f"ae-{names.token}", ts, values)
     assert [m["ts"] for m in got] == ts, "one score per point, in order (score_lag 0 from the manifest)"
     expected = Detector(trained["bundle"]).score(values)
     np.testing.assert_allclose([m["score"] for m in got], expected, atol=1e-5, rtol=0)
