@@ -236,9 +236,11 @@ class DeadLetter(BaseModel):
 
 
 def top_contributors(shares: tuple[float, ...], n: int) -> list[Contribution]:
-    """The `n` channels with the largest shares, largest first (ties: the lower channel first)."""
+    """The `n` channels with the largest shares, largest first (ties: the lower channel first). Shares are
+    clipped to [0, 1], so that a family whose contributions stray (rounding, or not normalized) cannot make
+    the message invalid and stop the partition."""
     order = sorted(range(len(shares)), key=lambda c: (-shares[c], c))[:n]
-    return [Contribution(channel=c, share=round(shares[c], 6)) for c in order]
+    return [Contribution(channel=c, share=round(min(max(shares[c], 0.0), 1.0), 6)) for c in order]
 
 
 def to_json(msg: BaseModel) -> bytes:

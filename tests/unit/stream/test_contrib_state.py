@@ -68,3 +68,5 @@ def test_top_contributors_names_the_largest_shares_first() -> None:
     assert top_contributors((0.1, 0.5, 0.1, 0.3), 3) == [
         Contribution(channel=1, share=0.5), Contribution(channel=3, share=0.3), Contribution(channel=0, share=0.1)]
     assert top_contributors((0.2, 0.8), 5) == [Contribution(channel=1, share=0.8), Contribution(channel=0, share=0.2)]
+    # a family's stray values are clipped, never an invalid message
+    assert top_contributors((1.2, -0.1), 2) == [Contribution(channel=0, share=1.0), Contribution(channel=1, share=0.0)]
