@@ -278,15 +278,13 @@ class Bundle:
         return CONTRIB_NAME in {o.name for o in self.session.get_outputs()}
 
     def score_windows_packed(self, windows: np.ndarray) -> np.ndarray:
-        """Raw windows (B, W, C) -> (B, W, 1 + channels): the scores, then the contributions (NaN when the graph
-        has none), in one array so that batching and failure isolation treat them as one."""
+        """Raw windows (B, W, C) -> (B, W, 1 + channels): the scores, then the contributions, in one array so that
+        batching and failure isolation treat them as one. Only for a graph with the `contrib` output."""
+        if not self.has_contrib:
+            raise BundleError(f"{self.directory}: the graph has no {CONTRIB_NAME!r} output")
         if len(windows) == 0:
             return np.empty((0, self.window_size, 1 + self.channels), dtype=np.float32)
         x = np.ascontiguousarray(self.normalizer.transform(windows), np.float32)
-        if not self.has_contrib:
-            score = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-            return np.concatenate([score[..., None], np.full((*score.shape, self.channels), np.nan, np.float32)],
-                                  axis=-1)
         score, contrib = self.session.run([OUTPUT_NAME, CONTRIB_NAME], {INPUT_NAME: x})
         return np.concatenate([score[..., None], contrib], axis=-1)
 

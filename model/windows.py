@@ -87,11 +87,11 @@ def finalizing_windows(ends: np.ndarray, window_size: int, lag: int, points: np.
     if len(ends) == 0:
         return out
     first = np.searchsorted(ends, points + lag, side="left")
-    newest = np.searchsorted(ends, points + window_size - 1, side="right") - 1  # last end covering from above
+    newest = np.searchsorted(ends, points + window_size - 1, side="right") - 1  # the last window starting <= point
     for j, (i, a, b) in enumerate(zip(points, first, newest, strict=True)):
         if a < len(ends) and ends[a] - window_size + 1 <= i:
             out[j] = a
-        elif b >= 0 and ends[b] >= i and ends[b] - window_size + 1 <= i:
+        elif b >= 0 and ends[b] >= i:
             out[j] = b
     return out
 
