@@ -222,14 +222,12 @@ def train(data: Path | None, dataset: str | None, dataset_path: Path | None, max
         channels = series[0].channels if series else None
     else:
         assert data is not None
-        import numpy as np
+        from training.datasets import as_normal
 
         # An unsupervised family learns from the windows alone: unlabelled files are normal data, and without
         # any labels the threshold is a percentile of the training and validation scores.
         series = load_series(data, labels=fam.supervised)
-        unlabelled = [s for s in series if s.probability is None]
-        for s in unlabelled:
-            s.probability, s.labels = np.zeros(len(s)), np.zeros(len(s), np.int8)
+        unlabelled = [as_normal(s) for s in series if s.probability is None]
         if unlabelled and len(unlabelled) == len(series) and threshold_percentile is None:
             threshold_percentile = 99.0
         widths = {s.channels for s in series}

@@ -22,7 +22,14 @@ def normal_train_splits(dataset: str, path: Path, max_points: int | None = None)
     for s in load_dataset(dataset, path):
         start = 0 if max_points is None else max(0, s.seen_end - max_points)
         values = s.values[start:s.seen_end]
-        zeros = np.zeros(len(values))
-        out.append(Series(f"{s.name}:train", values, zeros.astype(np.int8), 0, probability=zeros,
-                          meta={**s.meta, "split": "train"}))
+        out.append(as_normal(Series(f"{s.name}:train", values, meta={**s.meta, "split": "train"})))
     return out
+
+
+def as_normal(series: Series) -> Series:
+    """Label every point of an unlabelled series normal (probability and tag 0), in place, and return it: what
+    the shared training loop needs to hold out a validation tail of data that an unsupervised family takes as
+    normal."""
+    series.probability = np.zeros(len(series))
+    series.labels = np.zeros(len(series), np.int8)
+    return series
