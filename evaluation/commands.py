@@ -86,11 +86,24 @@ def _peer_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
               help="Seed of the random baseline and IForest.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime threads.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Also write the served model's metrics.json (ROC-AUC, PR-AUC, precision, recall and F1 at a "
+                   "percentile threshold of the seen parts' scores) and the plots scores.png, "
+                   "score_distribution.png, roc.png, precision_recall.png into DIR.")
+@click.option("--report-percentile", type=click.FloatRange(0.0, 100.0, min_open=True, max_open=True),
+              default=95.0, show_default=True, metavar="P",
+              help="--report: the threshold is the P-th percentile of the seen parts' scores (train splits, NAB's "
+                   "probationary period), never of the scored part.")
+@click.option("--sweep", is_flag=True,
+              help="--report: also scan thresholds at percentiles 80-99.9 of the scored part (threshold_sweep.csv, "
+                   "metrics_best.json, f1_vs_threshold.png). The best row is chosen with the test labels: an "
+                   "oracle, labelled so.")
 def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags: tuple[int, ...],
                      calibrations: tuple[str, ...], output: Path | None, limit: int | None, baselines: bool,
                      peer_names: tuple[str, ...], novelty: tuple[int, int, float] | None, eval_stride: int | None,
                      max_seen: int | None,
-                     channel_reduce: str, vus_max_buffer: int, seed: int, threads: int) -> None:
+                     channel_reduce: str, vus_max_buffer: int, seed: int, threads: int, report_dir: Path | None,
+                     report_percentile: float, sweep: bool) -> None:
     """Measure a bundle's accuracy on labelled data, scored causally as the stream worker scores it.
 
     Each point's score is final `score_lag` points after it arrives; NAB counts the detection at that
@@ -107,6 +120,7 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
       anomalybert evaluate --dataset ucr --path ../shared/data/ucr --limit 20
       anomalybert evaluate --dataset ucr --path ../shared/data/ucr --novelty 128/2048
       anomalybert evaluate --dataset ucr --path ../shared/data/ucr --no-baselines --peers discord,sub-pca
+      anomalybert evaluate --dataset smd --path ../shared/data/smd --model bundle/ --report runs/smd --sweep
     """
     from rich.console import Console
 
@@ -122,6 +136,8 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
         console = Console(width=150)
     started = time.perf_counter()
     peers.require(peer_names)  # a missing package fails now, not after the model's minutes
+    if sweep and report_dir is None:
+        raise click.UsageError("--sweep writes into the --report folder: give --report DIR")
     bundle = load_bundle(model_path or DEFAULT_BUNDLE_DIR, threads=threads)
     w = bundle.window_size
     stride = eval_stride or max(DEFAULT_EVAL_STRIDE[dataset], bundle.stride)
@@ -171,6 +187,14 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     out.write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
     _print_tables(console, report)
     console.print(f"report written to [bold]{out}[/bold] ({report['elapsed_s']} s)")
+    if report_dir is not None:
+        from evaluation.artifacts import write_report
+
+        served = variants[0].name  # the first variant: the worker's lag and calibration
+        files = write_report(scored, served, report_dir, report_percentile, sweep, bundle.threshold,
+                             {"dataset": dataset, "bundle": report["bundle"]["version"],
+                              "family": bundle.manifest.family})
+        console.print(f"report files in [bold]{report_dir}[/bold]: {', '.join(f.name for f in files)}")
 
 
 def _score_with_progress(console: Any, bundle: Any, series: list, cfg: Any) -> list:

@@ -269,16 +269,18 @@ async def read_topic(
 
 
 def replay_series(services: Any, names: Names, worker: Worker, sid: str, ts: list[int], values: Any,
-                  timeout: float = 90) -> list[dict[str, Any]]:
+                  timeout: float = 90, expect: int | None = None) -> list[dict[str, Any]]:
     """Send one series' points (`values` (T,) or (T, C)) to the telemetry topic, read its score messages until
-    there is one per point (or `timeout`), then stop the worker; asserts it stayed alive."""
+    there is one per point (or `expect`: fewer, for a lag that leaves the last points open), or `timeout`, then
+    stop the worker; asserts it stayed alive."""
     rows = [v.tolist() if hasattr(v, "tolist") else v for v in values]
     points = (point(sid, t, [float(x) for x in v] if isinstance(v, list) else float(v))
               for t, v in zip(ts, rows, strict=True))
     try:
         asyncio.run(produce(services.kafka_bootstrap, names.topics["telemetry"], json_messages(points)))
+        wanted = expect or len(ts)
         got = [m for m in asyncio.run(read_topic(services.kafka_bootstrap, names.topics["scores"],
-                                                 lambda ms: sum(m.get("series_id") == sid for m in ms) >= len(ts),
+                                                 lambda ms: sum(m.get("series_id") == sid for m in ms) >= wanted,
                                                  timeout=timeout))
                if isinstance(m, dict) and m.get("series_id") == sid]
         assert worker.alive(), worker.log()

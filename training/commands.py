@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from model.errors import DataError
 from model.families.anomalybert.config import ModelConfig
@@ -66,8 +67,11 @@ def _model_config(family_name: str, options: dict[str, Any], settings: tuple[str
 
     given = dict(options)
     fields = getattr(families.get(family_name).config_class, "__dataclass_fields__", {})
-    if "n_layers" in given and "n_layers" not in fields and "e_layers" in fields:  # the reference's name
-        given["e_layers"] = given.pop("n_layers")
+    if "n_layers" in given and "n_layers" not in fields:  # the references' names
+        for name in ("e_layers", "enc_layers"):
+            if name in fields:
+                given[name] = given.pop("n_layers")
+                break
     for item in settings:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -165,14 +169,23 @@ set_option = click.option(
 @click.option("--finetune", type=click.Path(dir_okay=False, path_type=Path),
               help="Start from this checkpoint: keep its encoder frozen and train a new head only.")
 @family_option
+@click.option("--config", "config_name", default=None, metavar="NAME",
+              help="A named configuration of the family (tae: robust, gan-cnn, plain): its model fields and its "
+                   "training settings (epochs, batch size, learning rate, weight decay); options given here win.")
 @set_option
+@click.option("--weight-decay", type=click.FloatRange(min=0.0), default=None,
+              help="AdamW weight decay [0.01, or the named configuration's].")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Where history.json (each epoch's losses, the loss's parts, validation) and "
+                                  "losses.png go [beside the checkpoint: <output stem>-report/].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on a terminal only].")
 @click.option("--verbose", "-v", is_flag=True, help="Log details.")
 def train(data: Path | None, dataset: str | None, dataset_path: Path | None, max_points: int,
           threshold_percentile: float | None, output: Path, epochs: int, batch_size: int, lr: float,
           val_fraction: float, seed: int,
           score_lag: int | None, finetune: Path | None, normalization: str | None, scope: str | None,
-          halflife: float | None, threshold_beta: float, family: str, settings: tuple[str, ...],
+          halflife: float | None, threshold_beta: float, family: str, config_name: str | None,
+          settings: tuple[str, ...], weight_decay: float | None, report_dir: Path | None,
           progress: bool | None, verbose: bool, **arch: Any) -> None:
     """Train a model (or finetune one) on labelled CSV data and save a checkpoint.
 
@@ -186,6 +199,8 @@ def train(data: Path | None, dataset: str | None, dataset_path: Path | None, max
       anomalybert train --data data/mine.csv --output tuned.pt --epochs 5 --finetune model.pt
       anomalybert train --family anomaly-transformer --dataset smd --path ../shared/data/smd \\
           --normalization zscore --scope global --window-size 100 --output at.pt
+      anomalybert train --family tae --config robust --dataset smd --path ../shared/data/smd \\
+          --normalization zscore --scope global --output tae.pt
     """
     _setup_logging(verbose)
     from evaluation.series import load_series
@@ -206,6 +221,22 @@ def train(data: Path | None, dataset: str | None, dataset_path: Path | None, max
         fam = families.get(family)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--family") from e
+    named: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+    if config_name is not None:
+        if finetune is not None:
+            raise click.UsageError("--finetune keeps the checkpoint's configuration; drop --config")
+        if config_name not in fam.configs:
+            known = ", ".join(fam.configs) or "none"
+            raise click.BadParameter(f"family {family!r} has no configuration {config_name!r} (known: {known})",
+                                     param_hint="--config")
+        named = fam.configs[config_name]
+        ctx = click.get_current_context()
+        given = {k for k in ("epochs", "batch_size", "lr") if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}
+        epochs, batch_size, lr = (named["train"].get(k, v) if k not in given else v
+                                  for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)))
+        arch = {**named["model"], **{k: v for k, v in arch.items() if v is not None}}
+    if weight_decay is None:
+        weight_decay = named["train"].get("weight_decay", 0.01)
     if dataset is not None and fam.supervised:
         raise click.UsageError(f"--dataset trains on unlabelled normal data: family {family!r} learns from labels; "
                                "use an unsupervised family such as anomaly-transformer")
@@ -241,8 +272,8 @@ def train(data: Path | None, dataset: str | None, dataset_path: Path | None, max
                                   halflife=halflife or DEFAULT_HALFLIFE))
     except ValueError as e:
         raise click.UsageError(str(e)) from e
-    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed,
-                     family=family,
+    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                     val_fraction=val_fraction, seed=seed, family=family,
                      normalization=kind, scope=scope or "window",
                      halflife=halflife or DEFAULT_HALFLIFE, threshold_beta=threshold_beta,
                      finetune=str(finetune) if finetune else None, progress=progress,
@@ -261,9 +292,15 @@ def train(data: Path | None, dataset: str | None, dataset_path: Path | None, max
         if "lag" not in str(e) or isinstance(e, DataError):
             raise
         raise click.BadParameter(str(e), param_hint="--score-lag") from e
-    ckpt.training_data["source"] = str(data)
+    ckpt.training_data["source"] = str(data if data is not None else dataset_path)
+    if config_name is not None:
+        ckpt.training_data["config_name"] = config_name
     ckpt.save(output)
     click.echo(f"saved {output} ({ckpt.family}, threshold {ckpt.threshold:.4f}, {ckpt.calibration['method']})")
+    from training.history import write_history
+
+    report_dir = report_dir or output.with_name(f"{output.stem}-report")
+    click.echo(f"history: {', '.join(str(p) for p in write_history(ckpt.metrics['history'], report_dir))}")
 
 
 def _shown(result: dict[str, Any]) -> str:

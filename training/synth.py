@@ -348,3 +348,48 @@ def write_scenarios(output_dir: str | Path, n_samples: int, seed: int,
             paths.append(series.to_csv(out / name))
     log.info("wrote %d synthetic series to %s (seed %d)", len(paths), out, seed)
     return paths
+
+
+def window_share(touched: np.ndarray, window_size: int, stride: int) -> float:
+    """The share of the training windows (`window_size` every `stride` points) that hold a `touched` point."""
+    n = len(touched)
+    starts = range(0, n - window_size + 1, stride)
+    if not len(starts):
+        return 0.0
+    csum = np.concatenate([[0], np.cumsum(touched.astype(np.int64))])
+    return float(np.mean([csum[s + window_size] > csum[s] for s in starts]))
+
+
+# What `contaminate` hides in training data: every kind but the trend shift, whose level change lasts to the end
+# of the series (it would move the normal data rather than hide an anomaly in it).
+CONTAMINANTS = tuple(k for k in SCENARIOS if k != "trend_shift")
+
+
+def contaminate(values: np.ndarray, share: float, window_size: int, stride: int, rng: np.random.Generator,
+                kinds: Sequence[str] = CONTAMINANTS, max_channels: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Unlabelled training data with anomalies hidden in it: inject anomalies (of `kinds`, each on 1 to
+    `max_channels` random channels at once) into `values` (T,) or (T, C) until at least `share` of the
+    training windows (`window_size` every `stride` points) hold one. Returns the new values and the (T,) mask
+    of touched points; `values` is left unchanged. `share` 0 returns a copy."""
+    x = np.array(values, dtype=np.float64, copy=True)
+    flat = x.ndim == 1
+    x2 = x[:, None] if flat else x
+    n, channels = x2.shape
+    touched = np.zeros(n, dtype=bool)
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"share must be in [0, 1), got {share}")
+    scales = [injection_scale(x2[:, c]) for c in range(channels)]
+    taken: list[tuple[int, int]] = []
+    while window_share(touched, window_size, stride) < share:
+        injector, (lo, hi), _ = INJECTORS[kinds[int(rng.integers(len(kinds)))]]
+        length = min(int(rng.integers(lo, hi + 1)), max(1, n // 4))
+        start = _find_room(n, length, taken, rng)
+        if start is None:
+            break  # no room left for another anomaly
+        taken.append((start, length))
+        for c in rng.choice(channels, size=int(rng.integers(1, min(max_channels, channels) + 1)), replace=False):
+            column = np.ascontiguousarray(x2[:, c])
+            p = injector(column, start, min(length, n - start), scales[c], rng)
+            x2[:, c] = column
+            touched[start:start + len(p)] |= p > 0
+    return (x2[:, 0] if flat else x2), touched

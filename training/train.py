@@ -77,6 +77,9 @@ class EpochStats:
     val_loss: float | None
     val_roc_auc: float | None
     seconds: float
+    # The epoch's mean of each named part of the family's loss (unweighted), and `discriminator` for a family
+    # with an adversary; empty for a family whose loss is one number.
+    parts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -186,29 +189,66 @@ def _model(cfg: Any, tc: TrainConfig) -> tuple[families.Family, nn.Module, Norma
                                                            halflife=base.normalizer.halflife)
 
 
+class _Parts:
+    """Running means of named loss parts over an epoch's batches, weighted by batch size."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, parts: dict[str, float], n: int) -> None:
+        for k, v in parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * n
+            self.counts[k] = self.counts.get(k, 0) + n
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+
+
+@dataclass
+class _Second:
+    """The adversary's optimizer and schedule (`families.Adversary`)."""
+
+    adversary: families.Adversary
+    opt: torch.optim.Optimizer
+
+
 def _epoch(model: nn.Module, family: families.Family, inputs: torch.Tensor, y: torch.Tensor,
-           batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer,
-           sched: LRScheduler, tc: TrainConfig, gen: torch.Generator, label: str) -> float:
-    """One pass over the training batches (cut from `inputs`, the family's objective)."""
+           batch_loss: Callable[[torch.Tensor, torch.Tensor], Any], opt: torch.optim.Optimizer,
+           sched: LRScheduler, tc: TrainConfig, gen: torch.Generator, label: str,
+           second: _Second | None = None) -> tuple[float, dict[str, float]]:
+    """One pass over the training batches (cut from `inputs`, the family's objective): the mean loss and the
+    means of its named parts. With `second`, the adversary steps after every `every`-th model step, on the
+    same batch."""
     from tqdm import tqdm
 
     family.train_mode(model, tc.finetune is not None)
     order = torch.randperm(len(inputs), generator=gen)
-    total, n = 0.0, 0
+    total, n, parts = 0.0, 0, _Parts()
+    params = [p for group in opt.param_groups for p in group["params"]]
     with tqdm(total=len(order), desc=label, unit="win", leave=False, disable=_disable(tc)) as bar:
-        for i in range(0, len(order), tc.batch_size):
+        for step, i in enumerate(range(0, len(order), tc.batch_size), 1):
             idx = order[i:i + tc.batch_size]
-            loss = batch_loss(inputs[idx], y[idx])
+            out = batch_loss(inputs[idx], y[idx])
+            loss, named = out if isinstance(out, tuple) else (out, {})
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
+            if second is not None and step % second.adversary.every == 0:
+                second.opt.zero_grad(set_to_none=True)
+                d_loss = second.adversary.loss(inputs[idx])
+                d_loss.backward()
+                nn.utils.clip_grad_norm_(second.adversary.parameters, 1.0)
+                second.opt.step()
+                named = {**named, "discriminator": float(d_loss.detach())}
+            parts.add(named, len(idx))
             total += loss.item() * len(idx)
             n += len(idx)
             bar.update(len(idx))
             bar.set_postfix(loss=f"{total / n:.4f}")
-    return total / n
+    return total / n, parts.means()
 
 
 def _disable(tc: TrainConfig) -> bool | None:
@@ -226,8 +266,11 @@ def train(series: list[Series], cfg: Any, tc: TrainConfig,
     lag = cfg.window_size - 1 if tc.score_lag is None else tc.score_lag
     check_lag(cfg.window_size, cfg.stride, lag)
     data = prepare(series, cfg, normalizer, tc.val_fraction)  # every series fills a training window
-    params = [p for p in model.parameters() if p.requires_grad]
+    adversary = family.adversary(model) if tc.finetune is None else None
+    theirs = {id(p) for p in adversary.parameters} if adversary else set()
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in theirs]
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    second = _Second(adversary, torch.optim.Adam(adversary.parameters, lr=adversary.lr)) if adversary else None
     # One cycle: a short warm-up to `lr`, then cosine decay; clearly better than a constant rate in the
     # few thousand steps a CPU affords.
     steps = tc.epochs * -(-len(data.x) // tc.batch_size)
@@ -241,12 +284,12 @@ def train(series: list[Series], cfg: Any, tc: TrainConfig,
     history: list[EpochStats] = []
     for epoch in range(1, tc.epochs + 1):
         t0 = time.perf_counter()
-        train_loss = _epoch(model, family, inputs, data.y, batch_loss, opt, sched, tc, gen,
-                            f"epoch {epoch}/{tc.epochs}")
+        train_loss, parts = _epoch(model, family, inputs, data.y, batch_loss, opt, sched, tc, gen,
+                                   f"epoch {epoch}/{tc.epochs}", second)
         model.eval()
         scores, prob, label = holdout_scores(scorer, data.holdouts, cfg, lag)
         stats = EpochStats(epoch, train_loss, bce(scores, prob) if len(scores) else None,
-                           roc_auc(scores, label), time.perf_counter() - t0)
+                           roc_auc(scores, label), time.perf_counter() - t0, parts)
         history.append(stats)
         log.info("epoch %d: %s", epoch, stats)
         if on_epoch:

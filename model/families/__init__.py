@@ -11,7 +11,13 @@ loop, validation and thresholds, export, serving) is shared and reads only the c
   `(B, W, input_channels)` to scores `(B, W)` in [0, 1] (higher = more anomalous): the ONNX contract.
 - `loss(model, x, y)` is the training objective on a batch of normalized windows `x` and soft labels `y`
   `(B, W)` in [0, 1]; an unsupervised family ignores `y` (labels then serve validation and the threshold
-  only).
+  only). It may return `(loss, parts)`, `parts` a dict of named float components that the training history
+  records per epoch.
+- `adversary(model)` (optional): a second player with its own parameters, loss and optimizer (a GAN's
+  discriminator), stepped by the training loop beside the model; the model's optimizer then steps every
+  other trainable parameter.
+- `configs` (optional): named configurations (`train --config NAME`), each the config fields and the
+  training settings it was designed with.
 
 This module imports neither torch nor a family: families are imported when first asked for (`get`), from
 the built-in table, from the `anomalybert.families` entry-point group (a family in another package), or
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,8 +42,20 @@ DEFAULT_FAMILY = "anomalybert"
 ENTRY_POINT_GROUP = "anomalybert.families"
 # Built-in families: name -> the module whose import registers it.
 _BUILTIN = {"anomalybert": "model.families.anomalybert",
-            "anomaly-transformer": "model.families.anomaly_transformer"}
+            "anomaly-transformer": "model.families.anomaly_transformer",
+            "tae": "model.families.tae"}
 _REGISTRY: dict[str, Family] = {}
+
+
+@dataclass
+class Adversary:
+    """A second player trained beside a model (a GAN's discriminator): its parameters, its loss on a batch of
+    normalized windows, its own Adam learning rate, and how often it steps (every `every` model steps)."""
+
+    parameters: list[Any]
+    loss: Callable[[torch.Tensor], torch.Tensor]
+    lr: float
+    every: int = 1
 
 
 class Family:
@@ -47,6 +66,8 @@ class Family:
     config_class: ClassVar[type]
     # Learns from the labels (`y` in `loss`); False: from the windows alone.
     supervised: ClassVar[bool] = True
+    # Named configurations: name -> {"model": config fields, "train": TrainConfig fields}.
+    configs: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
 
     def config(self, data: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
         """The config from its dict, with `overrides` (None values ignored); a bad value is a ValueError."""
@@ -63,6 +84,10 @@ class Family:
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def adversary(self, model: nn.Module) -> Adversary | None:
+        """The second player trained beside `model`, if the family has one."""
+        return None
+
     def check(self, cfg: Any, normalizer: Normalizer) -> None:
         """Raise ValueError when `cfg` cannot be trained or served with `normalizer`."""
 
@@ -75,7 +100,7 @@ class Family:
         model.train()
 
     def objective(self, model: nn.Module, x: torch.Tensor,
-                  finetune: bool) -> tuple[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+                  finetune: bool) -> tuple[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], Any]]:
         """What training batches are cut from and the loss of a batch of it: by default the windows and
         `loss`. A family may precompute (e.g. the features of a frozen encoder, once) and return those."""
         return x, lambda xb, yb: self.loss(model, xb, yb)
