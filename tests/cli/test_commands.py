@@ -398,6 +398,32 @@ def test_anomaly_transformer_trains_on_a_sets_normal_splits_with_a_percentile_th
     assert code == 2 and "--dataset with --path" in err, err
 
 
+def test_a_named_configuration_sets_the_model_and_training_and_options_given_win(tmp_path: Path, cli: Run) -> None:
+    """`--config gan-cnn`: the design's model fields and training settings (here its batch size and weight decay),
+    except what the command line gives (epochs, window); the history goes beside the checkpoint."""
+    from model.families.checkpoint import load_checkpoint
+
+    v = np.sin(np.arange(400)[:, None] / (4 + np.arange(2))) + np.random.default_rng(0).normal(0, 0.05, (400, 2))
+    rows = "".join(f"{60000 * i},{v[i, 0]:.4f},{v[i, 1]:.4f}\n" for i in range(400))
+    (tmp_path / "pump.csv").write_text("timestamp,value_0,value_1\n" + rows)
+    code, out, err = cli(["train", "--family", "tae", "--config", "gan-cnn", "-d", str(tmp_path / "pump.csv"), "-o",
+                          str(tmp_path / "g.pt"), "--epochs", "1", "--no-progress", "--win-size", "16", "--d-model",
+                          "16", "--n-heads", "2", "--d-ff", "32", "--n-layers", "1", "--set", "dec_layers=1",
+                          "--normalization", "zscore", "--scope", "global", "--score-lag", "0"])
+    assert code == 0, out + err
+    ckpt = load_checkpoint(tmp_path / "g.pt")
+    cfg, settings = ckpt.config, ckpt.training_data["settings"]
+    assert (cfg.adversary, cfg.w_rec, cfg.window_size, cfg.enc_layers, cfg.channels) == ("cnn", 50.0, 16, 1, 2)
+    assert (settings["epochs"], settings["batch_size"], settings["weight_decay"], settings["lr"]) == (1, 64, 0.0, 1e-4)
+    assert ckpt.training_data["config_name"] == "gan-cnn"
+    history = json.loads((tmp_path / "g-report" / "history.json").read_text())["epochs"]
+    assert set(history[0]["parts"]) == {"reconstruction", "adversarial", "discriminator"}
+    assert (tmp_path / "g-report" / "losses.png").is_file()
+    code, _, err = cli(["train", "--family", "tae", "--config", "huge", "-d", str(tmp_path / "pump.csv"), "-o",
+                        str(tmp_path / "x.pt")])
+    assert code == 2 and "no configuration 'huge' (known: robust, gan-cnn, plain)" in err, err
+
+
 def test_anomaly_transformer_trains_on_your_own_unlabelled_multichannel_csv(tmp_path: Path, cli: Run) -> None:
     """`--data` with `value_0, value_1, ...` columns and no labels: an unsupervised family takes the files as
     normal data and the threshold as the 99th percentile of their scores; `detect` names each channel's value."""

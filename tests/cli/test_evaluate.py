@@ -74,6 +74,21 @@ def test_evaluate_seed_csv_writes_tables_and_json(bundle_dir: Path, seed_dir: Pa
     assert nab["standard"]["fixed"]["threshold"] == report["bundle"]["threshold"]
 
 
+def test_report_writes_the_served_models_metrics_and_plots(bundle_dir: Path, seed_dir: Path,
+                                                            tmp_path: Path) -> None:
+    result = run_seed(bundle_dir, seed_dir, tmp_path / "r.json", "--no-baselines", "--report", str(tmp_path / "rep"),
+                      "--sweep", "--report-percentile", "90")
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in (tmp_path / "rep").iterdir()}
+    assert names == {"metrics.json", "threshold_sweep.csv", "metrics_best.json", "f1_vs_threshold.png",
+                     "scores.png", "score_distribution.png", "roc.png", "precision_recall.png"}
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert m["detector"] == "anomalybert lag=15 cal=none" and "percentile 90" in m["threshold_source"]
+    assert {"roc_auc", "pr_auc", "precision", "recall", "f1", "true_anomaly_ratio", "predicted_anomaly_ratio"} <= set(m)
+    result = run_seed(bundle_dir, seed_dir, tmp_path / "r.json", "--sweep")
+    assert result.exit_code == 2 and "--report" in result.output
+
+
 def test_no_baselines_and_limit(bundle_dir: Path, seed_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     result = run_seed(bundle_dir, seed_dir, out, "--no-baselines", "--limit", "1")
