@@ -284,6 +284,7 @@ def train(series: list[Series], cfg: Any, tc: TrainConfig,
     history: list[EpochStats] = []
     for epoch in range(1, tc.epochs + 1):
         t0 = time.perf_counter()
+        family.begin_epoch(model, epoch, tc.epochs)
         train_loss, parts = _epoch(model, family, inputs, data.y, batch_loss, opt, sched, tc, gen,
                                    f"epoch {epoch}/{tc.epochs}", second)
         model.eval()

@@ -43,7 +43,8 @@ ENTRY_POINT_GROUP = "anomalybert.families"
 # Built-in families: name -> the module whose import registers it.
 _BUILTIN = {"anomalybert": "model.families.anomalybert",
             "anomaly-transformer": "model.families.anomaly_transformer",
-            "tae": "model.families.tae"}
+            "tae": "model.families.tae",
+            "sdmae": "model.families.sdmae"}
 _REGISTRY: dict[str, Family] = {}
 
 
@@ -83,6 +84,9 @@ class Family:
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def begin_epoch(self, model: nn.Module, epoch: int, epochs: int) -> None:
+        """Called before each training epoch (`epoch` 1-based of `epochs`): e.g. a loss weight's warm-up."""
 
     def adversary(self, model: nn.Module) -> Adversary | None:
         """The second player trained beside `model`, if the family has one."""

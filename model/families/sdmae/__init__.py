@@ -1,0 +1,47 @@
+"""The self-distilled masked autoencoder (semi-supervised): a masked-reconstruction encoder with a deep teacher
+and a shallow student decoder whose disagreement on hidden timesteps is the anomaly score; labelled anomalies,
+when there are any, widen it. Registered as `sdmae`.
+
+- `config.py`: `SDMAEConfig`.
+- `modules.py`: the model (mask-last-N serving), random masking, the margin loss, the warm-up ramp, the loss.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from model.families import Family, register
+from model.families.sdmae.config import SDMAEConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+NAME = "sdmae"
+
+
+class SDMAEFamily(Family):
+    name = NAME
+    config_class = SDMAEConfig
+    # Learns from the windows alone and, where there are labels, from them too: unlabelled data trains it.
+    supervised = False
+
+    def build(self, cfg: SDMAEConfig) -> nn.Module:
+        from model.families.sdmae.modules import SelfDistilledMAE
+
+        return SelfDistilledMAE(cfg)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        from model.families.sdmae.modules import sdmae_loss
+
+        return sdmae_loss(model, x, y)  # type: ignore[arg-type]
+
+    def begin_epoch(self, model: Any, epoch: int, epochs: int) -> None:
+        from model.families.sdmae.modules import ramp
+
+        model.ramp = ramp(epoch, epochs, model.cfg.warmup)
+
+
+FAMILY = register(SDMAEFamily())
+
+__all__ = ["FAMILY", "NAME", "SDMAEConfig", "SDMAEFamily"]

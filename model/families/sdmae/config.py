@@ -1,0 +1,74 @@
+"""The self-distilled masked autoencoder's configuration."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SDMAEConfig:
+    """Shape and objective of a self-distilled masked autoencoder.
+
+    Shape: an input projection, a learnable mask token put in place of the hidden timesteps, sinusoidal
+    positions, an `enc_layers` transformer encoder (d_model 64, 4 heads), then two decoders over the encoder's
+    output: a deep teacher (`teacher_layers`) and a shallow student (`student_layers`), each projecting back to
+    the channels.
+
+    Training hides `mask_ratio` of each window's timesteps at random (0.4-0.75). The loss is the teacher's MSE
+    on the hidden timesteps plus `lam` x the discrepancy term. The discrepancy d = ||teacher - student||^2 (mean
+    over channels) at the hidden timesteps is minimized on normal and unlabelled points and pushed above
+    `margin` on labelled anomalies, max(0, margin - d). The anomaly part is ramped in linearly over the first
+    `warmup` share of the epochs.
+
+    Serving hides the last `score_last` timesteps of each window and scores their discrepancy d as d / (1 + d):
+    causal, the newest points judged from what came before them. The other timesteps of a window score 0,
+    so a bundle of this family is served with a score lag below `score_last` (0: each point scored once, in
+    the window where it is newest)."""
+
+    window_size: int = 64
+    stride: int = 1
+    channels: int = 1
+    d_model: int = 64
+    n_heads: int = 4
+    enc_layers: int = 3
+    teacher_layers: int = 4
+    student_layers: int = 1
+    d_ff: int = 128
+    dropout: float = 0.1
+    mask_ratio: float = 0.6
+    score_last: int = 8
+    margin: float = 1.0
+    lam: float = 0.5
+    warmup: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("window_size", "stride", "channels", "d_model", "n_heads", "enc_layers", "teacher_layers",
+                     "student_layers", "d_ff", "score_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.stride > self.window_size:
+            raise ValueError(f"stride ({self.stride}) must not exceed window_size ({self.window_size})")
+        if self.score_last >= self.window_size:
+            raise ValueError(f"score_last ({self.score_last}) must be below window_size ({self.window_size})")
+        if self.stride > self.score_last:
+            raise ValueError(f"stride ({self.stride}) must not exceed score_last ({self.score_last}): every point "
+                             "must be among some window's newest")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.margin <= 0 or self.lam < 0 or not 0.0 <= self.warmup <= 1.0:
+            raise ValueError("margin must be > 0, lam >= 0 and warmup in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SDMAEConfig:
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown sdmae config keys: {sorted(unknown)}")
+        return cls(**data)
