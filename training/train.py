@@ -50,7 +50,7 @@ class TrainConfig:
     halflife: float = DEFAULT_HALFLIFE  # series scope: half-life of the running statistics, in points
     family: str = families.DEFAULT_FAMILY  # ignored when finetuning: the checkpoint's family
     finetune: str | None = None  # checkpoint to finetune (AnomalyBERT: its encoder is kept frozen)
-    score_lag: int | None = None  # lag of the validation scores and the threshold; None = window_size - 1
+    score_lag: int | None = None  # lag of the validation scores and the threshold; None = the family's default
     threshold_beta: float = DEFAULT_THRESHOLD_BETA  # the threshold maximizes F-beta on validation
     # else: the threshold is this percentile of the scores of every training point, heads and validation tails
     # alike (the Anomaly Transformer's rule, on train and validation data only; for unlabelled normal data)
@@ -263,7 +263,7 @@ def train(series: list[Series], cfg: Any, tc: TrainConfig,
     family, model, normalizer = _model(cfg, tc)
     cfg = model.cfg
     family.check(cfg, normalizer)
-    lag = cfg.window_size - 1 if tc.score_lag is None else tc.score_lag
+    lag = family.default_lag(cfg) if tc.score_lag is None else tc.score_lag
     check_lag(cfg.window_size, cfg.stride, lag)
     data = prepare(series, cfg, normalizer, tc.val_fraction)  # every series fills a training window
     adversary = family.adversary(model) if tc.finetune is None else None
@@ -336,7 +336,7 @@ def recalibrate(ckpt: Checkpoint, series: list[Series], score_lag: int | None, b
         ckpt = replace(ckpt, model=family.reconfigure(ckpt.model, **blend))
     family.check(ckpt.config, ckpt.normalizer)
     cfg = ckpt.config
-    lag = cfg.window_size - 1 if score_lag is None else score_lag
+    lag = family.default_lag(cfg) if score_lag is None else score_lag
     check_lag(cfg.window_size, cfg.stride, lag)
     # A copy: `prepare` refits a global normalizer, but the holdouts it returns are raw values for that
     # scope (prepared only for the series scope) and are scored with the checkpoint's own normalizer.

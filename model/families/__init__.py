@@ -85,6 +85,11 @@ class Family:
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def default_lag(self, cfg: Any) -> int:
+        """The score lag that training calibrates at when none is given (recorded as the worker's default):
+        every covering window, W - 1."""
+        return int(cfg.window_size) - 1
+
     def begin_epoch(self, model: nn.Module, epoch: int, epochs: int) -> None:
         """Called before each training epoch (`epoch` 1-based of `epochs`): e.g. a loss weight's warm-up."""
 

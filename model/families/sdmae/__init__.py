@@ -36,6 +36,11 @@ class SDMAEFamily(Family):
 
         return sdmae_loss(model, x, y)  # type: ignore[arg-type]
 
+    def default_lag(self, cfg: SDMAEConfig) -> int:
+        """Only a window's last `score_last` points are scored: a point is final in the first window that has it
+        among them (lag stride - 1), not after every covering window."""
+        return cfg.stride - 1
+
     def begin_epoch(self, model: Any, epoch: int, epochs: int) -> None:
         from model.families.sdmae.modules import ramp
 

@@ -113,3 +113,17 @@ def test_the_bundle_matches_pytorch_and_the_checkpoint_round_trips(tmp_path: Pat
         want = m(torch.from_numpy(norm.transform(windows)))
     directory, _ = export_bundle(again, tmp_path / "bundle")
     np.testing.assert_allclose(load_bundle(directory).score_windows(windows), want.numpy(), atol=1e-5, rtol=1e-4)
+
+
+def test_training_calibrates_at_the_lag_where_a_point_is_among_the_hidden_newest() -> None:
+    from evaluation.series import Series
+    from training.datasets import as_normal
+    from training.train import TrainConfig, train
+
+    values = np.sin(np.arange(300)[:, None] / (4 + np.arange(2))) + np.random.default_rng(0).normal(0, 0.05, (300, 2))
+    cfg = families.get(NAME).config({**TINY, "stride": 2})
+    ckpt = train([as_normal(Series("a", values))], cfg, TrainConfig(epochs=1, batch_size=32, family=NAME,
+                                                                      progress=False, threshold_percentile=99))
+    assert ckpt.calibration["score_lag"] == 1  # stride - 1, not window_size - 1
+    assert set(ckpt.metrics["history"][0]["parts"]) == {"reconstruction", "discrepancy_normal",
+                                                        "discrepancy_anomalies", "ramp"}
