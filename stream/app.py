@@ -21,6 +21,7 @@ from model.bundle import Bundle, load_bundle
 from model.errors import BundleError
 from model.serving import Geometry, Served, serve
 from stream.errors import StartupError
+from stream.feedback import FeedbackReader
 from stream.kafka import PartitionReader, ensure_topics, faust_credentials, faust_monitor, faust_transport
 from stream.metrics import Metrics
 from stream.processor import Processor
@@ -72,7 +73,8 @@ async def check_services(settings: Settings) -> dict[str, int]:
         await redis.aclose()
     t = settings.kafka.topics
     return await ensure_topics(
-        settings.kafka, [t.telemetry, t.scores, t.alerts, t.dlq, t.model_updates], compacted=[t.model_updates]
+        settings.kafka, [t.telemetry, t.scores, t.alerts, t.dlq, t.model_updates, t.feedback],
+        compacted=[t.model_updates, t.feedback]
     )
 
 
@@ -200,6 +202,7 @@ def build_app(settings: Settings, checked: Checked, runtime: Runtime | None = No
     app.transport = faust_transport(k.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     runtime = runtime or Runtime(settings, checked)
     register(app, settings, runtime)
+    app.task(FeedbackReader(settings, runtime.metrics).run)
     if settings.model.reload:
         reloader = Reloader(settings, runtime.scorer, runtime.metrics)
         app.timer(interval=settings.model.poll_interval_s, name="poll_model")(reloader.poll)

@@ -92,6 +92,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.feedback = Counter(
+            "anomalybert_feedback",
+            "Operators' verdicts on alerts read from the feedback topic, verdict=true (a real anomaly) or false (a "
+            "false alarm); each message is counted by one worker of the group",
+            ["verdict"],
+            registry=r,
+        )
         self.open_series = Gauge("anomalybert_series_in_batch", "Distinct series in the last batch", registry=r)
         ProcessCollector(registry=r)  # process_cpu_seconds_total, memory, open fds (Linux)
 

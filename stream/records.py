@@ -261,3 +261,56 @@ class ModelUpdate(BaseModel):
     version: str = Field(min_length=1, description="the bundle's manifest version, e.g. 2026-11-26T03-10-00Z-ab12cd")
     uri: str = Field(min_length=1, description="absolute path of the bundle directory (a registry version)")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the bundle's model.onnx, lowercase hex")
+
+
+# Longest operator note a feedback message may carry.
+MAX_NOTE_CHARS = 1000
+
+
+class Feedback(BaseModel):
+    """`feedback` (in, compacted, key = alert id): an operator's verdict on an alert. `anomalybert feedback`
+    publishes it; any tool may. The workers count verdicts and dead-letter what they cannot read."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    alert_id: str = Field(min_length=3, description="the alert's id, `<series_id>:<opened_ts>`, as in `alerts`")
+    verdict: Literal["true", "false"] = Field(description="`true`: a real anomaly; `false`: a false alarm")
+    note: str | None = Field(None, max_length=MAX_NOTE_CHARS, description="free text from the operator")
+    at: int = Field(description="when the verdict was given, epoch milliseconds")
+
+    @field_validator("alert_id")
+    @classmethod
+    def _alert_id(cls, v: str) -> str:
+        series, sep, opened = v.rpartition(":")
+        if not sep or not series or not opened.lstrip("-").isdigit():
+            raise ValueError("alert_id must be `<series_id>:<opened_ts>` (an integer after the last ':')")
+        if not v.isprintable():
+            raise ValueError("alert_id must be printable (no control characters)")
+        return v
+
+    @property
+    def series_id(self) -> str:
+        return self.alert_id.rpartition(":")[0]
+
+    @property
+    def opened_ts(self) -> int:
+        return int(self.alert_id.rpartition(":")[2])
+
+    @property
+    def is_true(self) -> bool:
+        return self.verdict == "true"
+
+
+def parse_feedback(raw: bytes | None, key: bytes | None) -> Feedback:
+    """Validate one feedback message; raises InvalidRecord(code, reason) for one the worker cannot read."""
+    if not raw:
+        raise InvalidRecord("empty", "empty message value (a tombstone: no verdict)")
+    try:
+        fb = Feedback.model_validate_json(raw)
+    except ValidationError as e:
+        kind = "invalid_json" if any(err["type"] == "json_invalid" for err in e.errors()) else "invalid_field"
+        raise InvalidRecord(kind, _short(e)) from e
+    if key and key != fb.alert_id.encode():
+        raise InvalidRecord("key_mismatch", "message key differs from alert_id (the key must be the alert id, so "
+                                            "that compaction keeps each alert's latest verdict)")
+    return fb

@@ -28,6 +28,7 @@ class TopicNames(_Section):
     alerts: str = "alerts"
     dlq: str = "telemetry.dlq"
     model_updates: str = "model-updates"
+    feedback: str = "feedback"  # operators' verdicts on alerts (compacted, key = alert id)
 
     @field_validator("*")
     @classmethod

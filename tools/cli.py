@@ -32,7 +32,7 @@ INSTALL_OF_EXTRA = {
 # Modules that each expose COMMANDS: a list of click commands (import-light: no torch, no faust).
 COMMAND_MODULES = (
     "training.commands", "tools.models", "training.retrain_commands", "evaluation.commands",
-    "tools.topics", "tools.demo", "tools.contracts",
+    "tools.topics", "tools.feedback", "tools.demo", "tools.contracts",
     "stream.cli",
     "tools.bench.commands", "tools.soak",
 )

@@ -119,6 +119,13 @@ FIELD_DOCS: dict[str, dict[str, str]] = {
         "closed_ts": "ts of the point that closed the alert (only on `closed`)",
         "model_version": "the bundle version that computed the score",
     },
+    "feedback": {
+        "alert_id": "the alert's id, `<series_id>:<opened_ts>`, as in the alerts topic (an integer after the last "
+        "':'); also the message key",
+        "verdict": "`true`: the alert was a real anomaly; `false`: a false alarm",
+        "note": "free text from the operator, at most 1,000 characters",
+        "at": "when the verdict was given, epoch milliseconds",
+    },
     "dead-letter": {
         "code": "why the message was refused: " + ", ".join(DEAD_LETTER_CODES),
         "reason": "a human-readable explanation",
@@ -164,7 +171,7 @@ class Contract:
 
 
 def contracts_list() -> list[Contract]:
-    from stream.records import AlertMessage, DeadLetter, ModelUpdate, ScoreMessage, Telemetry
+    from stream.records import AlertMessage, DeadLetter, Feedback, ModelUpdate, ScoreMessage, Telemetry
 
     def series_key() -> dict[str, Any]:
         return {"type": "string", "description": "the series_id, UTF-8"}
@@ -221,9 +228,10 @@ def contracts_list() -> list[Contract]:
             topic="dlq",
             direction="send",
             title="Dead letter",
-            description="A telemetry message the worker refused: the original bytes, where they came from and why.",
+            description="A telemetry or feedback message the worker refused: the original bytes, where they came "
+            "from and why.",
             key={"type": "string", "description": "the original message's key (empty when it had none)"},
-            operation="The workers publish every refused telemetry message, keyed by its original key.",
+            operation="The workers publish every refused telemetry and feedback message, keyed by its original key.",
             refine=_refine_dead_letter,
         ),
         Contract(
@@ -238,6 +246,21 @@ def contracts_list() -> list[Contract]:
             key={"type": "string", "const": "current", "description": "always `current`: compaction keeps the latest"},
             operation="Every worker reads the topic from its end without a consumer group, so every worker sees "
             "every announcement.",
+        ),
+        Contract(
+            name="feedback",
+            model=Feedback,
+            mode="validation",
+            topic="feedback",
+            direction="receive",
+            title="Alert feedback",
+            description="An operator's verdict on an alert, produced by `anomalybert feedback` or any tool. Unknown "
+            "fields are ignored. A message the workers cannot read (bad JSON, a missing or invalid field, a key "
+            "other than alert_id) goes to the dead-letter topic.",
+            key={"type": "string", "description": "the alert_id, UTF-8: compaction keeps each alert's latest verdict; "
+                 "when set it must equal alert_id, else the message is dead-lettered (key_mismatch)"},
+            operation="The workers consume feedback as a consumer group of their own (`<group_id>-feedback`) and "
+            "count verdicts (anomalybert_feedback_total{verdict}).",
         ),
     ]
 
@@ -306,7 +329,15 @@ def _env_var(*path: str) -> str:
 def _examples() -> dict[str, list[dict[str, Any]]]:
     """Example payloads, built by the code that writes (or parses) each message."""
     from stream.errors import InvalidRecord
-    from stream.records import AlertMessage, DeadLetter, ModelUpdate, ScoreMessage, parse_telemetry, to_json
+    from stream.records import (
+        AlertMessage,
+        DeadLetter,
+        Feedback,
+        ModelUpdate,
+        ScoreMessage,
+        parse_telemetry,
+        to_json,
+    )
 
     version = "2026-11-26T03-10-00Z-ab12cd"
 
@@ -376,6 +407,11 @@ def _examples() -> dict[str, list[dict[str, Any]]]:
         "model-update": [
             wire(ModelUpdate(version=version, uri=f"/registry/{version}", sha256="ab12cd" + "0" * 58)),
         ],
+        "feedback": [
+            wire(Feedback(alert_id="web-01/cpu:1732600000000", verdict="false", note="deploy at 10:00",
+                          at=1732603600000)),
+            wire(Feedback(alert_id="pump-7:1795662000000", verdict="true", at=1795665600000)),
+        ],
     }
 
 
@@ -391,7 +427,7 @@ def asyncapi_document() -> dict[str, Any]:
     for c in contracts_list():
         default = TopicNames.model_fields[c.topic].default
         env = _env_var("kafka", "topics", c.topic)
-        compacted = c.topic == "model_updates"
+        compacted = c.topic in ("model_updates", "feedback")
         messages[c.name] = {
             "name": c.name,
             "title": c.title,
@@ -401,7 +437,8 @@ def asyncapi_document() -> dict[str, Any]:
             "bindings": {"kafka": {"key": c.key, "bindingVersion": "0.5.0"}},
             "examples": [{"name": f"{c.name}-{i + 1}", "payload": p} for i, p in enumerate(examples[c.name])],
         }
-        role = "internal, compacted" if compacted else ("in" if c.direction == "receive" else "out")
+        role = ("internal, compacted" if c.topic == "model_updates" else "in, compacted" if compacted
+                else "in" if c.direction == "receive" else "out")
         channels[c.topic] = {
             "address": default,
             "title": f"{default} ({role})",

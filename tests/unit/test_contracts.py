@@ -75,6 +75,7 @@ def test_the_folder_holds_the_generated_files_and_the_readme_only() -> None:
         "alert.schema.json",
         "dead-letter.schema.json",
         "model-update.schema.json",
+        "feedback.schema.json",
     }
 
 
@@ -108,7 +109,7 @@ def test_the_command_writes_and_checks(tmp_path: Path) -> None:
     out = tmp_path / "contracts"
     missing = runner.invoke(c.contracts, ["--check", "--out", str(out)])
     assert missing.exit_code == 1
-    assert len([line for line in missing.output.splitlines() if "differs from the code" in line]) == 6
+    assert len([line for line in missing.output.splitlines() if "differs from the code" in line]) == 7
     assert runner.invoke(c.contracts, ["--out", str(out)]).exit_code == 0
     assert c.check_contracts(out) == []
     ok = runner.invoke(c.contracts, ["--check", "--out", str(out)])
@@ -399,7 +400,7 @@ def test_asyncapi_names_every_topic_of_the_settings(monkeypatch: pytest.MonkeyPa
         monkeypatch.setenv(ch["x-env"], f"custom-{field}")
         assert getattr(Settings().kafka.topics, field) == f"custom-{field}"
         policy = ch["bindings"]["kafka"]["topicConfiguration"]["cleanup.policy"]
-        assert policy == (["compact"] if field == "model_updates" else ["delete"])
+        assert policy == (["compact"] if field in ("model_updates", "feedback") else ["delete"])
     assert channels["telemetry"]["address"] == "telemetry" and channels["dlq"]["address"] == "telemetry.dlq"
 
 
@@ -434,6 +435,7 @@ def test_asyncapi_references_resolve_and_examples_validate() -> None:
         "alerts": "send",
         "dlq": "send",
         "model_updates": "receive",
+        "feedback": "receive",
     }
     group = doc["operations"]["receiveTelemetry"]["bindings"]["kafka"]["groupId"]
     assert group["default"] == Settings().kafka.group_id
