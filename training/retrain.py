@@ -76,15 +76,20 @@ def load_tables(paths: list[Path], series_ids: set[str] | None = None) -> list[S
     return out
 
 
-def degrade(series: list[Series], rng: np.random.Generator, copies: int) -> list[Series]:
-    """Labelled series as given; each unlabelled one as `copies` versions with injected anomalies."""
+def degrade(series: list[Series], rng: np.random.Generator, copies: int,
+            true_spans: Callable[[Series], np.ndarray | None] | None = None) -> list[Series]:
+    """Labelled series as given; each unlabelled one as `copies` versions with injected anomalies. `true_spans`
+    gives a series' points known to be anomalous (alerts an operator marked true), labelled 1 in every copy."""
     out: list[Series] = []
     for s in series:
         if s.probability is not None:
             out.append(s)
             continue
+        known = true_spans(s) if true_spans is not None else None
         for k in range(copies):
             values, prob = inject_anomalies(s.values, rng)
+            if known is not None:
+                prob = np.maximum(prob, known.astype(np.float64))
             out.append(Series(name=f"{s.name}#inj{k}", timestamps=s.timestamps, values=values, probability=prob,
                               labels=(prob >= 0.5).astype(np.int8)))
     return out
@@ -166,16 +171,26 @@ class RetrainPlan:
     progress: bool | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
     family: str | None = None  # None: the current model's family
+    feedback: list[Any] = field(default_factory=list)  # training.feedback.Verdict: operators' verdicts on alerts
 
 
-def prepare_data(raw: list[Series], plan: RetrainPlan, window_size: int) -> tuple[list[Series], list[Series]]:
-    """(training series, gate series), both labelled; unlabelled input gets injected anomalies."""
+def prepare_data(raw: list[Series], plan: RetrainPlan, window_size: int,
+                 fed: dict[str, list[Any]] | None = None) -> tuple[list[Series], list[Series]]:
+    """(training series, gate series), both labelled; unlabelled input gets injected anomalies. `fed`: the
+    operators' verdicts per series (`training.feedback.matched`): each fed-back alert is added as labelled
+    segments of its own, and alerts marked true are anomalies in every injected copy of their series."""
+    from training.feedback import feedback_segments, label_true_spans
+
     min_points = max(window_size * 2, MIN_SAMPLES)
     heads, tails = split_gate(raw, plan.gate_fraction, min_points)
     train_rng, gate_rng = np.random.default_rng([plan.seed, 1]), np.random.default_rng([plan.seed, 2])
+    fed = fed or {}
+    train = degrade(heads, train_rng, plan.copies, lambda s: label_true_spans(s, fed.get(s.name, [])))
+    # The segments come from the whole series: most verdicts are on recent alerts, which lie in the gate slice.
+    train += feedback_segments(raw, fed, window_size, plan.copies)
     # The gate slice gets one injected version per series, from its own generator: both models are
     # judged on exactly the same points and labels.
-    return degrade(heads, train_rng, plan.copies), degrade(tails, gate_rng, 1)
+    return train, degrade(tails, gate_rng, 1)
 
 
 @dataclass
@@ -187,6 +202,8 @@ class RetrainOutcome:
     new: GateResult
     accepted: bool
     base_version: str
+    # On the fed-back alerts (training.feedback.FeedbackPrecision), current and candidate; None without feedback.
+    feedback: tuple[Any, Any] | None = None
 
 
 def _threshold_beta(current: Any) -> float:
@@ -234,7 +251,10 @@ def run_retrain(raw: list[Series], current_dir: Path, plan: RetrainPlan) -> Retr
     base = current.manifest.model if name == current.manifest.family else {
         "window_size": current.window_size, "stride": current.stride, "channels": current.channels}
     cfg = family.config(base, **({} if plan.finetune else plan.model_overrides))
-    train_series, gate = prepare_data(raw, plan, cfg.window_size)
+    from training.feedback import matched
+
+    fed = matched(raw, plan.feedback) if plan.feedback else {}
+    train_series, gate = prepare_data(raw, plan, cfg.window_size, fed)
     # The candidate's threshold is calibrated at the lag the current model is served with.
     lag = min(serve_default_lag(current.manifest), cfg.window_size - 1)
     tc = TrainConfig(family=name, epochs=plan.epochs, batch_size=plan.batch_size, lr=plan.lr, seed=plan.seed,
@@ -251,8 +271,23 @@ def run_retrain(raw: list[Series], current_dir: Path, plan: RetrainPlan) -> Retr
     new_result = gate_metrics(TorchScorer(candidate), gate, cfg.window_size, cfg.stride, candidate.normalizer)
     candidate.metrics["gate"] = {"candidate": new_result.__dict__, "current": current_result.__dict__,
                                  "base_version": current.version}
+    feedback = _feedback_precision(current.directory, candidate, raw, fed) if fed else None
+    if feedback is not None:
+        candidate.metrics["gate"]["feedback"] = {"current": feedback[0].__dict__, "candidate": feedback[1].__dict__}
     return RetrainOutcome(candidate, current_result, new_result,
-                          not_worse(new_result, current_result, plan.tolerance), current.version)
+                          not_worse(new_result, current_result, plan.tolerance), current.version, feedback)
+
+
+def _feedback_precision(current_dir: Path, candidate: Any, raw: list[Series], fed: dict[str, list[Any]]) -> tuple:
+    """Both models on the fed-back alerts, served as `detect` serves them (the candidate has trained on them)."""
+    import tempfile
+
+    from training.feedback import feedback_precision
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "candidate.pt"
+        candidate.save(path)
+        return feedback_precision(current_dir, raw, fed), feedback_precision(path, raw, fed)
 
 
 async def read_topic(kafka: Any, topic: str, since_ms: int | None, until_ms: int | None,

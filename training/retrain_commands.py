@@ -47,12 +47,16 @@ def _when(value: str | None) -> int | None:
               help="Kafka bootstrap servers (default: the worker settings' value).")
 @click.option("--family", metavar="NAME",
               help="With --from-scratch: train a model of this family [the current model's].")
+@click.option("--feedback/--no-feedback", default=None,
+              help="Learn from the operators' verdicts on the feedback topic (`anomalybert feedback`): the points of "
+                   "alerts marked true become labelled anomalies, those of false alarms labelled normal, and the "
+                   "gate reports both models' precision on those alerts [on with --from-topic].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 def retrain(sources: tuple[Path, ...], from_topic: str | None, since: str | None, until: str | None,
             max_points: int | None, series_ids: tuple[str, ...], registry: Path, finetune: bool, epochs: int,
             lr: float, batch_size: int, copies: int, gate_fraction: float, tolerance: float, seed: int,
             force: bool, dry_run: bool, announce: bool, bootstrap: str | None, family: str | None,
-            progress: bool | None) -> None:
+            feedback: bool | None, progress: bool | None) -> None:
     """Retrain on your own telemetry and publish the result if it is not worse than the current model.
 
     SOURCES are CSV or Parquet files or directories with the columns timestamp, value and optionally
@@ -74,14 +78,22 @@ def retrain(sources: tuple[Path, ...], from_topic: str | None, since: str | None
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--family") from e
     ids = set(series_ids) or None
-    kafka = kafka_settings(bootstrap) if (from_topic or announce) else None
+    feedback = bool(from_topic) if feedback is None else feedback
+    kafka = kafka_settings(bootstrap) if (from_topic or announce or feedback) else None
     if from_topic:
         raw = asyncio.run(read_topic(kafka, from_topic, _when(since), _when(until), max_points, ids))
     else:
         raw = load_tables(list(sources), ids)
+    verdicts = []
+    if feedback:
+        from training.feedback import read_verdicts
+
+        verdicts = asyncio.run(read_verdicts(kafka))
+        click.echo(f"feedback: {len(verdicts)} alert(s) with a verdict on {kafka.topics.feedback} "
+                   f"({sum(v.true for v in verdicts)} true, {sum(not v.true for v in verdicts)} false)")
     plan = RetrainPlan(epochs=epochs, seed=seed, finetune=finetune, copies=copies, gate_fraction=gate_fraction,
                        tolerance=tolerance, lr=lr, batch_size=batch_size, progress=progress,
-                       family=family)
+                       family=family, feedback=verdicts)
     outcome = _train_and_compare(raw, registry, plan)
     if dry_run:
         click.echo("dry run: nothing published")
@@ -112,6 +124,14 @@ def _train_and_compare(raw: list, registry: Path, plan: Any) -> Any:
         table.add_row(name, version, auc, f"{r.best_f1:.4f}", str(r.n_points), str(r.n_anomalous))
     console = Console()
     console.print(table)
+    if outcome.feedback is not None:
+        fb = Table(title="the fed-back alerts (the candidate has trained on them)")
+        for col in ("model", "raised on true alarms", "raised on false alarms", "precision"):
+            fb.add_column(col)
+        for name, r in zip(("current", "candidate"), outcome.feedback, strict=True):
+            p = "n/a" if r.precision is None else f"{r.precision:.3f}"
+            fb.add_row(name, f"{r.raised_true}/{r.n_true}", f"{r.raised_false}/{r.n_false}", p)
+        console.print(fb)
     console.print("gate: " + ("[green]pass[/green]" if outcome.accepted else "[red]fail[/red]"))
     return outcome
 
