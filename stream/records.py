@@ -12,7 +12,7 @@ import hashlib
 import math
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
@@ -87,11 +87,7 @@ def parse_telemetry(raw: bytes | None, key: bytes | None, channels: int, max_id_
     """Validate one message; raises InvalidRecord(code, reason) for anything the worker cannot score."""
     if not raw:
         raise InvalidRecord("empty", "empty message value")
-    try:
-        point = Telemetry.model_validate_json(raw)
-    except ValidationError as e:
-        kind = "invalid_json" if any(err["type"] == "json_invalid" for err in e.errors()) else "invalid_field"
-        raise InvalidRecord(kind, _short(e)) from e
+    point = _validated(Telemetry, raw)
     if len(point.series_id) > max_id_length:
         raise InvalidRecord(
             "series_id_too_long",
@@ -105,6 +101,18 @@ def parse_telemetry(raw: bytes | None, key: bytes | None, channels: int, max_id_
     if not all(map(math.isfinite, values)):  # belt and braces: allow_inf_nan covers JSON input
         raise InvalidRecord("invalid_field", "values must be finite")
     return point
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validated(model: type[_M], raw: bytes) -> _M:
+    """`raw` parsed into `model`, or InvalidRecord: `invalid_json` when it is not JSON, else `invalid_field`."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as e:
+        kind = "invalid_json" if any(err["type"] == "json_invalid" for err in e.errors()) else "invalid_field"
+        raise InvalidRecord(kind, _short(e)) from e
 
 
 def _short(e: ValidationError) -> str:
@@ -305,11 +313,7 @@ def parse_feedback(raw: bytes | None, key: bytes | None) -> Feedback:
     """Validate one feedback message; raises InvalidRecord(code, reason) for one the worker cannot read."""
     if not raw:
         raise InvalidRecord("empty", "empty message value (a tombstone: no verdict)")
-    try:
-        fb = Feedback.model_validate_json(raw)
-    except ValidationError as e:
-        kind = "invalid_json" if any(err["type"] == "json_invalid" for err in e.errors()) else "invalid_field"
-        raise InvalidRecord(kind, _short(e)) from e
+    fb = _validated(Feedback, raw)
     if key and key != fb.alert_id.encode():
         raise InvalidRecord("key_mismatch", "message key differs from alert_id (the key must be the alert id, so "
                                             "that compaction keeps each alert's latest verdict)")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+
+from model.families.config_base import FamilyConfig
 
 
 @dataclass(frozen=True)
-class SDMAEConfig:
+class SDMAEConfig(FamilyConfig):
     """Shape and objective of a self-distilled masked autoencoder.
 
     Shape: an input projection, a learnable mask token put in place of the hidden timesteps, sinusoidal
@@ -42,33 +43,17 @@ class SDMAEConfig:
     lam: float = 0.5
     warmup: float = 0.2
 
+    family_name = "sdmae"
+
     def __post_init__(self) -> None:
-        for name in ("window_size", "stride", "channels", "d_model", "n_heads", "enc_layers", "teacher_layers",
-                     "student_layers", "d_ff", "score_last"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if self.stride > self.window_size:
-            raise ValueError(f"stride ({self.stride}) must not exceed window_size ({self.window_size})")
+        self.check_shape(("window_size", "stride", "channels", "d_model", "n_heads", "enc_layers", "teacher_layers",
+                          "student_layers", "d_ff", "score_last"))
         if self.score_last >= self.window_size:
             raise ValueError(f"score_last ({self.score_last}) must be below window_size ({self.window_size})")
         if self.stride > self.score_last:
             raise ValueError(f"stride ({self.stride}) must not exceed score_last ({self.score_last}): every point "
                              "must be among some window's newest")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
         if self.margin <= 0 or self.lam < 0 or not 0.0 <= self.warmup <= 1.0:
             raise ValueError("margin must be > 0, lam >= 0 and warmup in [0, 1]")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SDMAEConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown sdmae config keys: {sorted(unknown)}")
-        return cls(**data)

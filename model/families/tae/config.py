@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from model.families.config_base import FamilyConfig
 
 ADVERSARIES = ("none", "pooled", "cnn")
 
 
 @dataclass(frozen=True)
-class TAEConfig:
+class TAEConfig(FamilyConfig):
     """Shape and objective of a transformer autoencoder (the defaults are the `robust` configuration).
 
     Shape: an input projection with sinusoidal positions, `enc_layers` transformer encoder layers, a
@@ -52,17 +54,11 @@ class TAEConfig:
     disc_every: int = 1
     disc_lr: float = 1e-4
 
+    family_name = "tae"
+
     def __post_init__(self) -> None:
-        for name in ("window_size", "stride", "channels", "d_model", "n_heads", "enc_layers", "dec_layers",
-                     "d_ff", "latent_dim", "noise_dim", "disc_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if self.stride > self.window_size:
-            raise ValueError(f"stride ({self.stride}) must not exceed window_size ({self.window_size})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        self.check_shape(("window_size", "stride", "channels", "d_model", "n_heads", "enc_layers", "dec_layers",
+                          "d_ff", "latent_dim", "noise_dim", "disc_every"))
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.mean_span < 1.0 or self.temperature <= 0 or self.disc_lr <= 0:
@@ -78,15 +74,6 @@ class TAEConfig:
         """Whether training has a discriminator (and its second optimizer)."""
         return self.adversary != "none" and self.w_adversarial > 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TAEConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown tae config keys: {sorted(unknown)}")
-        return cls(**data)
 
 
 # The named configurations: the model's fields, and the training settings each design was published with
