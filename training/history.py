@@ -25,6 +25,7 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     series: dict[str, list[float | None]] = {"loss": [h["train_loss"] for h in history]}
@@ -39,6 +40,7 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
         ax.plot(epochs, [float("nan") if v is None else v for v in values], marker="o", ms=3)
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(series):]:
         ax.set_visible(False)
