@@ -36,6 +36,16 @@ class SDMAEFamily(Family):
 
         return sdmae_loss(model, x, y)  # type: ignore[arg-type]
 
+    def reconfigure(self, model: nn.Module, **changes: Any) -> nn.Module:
+        """The same weights served with another `score`."""
+        from dataclasses import replace
+
+        if set(changes) - {"score"}:
+            raise ValueError(f"sdmae changes only its score without training (asked: {sorted(changes)})")
+        other = self.build(replace(model.cfg, **changes))  # type: ignore[arg-type]
+        other.load_state_dict(model.state_dict())
+        return other.eval()
+
     def default_lag(self, cfg: SDMAEConfig) -> int:
         """Only a window's last `score_last` points are scored: a point is final in the first window that has it
         among them (lag stride - 1), not after every covering window."""

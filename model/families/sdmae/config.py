@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from model.families.config_base import FamilyConfig
 
+SCORES = ("discrepancy", "error", "both")
+
 
 @dataclass(frozen=True)
 class SDMAEConfig(FamilyConfig):
@@ -22,10 +24,12 @@ class SDMAEConfig(FamilyConfig):
     `margin` on labelled anomalies, max(0, margin - d). The anomaly part is ramped in linearly over the first
     `warmup` share of the epochs.
 
-    Serving hides the last `score_last` timesteps of each window and scores their discrepancy d as d / (1 + d):
-    causal, the newest points judged from what came before them. The other timesteps of a window score 0,
-    so a bundle of this family is served with a score lag below `score_last` (0: each point scored once, in
-    the window where it is newest)."""
+    Serving hides the last `score_last` timesteps of each window and scores them by `score`, e, as e / (1 + e):
+    `discrepancy` (the reference's) is d there; `error` is the teacher's error in predicting their actual
+    values, ||teacher - x||^2 (mean over channels); `both` is the sum. The discrepancy never sees the hidden
+    points' own values (they are masked), so it judges how uncertain the newest points are from what came
+    before, not whether they are odd; the error does. The other timesteps of a window score 0, so a bundle of
+    this family is served with a score lag below `score_last` (its default: stride - 1)."""
 
     window_size: int = 64
     stride: int = 1
@@ -42,6 +46,7 @@ class SDMAEConfig(FamilyConfig):
     margin: float = 1.0
     lam: float = 0.5
     warmup: float = 0.2
+    score: str = "discrepancy"
 
     family_name = "sdmae"
 
@@ -55,5 +60,7 @@ class SDMAEConfig(FamilyConfig):
                              "must be among some window's newest")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
         if self.margin <= 0 or self.lam < 0 or not 0.0 <= self.warmup <= 1.0:
             raise ValueError("margin must be > 0, lam >= 0 and warmup in [0, 1]")

@@ -61,9 +61,14 @@ class SelfDistilledMAE(nn.Module):
         return self.teacher(h), self.student(h)
 
     def _discrepancy(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, W, C) squared teacher-student differences, zero outside the last `score_last` timesteps."""
+        """(B, W, C) the served score's per-channel terms (`cfg.score`) on the hidden last `score_last`
+        timesteps, zero elsewhere."""
         teacher, student = self.reconstruct(x, self.last)
-        return (teacher - student).pow(2) * self.last.unsqueeze(-1).to(teacher.dtype)
+        terms = (teacher - student).pow(2)
+        if self.cfg.score != "discrepancy":
+            error = (teacher - x[..., : self.cfg.channels]).pow(2)
+            terms = error if self.cfg.score == "error" else terms + error
+        return terms * self.last.unsqueeze(-1).to(teacher.dtype)
 
     def raw_scores(self, x: torch.Tensor) -> torch.Tensor:
         return self._discrepancy(x).mean(dim=-1)

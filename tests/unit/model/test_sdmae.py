@@ -127,3 +127,21 @@ def test_training_calibrates_at_the_lag_where_a_point_is_among_the_hidden_newest
     assert ckpt.calibration["score_lag"] == 1  # stride - 1, not window_size - 1
     assert set(ckpt.metrics["history"][0]["parts"]) == {"reconstruction", "discrepancy_normal",
                                                         "discrepancy_anomalies", "ramp"}
+
+
+def test_the_error_score_sees_the_hidden_points_values_and_both_adds_the_discrepancy() -> None:
+    fam = families.get(NAME)
+    base = model().eval()
+    error = fam.reconfigure(base, score="error")
+    both = fam.reconfigure(base, score="both")
+    x = torch.randn(2, 16, 2)
+    y = x.clone()
+    y[:, -1] += 10.0  # a spike at the newest point
+    with torch.no_grad():
+        torch.testing.assert_close(base(y), base(x))  # the discrepancy cannot see it
+        assert bool((error(y)[:, -1] > error(x)[:, -1]).all())  # the teacher's error can
+        teacher, student = base.reconstruct(x, base.last)
+        d = (teacher - student).pow(2).mean(-1) + (teacher - x).pow(2).mean(-1)
+        torch.testing.assert_close(both(x)[:, -4:], (d / (1 + d))[:, -4:])
+    with pytest.raises(ValueError, match="score"):
+        fam.reconfigure(base, mask_ratio=0.5)
