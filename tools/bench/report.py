@@ -88,7 +88,7 @@ def _throughput(console: Any, result: dict[str, Any]) -> None:
     s = result["settings"]
     t = Table(title="Throughput: one worker, end to end", caption=(
         f"batch {s['batch']}, {s['threads']} ORT thread(s); points/s over the middle 80% of the scores by "
-        "their Kafka timestamps; efficiency = points/s / bare ORT windows/s (stride 1: one window per point); "
+        "their Kafka timestamps; efficiency = points/s / (bare ORT windows/s x stride: a window every stride points); "
         "ORT share = the worker's inference time / wall time over the same part; CPU µs/point = the worker "
         "process's CPU time per scored point (all threads), and the part outside inference"))
     for c in ("bundle", "series", "points", "points/s", "bare ORT win/s", "efficiency", "events/batch",
