@@ -74,7 +74,8 @@ def _peer_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
                    "times rarer than the model's (default 1); e.g. 128/2048/4. [default: none]")
 @click.option("--eval-stride", type=click.IntRange(min=1), default=None, metavar="N",
               help="Score a window every N points (N > 1 trades fidelity for speed; lags below N-1 are "
-                   "raised to N-1). [default: 1 for seed/nab/smap_msl, 8 for ucr, 16 for smd]")
+                   "raised to N-1). [default: 1 for seed/nab/smap_msl, 8 for ucr, 16 for smd; at most the "
+                   "points a bundle scores per window (sdmae's score_last)]")
 @click.option("--max-seen", type=click.IntRange(min=1), default=None, metavar="N",
               help="Keep at most the last N points of a long train split as history. "
                    "[default: all for seed/nab, 4000 for ucr/smd/smap_msl]")
@@ -141,6 +142,9 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     bundle = load_bundle(model_path or DEFAULT_BUNDLE_DIR, threads=threads)
     w = bundle.window_size
     stride = eval_stride or max(DEFAULT_EVAL_STRIDE[dataset], bundle.stride)
+    scored_tail = bundle.manifest.model.get("score_last")  # a family that scores only a window's newest points
+    if eval_stride is None and scored_tail:
+        stride = max(bundle.stride, min(stride, int(scored_tail)))
     for lag in lags:
         if not 0 <= lag <= w - 1:
             raise click.BadParameter(f"must be in [0, {w - 1}] for window {w}, got {lag}",

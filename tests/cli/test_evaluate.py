@@ -122,3 +122,38 @@ def test_evaluate_on_five_real_nab_files(bundle_dir: Path, tmp_path: Path) -> No
     assert standard["corpus_optimized"]["score"] >= standard["leave_one_file_out"]["score"]
     detections = report["detectors"]["windowed_gaussian"]["nab"]["standard"]["detections_at_corpus_optimized"]
     assert "artificialWithAnomaly/art_daily_flatmiddle.csv" in detections
+
+
+def test_a_bundle_that_scores_only_its_newest_points_is_evaluated_at_most_that_far_apart(tmp_path: Path) -> None:
+    """sdmae scores a window's last `score_last` points alone: SMD's default eval stride (16) would leave points
+    unscored, so the default is capped there (an explicit --eval-stride is kept)."""
+    import torch
+
+    from model import families
+    from model.families.checkpoint import Checkpoint
+    from model.families.export import export_bundle
+    from model.normalize import Normalizer
+
+    torch.manual_seed(0)
+    fam = families.get("sdmae")
+    cfg = fam.config(window_size=16, channels=2, d_model=16, n_heads=2, enc_layers=1, teacher_layers=1, d_ff=32,
+                     score_last=4)
+    rng = np.random.default_rng(0)
+    norm = Normalizer("zscore", "global").fit(rng.normal(size=(100, 2)))
+    directory, _ = export_bundle(Checkpoint(fam.build(cfg).eval(), norm, threshold=0.5, family="sdmae",
+                                            calibration={"score_lag": 0}), tmp_path / "b")
+    smd = tmp_path / "smd"
+    smd.mkdir()
+    np.save(smd / "machine-1-1_train.npy", rng.normal(size=(200, 2)))
+    np.save(smd / "machine-1-1_test.npy", rng.normal(size=(300, 2)))
+    labels = np.zeros(300)
+    labels[150:160] = 1
+    np.save(smd / "machine-1-1_test_label.npy", labels)
+    out = tmp_path / "r.json"
+    result = run("--model", str(directory), "--dataset", "smd", "--path", str(smd), "--output", str(out),
+                 "--no-baselines")
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["settings"]["eval_stride"] == 4
+    result = run("--model", str(directory), "--dataset", "smd", "--path", str(smd), "--output", str(out),
+                 "--no-baselines", "--eval-stride", "2")
+    assert result.exit_code == 0 and json.loads(out.read_text())["settings"]["eval_stride"] == 2
