@@ -81,37 +81,18 @@ async def read_feedback(cfg: Any, topic: str | None = None) -> tuple[dict[str, A
     """Every alert's latest verdict on `topic` (default: the settings' feedback topic), read from its beginning to
     its end as of the call, without a consumer group; and how many messages could not be read. A tombstone (a
     key with no value) withdraws that alert's verdict."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from stream.kafka import read_to_end
 
-    from stream.kafka import client_options
-
-    topic = topic or cfg.topics.feedback
-    consumer = AIOKafkaConsumer(**client_options(cfg), group_id=None, enable_auto_commit=False)
-    await consumer.start()
     latest: dict[str, Any] = {}
     unreadable = 0
-    try:
-        await consumer.topics()  # refreshes the metadata that partitions_for_topic reads
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return latest, 0
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
-                for msg in messages:
-                    if msg.offset >= end[tp]:
-                        continue
-                    if msg.value is None and msg.key:
-                        latest.pop(msg.key.decode(errors="replace"), None)
-                        continue
-                    try:
-                        fb = parse_feedback(msg.value, msg.key)
-                    except InvalidRecord:
-                        unreadable += 1
-                        continue
-                    latest[fb.alert_id] = fb
-    finally:
-        await consumer.stop()
+    async for msg in read_to_end(cfg, topic or cfg.topics.feedback):
+        if msg.value is None and msg.key:
+            latest.pop(msg.key.decode(errors="replace"), None)
+            continue
+        try:
+            fb = parse_feedback(msg.value, msg.key)
+        except InvalidRecord:
+            unreadable += 1
+            continue
+        latest[fb.alert_id] = fb
     return latest, unreadable

@@ -7,7 +7,7 @@ import asyncio
 import functools
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -214,3 +214,26 @@ class PartitionReader:
         if self._consumer is not None:
             await _quietly(self._consumer.stop())
             self._consumer = None
+
+
+async def read_to_end(cfg: KafkaSettings, topic: str) -> AsyncIterator[Any]:
+    """Every record of `topic`, partition by partition in offset order, from its beginning to its end offsets as
+    of the call, without a consumer group (nothing is committed): a bounded read of a compacted or small topic.
+    A topic with no partitions yields nothing."""
+    consumer = AIOKafkaConsumer(**client_options(cfg), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # refreshes the metadata that partitions_for_topic reads
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                for record in records:
+                    if record.offset < end[tp]:
+                        yield record
+    finally:
+        await consumer.stop()

@@ -54,34 +54,17 @@ async def _closed_ts(kafka: Any, alert_ids: set[str]) -> dict[str, int]:
     """`closed_ts` of the given alerts, from a bounded read of the alerts topic (no consumer group)."""
     import json
 
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from stream.kafka import read_to_end
 
-    from stream.kafka import client_options
-
-    topic = kafka.topics.alerts
-    consumer = AIOKafkaConsumer(**client_options(kafka), group_id=None, enable_auto_commit=False)
-    await consumer.start()
     out: dict[str, int] = {}
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return out
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                for msg in messages:
-                    try:
-                        body = json.loads(msg.value or b"")
-                    except ValueError:
-                        continue
-                    if (isinstance(body, dict) and body.get("alert_id") in alert_ids
-                            and body.get("state") == "closed" and isinstance(body.get("closed_ts"), int)):
-                        out[body["alert_id"]] = body["closed_ts"]
-    finally:
-        await consumer.stop()
+    async for msg in read_to_end(kafka, kafka.topics.alerts):
+        try:
+            body = json.loads(msg.value or b"")
+        except ValueError:
+            continue
+        if (isinstance(body, dict) and body.get("alert_id") in alert_ids
+                and body.get("state") == "closed" and isinstance(body.get("closed_ts"), int)):
+            out[body["alert_id"]] = body["closed_ts"]
     return out
 
 
