@@ -74,7 +74,7 @@ async def check_services(settings: Settings) -> dict[str, int]:
     t = settings.kafka.topics
     return await ensure_topics(
         settings.kafka, [t.telemetry, t.scores, t.alerts, t.dlq, t.model_updates, t.feedback],
-        compacted=[t.model_updates, t.feedback]
+        compacted=[getattr(t, name) for name in t.COMPACTED]
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +29,8 @@ class TopicNames(_Section):
     dlq: str = "telemetry.dlq"
     model_updates: str = "model-updates"
     feedback: str = "feedback"  # operators' verdicts on alerts (compacted, key = alert id)
+    # The topics created compacted: each key's latest message is what matters.
+    COMPACTED: ClassVar[tuple[str, ...]] = ("model_updates", "feedback")
 
     @field_validator("*")
     @classmethod

@@ -427,7 +427,7 @@ def asyncapi_document() -> dict[str, Any]:
     for c in contracts_list():
         default = TopicNames.model_fields[c.topic].default
         env = _env_var("kafka", "topics", c.topic)
-        compacted = c.topic in ("model_updates", "feedback")
+        compacted = c.topic in TopicNames.COMPACTED
         messages[c.name] = {
             "name": c.name,
             "title": c.title,
