@@ -217,11 +217,12 @@ def read_manifest(directory: Path) -> Manifest:
 class Bundle:
     """A loaded, verified bundle: manifest, normalizer and an ONNX Runtime session."""
 
-    def __init__(self, directory: Path, manifest: Manifest, threads: int = 1) -> None:
+    def __init__(self, directory: Path, manifest: Manifest, threads: int = 1, device: str = "cpu") -> None:
         self.directory = directory
         self.manifest = manifest
         self.normalizer = manifest.normalizer
         self._threads = threads
+        self._providers = providers(device)
 
     @property
     def version(self) -> str:
@@ -257,8 +258,7 @@ class Bundle:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         try:
-            return ort.InferenceSession(str(self.directory / MODEL_FILE), opts,
-                                        providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(self.directory / MODEL_FILE), opts, providers=self._providers)
         except Exception as e:  # onnxruntime raises several unrelated types for a bad graph
             raise BundleError(f"{self.directory / MODEL_FILE}: cannot load ONNX graph: {e}") from e
 
@@ -271,6 +271,11 @@ class Bundle:
         if len(windows) == 0:
             return np.empty((0, self.window_size), dtype=np.float32)
         return self.run(self.normalizer.transform(windows))
+
+    @property
+    def execution_provider(self) -> str:
+        """The ONNX Runtime execution provider the graph runs on (the first of the session's)."""
+        return str(self.session.get_providers()[0])
 
     @cached_property
     def has_contrib(self) -> bool:
@@ -312,15 +317,38 @@ class Bundle:
                                   f"({packed.shape[2] - 1},), expected (2, {self.window_size}, {self.channels})")
 
 
-def load_bundle(path: str | Path = DEFAULT_BUNDLE_DIR, threads: int = 1, verify: bool = True) -> Bundle:
-    """Load and (by default) verify a bundle: manifest schema, sha256 of the graph, one smoke inference."""
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def providers(device: str = "cpu") -> list[str]:
+    """ONNX Runtime execution providers for a device setting: `cpu`; `cuda` (the CUDA provider, which needs the
+    onnxruntime-gpu package and a GPU; the CPU provider stays behind it for the operators CUDA lacks); `auto`
+    (CUDA where the installed onnxruntime offers it, else the CPU). Raises BundleError when `cuda` is asked for
+    and the installed onnxruntime has no CUDA provider."""
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise BundleError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "cuda" and not cuda:
+        raise BundleError("device 'cuda' needs onnxruntime-gpu (pip install onnxruntime-gpu in place of "
+                          f"onnxruntime); this onnxruntime {ort.__version__} offers {ort.get_available_providers()}")
+    if device == "cpu" or not cuda:
+        return ["CPUExecutionProvider"]
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def load_bundle(path: str | Path = DEFAULT_BUNDLE_DIR, threads: int = 1, verify: bool = True,
+                device: str = "cpu") -> Bundle:
+    """Load and (by default) verify a bundle: manifest schema, sha256 of the graph, one smoke inference. `device`:
+    where ONNX Runtime runs the graph (`providers`)."""
     directory = resolve_bundle_dir(path)
     manifest = read_manifest(directory)
     if verify:
         actual = sha256_file(directory / MODEL_FILE)
         if actual != manifest.sha256:
             raise BundleError(f"{directory}: sha256 mismatch (manifest {manifest.sha256[:12]}, file {actual[:12]})")
-    bundle = Bundle(directory, manifest, threads=threads)
+    bundle = Bundle(directory, manifest, threads=threads, device=device)
     if verify:
         bundle.smoke_test()
     return bundle

@@ -36,18 +36,17 @@ class TailSketch:
 
     def surprise(self, scores: np.ndarray) -> np.ndarray:
         """Surprise of each score in order, each against the history before it; absorbs them."""
-        s = np.clip(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0), 0.0, 1.0)
-        out = np.zeros(len(s))
+        values = np.asarray(scores, dtype=np.float64).tolist()
+        out = np.zeros(len(values))
         keep = 0.5 ** (1.0 / self.halflife)
         counts = self.counts
-        pos = s * BINS
-        idx = np.minimum(pos.astype(np.int64), BINS - 1)
-        frac = pos - idx  # share of its bin below the score
-        # Decay by weighting each new score 1/keep more than the one before (ratios, all that the tail
-        # probability uses, are the same), rescaled back to the plain decayed counts at the end.
         total, w = float(counts.sum()), 1.0
         ready = self.seen
-        for t, (k, f) in enumerate(zip(idx.tolist(), frac.tolist(), strict=True)):
+        for t, x in enumerate(values):
+            # NaN counts as 0 and the score is clipped to [0, 1]; then its bin and the share of the bin below it
+            pos = (0.0 if x != x else min(max(x, 0.0), 1.0)) * BINS
+            k = min(int(pos), BINS - 1)
+            f = pos - k
             if ready >= self.min_history and total > 0:
                 above = float(counts[k + 1:].sum()) + float(counts[k]) * (1.0 - f)
                 p = max(above, 0.5 * w) / total  # never rarer than half a point of what was seen
@@ -95,7 +94,9 @@ def calibrate_series(scores: np.ndarray, sketch: TailSketch | None) -> np.ndarra
     s = np.asarray(scores, dtype=np.float64)
     if sketch is None:
         return s
-    out = np.full(len(s), np.nan)
     ok = np.isfinite(s)
+    if ok.all():
+        return sketch.surprise(s)
+    out = np.full(len(s), np.nan)
     out[ok] = sketch.surprise(s[ok])
     return out

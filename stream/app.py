@@ -46,7 +46,8 @@ class Checked:
 def load_checked_bundle(settings: Settings) -> tuple[Bundle, Geometry]:
     """Load and verify the bundle; resolve score_lag against its window. StartupError on any problem."""
     try:
-        bundle = load_bundle(settings.model.source, threads=settings.model.threads, verify=settings.model.verify)
+        bundle = load_bundle(settings.model.source, threads=settings.model.threads, verify=settings.model.verify,
+                             device=settings.model.device)
     except BundleError as e:
         raise StartupError(f"model bundle unusable: {e}") from e
     try:

@@ -71,7 +71,7 @@ class Reloader:
 
     def _load(self, directory: Path) -> Served:
         m = self.settings.model
-        bundle: Bundle = load_bundle(directory, threads=m.threads, verify=True)
+        bundle: Bundle = load_bundle(directory, threads=m.threads, verify=True, device=m.device)
         channels = self.scorer.served.geometry.channels
         if bundle.channels != channels:
             raise BundleError(f"bundle has {bundle.channels} channel(s), the series served have {channels}")

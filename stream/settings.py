@@ -174,6 +174,11 @@ class ModelSettings(_Section):
         description="registry directory; when set, workers serve its `current` version and hot-reload it",
     )
     threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu",
+        description="where ONNX Runtime runs the model: cpu; cuda (needs the onnxruntime-gpu package and a GPU; "
+        "the worker refuses to start without them); auto (cuda where available, else cpu)",
+    )
     verify: bool = True
     reload: bool = Field(True, description="hot-reload a new bundle (model-updates topic, pointer polling)")
     poll_interval_s: float = Field(5.0, gt=0, description="how often the registry pointer / bundle is checked")

@@ -5,8 +5,9 @@ offline: windows end at `W-1 + k*stride`; window k's scores go to the offsets
 `included_offsets(W, lag, first=(k == 0))`; point i is final once point `max(i + lag, W-1)` has arrived,
 i.e. the final points are all i < n - lag once n >= W (none before the first window fills).
 
-Kept per series: the last W points (ts, values), the point count n, the last accepted ts, the score sums
-and window counts of the points not yet final (at most max(lag, W-1) of them), the alert state, and the
+Kept per series: the last W points the windows are cut from (the raw values, or the model inputs with
+point-by-point normalization), the point count n, the last accepted ts, the ts, raw values, score sums and
+window counts of the points not yet final (at most max(lag, W-1) of them), the alert state, and the
 model version (with its threshold) whose window scores the pending sums hold, and, when the model is
 served calibrated (`Geometry.calibrated`), the series' tail sketch (`model.surprise`, 264 bytes): each
 point's raw score (the mean of its window scores) becomes its surprise against the series' own past raw
@@ -26,11 +27,18 @@ first window ends at `era_end = max(base + W' - 1, n)`, playing the role that th
 Point-by-point normalization (`Geometry.pointwise`, a bundle whose normalizer runs point by point): the
 state also keeps the normalizer's running statistics (`model.normalize.RunningStats`) and, beside the raw
 buffer, the model inputs (float32, `Geometry.input_channels` wide, what ONNX Runtime receives); windows are
-cut from those. Each accepted point is turned into inputs once, on arrival, by `Geometry.standardize`,
+cut from those, and the raw values are kept only for the pending points (a final point's message carries its
+value; nothing else reads them). Each accepted point is turned into inputs once, on arrival, by `Geometry.standardize`,
 exactly as `Normalizer.prepare_series` does offline; what the inputs mean (and which extra input features
 the normalizer adds) is the normalizer's business. A swap to such a model from one without it starts the
 statistics from the buffered points; a swap between two of them whose input width differs carries the
-statistics over (`Geometry.carry`).
+statistics over (`Geometry.carry`). A swap from such a model to one without it has no raw window to cut
+from: the new era's first window ends W' - 1 points after the oldest pending point, as for a new series.
+
+What Redis holds (format 7), for the shipped single-channel bundle at window 64 and lag 0: the model inputs
+(64 x 2 float32, 512 bytes), the calibration sketch (264), the header and the model version (about 150), and
+no ts or raw value at all (nothing is pending between batches at lag 0): about 960 bytes, against 1,732 in
+format 6, which kept every buffered point's ts (u32 deltas) and float64 raw value besides its inputs.
 """
 
 from __future__ import annotations
@@ -50,11 +58,12 @@ from model.windows import finalizing_windows, included_offsets
 from stream.alerts import AlertState
 from stream.errors import CorruptState
 
-FORMAT = 6
+FORMAT = 7
+# format 7 keeps ts only for the pending points, and raw values only for them when the geometry is pointwise;
 # format 2 (before point-by-point normalization) is read as halflife 0, format 3 (before deviation channels)
 # as deviation_halflife 0, format 4 (before per-series calibration) as uncalibrated, format 5 (before shape
 # novelty) as without novelty
-_READS = (2, 3, 4, 5, 6)
+_READS = (2, 3, 4, 5, 6, 7)
 _HEAD = struct.Struct(">Q")  # n: also the compare-and-set token, so it comes first
 # format, flags, W, stride, lag, C, buffered, pending, last_ts, era_end, alert run/start/peak_ts/peak,
 # model threshold, version length (the version's UTF-8 bytes follow)
@@ -66,7 +75,7 @@ _BODY4 = struct.Struct("<BBHHHHHHqqIqqddBdQd")
 # format 5 appends: the per-series calibration's half-life and minimum history (its sketch follows the counts)
 _BODY5 = struct.Struct("<BBHHHHHHqqIqqddBdQddI")
 # format 6 appends: the novelty's length, history, kept points and rarity (its sketch, history and pending
-# surprises follow the calibration sketch)
+# surprises follow the calibration sketch); format 7 has the same fields ("buffered": the window source's rows)
 _BODY = struct.Struct("<BBHHHHHHqqIqqddBdQddIHHHd")
 _FLAG_OPEN = 1
 _FLAG_TS_DELTA32 = 2
@@ -123,8 +132,10 @@ class SeriesState:
     geometry: Geometry
     n: int = 0
     last_ts: int | None = None
-    ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    values: np.ndarray | None = None  # (k, C) float64, k = min(n, W) between steps
+    ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # of the pending points (as `sums`)
+    # (k, C) float64 raw values of the last k points: k = min(n, W) between steps, or, when the geometry is
+    # pointwise (windows are cut from `inputs`), only the pending points
+    values: np.ndarray | None = None
     sums: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
     counts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     alert: AlertState = field(default_factory=AlertState)
@@ -174,8 +185,14 @@ class SeriesState:
 
     @property
     def base(self) -> int:
-        """Index of the oldest point in the buffer."""
-        return self.n - len(self.ts)
+        """Index of the oldest point the windows can be cut from."""
+        return self.n - len(self._source)
+
+    @property
+    def _source(self) -> np.ndarray:
+        """What windows are cut from: the model inputs (pointwise geometry) or the raw values."""
+        assert self.values is not None
+        return self.inputs if self.inputs is not None else self.values
 
     def push(self, ts: Sequence[int], values: np.ndarray) -> Step:
         """Append points (ts strictly increasing after the last accepted; others are counted and dropped).
@@ -194,8 +211,11 @@ class SeriesState:
         # After a swap, the new era's windows that end at points already buffered are due now as well.
         n_old = self.n
         start, self._catch_up = min(n_old, self._catch_up if self._catch_up is not None else n_old), None
-        vals = np.asarray(values, dtype=np.float64).reshape(len(ts), g.channels)[keep]
-        self.ts = np.concatenate([self.ts, np.asarray(ts, dtype=np.int64)[keep]])
+        vals = np.asarray(values, dtype=np.float64).reshape(len(ts), g.channels)
+        kept_ts = np.asarray(ts, dtype=np.int64)
+        if m < len(ts):
+            vals, kept_ts = vals[keep], kept_ts[keep]
+        self.ts = np.concatenate([self.ts, kept_ts])
         self.values = np.concatenate([self.values, vals])
         if self.stats is not None and self.inputs is not None:
             z = g.standardize(self.stats, vals)
@@ -220,7 +240,7 @@ class SeriesState:
 
     def _windows(self, ends: np.ndarray) -> np.ndarray:
         g = self.geometry
-        source = self.inputs if self.inputs is not None else self.values  # (L, C'), C-contiguous
+        source = self._source  # (L, C'), C-contiguous
         if len(ends) == 0:
             return np.empty((0, g.window, source.shape[1]))
         starts = ends - (g.window - 1) - self.base
@@ -272,36 +292,40 @@ class SeriesState:
     def _emit(self, p0: int, n_final: int) -> list[FinalPoint]:
         """Finalize the pending points p0..n_final-1 and trim the buffer to the last W points."""
         g = self.geometry
-        out = []
+        out: list[FinalPoint] = []
         m = max(n_final - p0, 0)
+        if m == 0:
+            self._trim()
+            return out
         counts = self.counts[:m]
         raw = np.where(counts > 0, self.sums[:m] / np.maximum(counts, 1), np.nan)
         served = calibrate_series(raw, self.sketch)  # the raw scores themselves when uncalibrated
         if self.novelty is not None:
             served = np.fmax(served, lowered(self.novelty[:m], g.novelty_rarity))
         calibrated = self.sketch is not None
-        for i in range(p0, n_final):
-            j, b = i - p0, i - self.base
-            c = int(counts[j])
-            out.append(
-                FinalPoint(
-                    i,
-                    int(self.ts[b]),
-                    tuple(float(x) for x in self.values[b]),
-                    float(served[j]) if c else 0.0,
-                    c,
-                    float(raw[j]) if calibrated and c else None,
-                )
-            )
+        vbase = self.n - len(self.values)
+        values = self.values[p0 - vbase : n_final - vbase].tolist()
+        for j, (t, c, v, sv, r) in enumerate(zip(self.ts[:m].tolist(), counts.tolist(), values,
+                                                  served.tolist(), raw.tolist(), strict=True)):
+            out.append(FinalPoint(p0 + j, t, tuple(v), sv if c else 0.0, c, r if calibrated and c else None))
         if n_final > p0:
             self.sums, self.counts = self.sums[n_final - p0 :], self.counts[n_final - p0 :]
+            self.ts = self.ts[n_final - p0 :]
             if self.novelty is not None:
                 self.novelty = self.novelty[n_final - p0 :]
-        k = min(len(self.ts), g.window)
-        self.ts, self.values = self.ts[len(self.ts) - k :], self.values[len(self.values) - k :]
-        if self.inputs is not None:
-            self.inputs = self.inputs[len(self.inputs) - k :]
+        self._trim()
         return out
+
+    def _trim(self) -> None:
+        """Keep the last W rows of the window source, and raw values only as long as anything reads them."""
+        assert self.values is not None
+        w = self.geometry.window
+        if self.inputs is not None:
+            self.inputs = self.inputs[max(len(self.inputs) - w, 0) :]
+            keep = len(self.sums)  # only the pending points' messages read their raw values
+        else:
+            keep = w
+        self.values = self.values[max(len(self.values) - keep, 0) :]
 
     def swap(self, geometry: Geometry, version: str, threshold: float) -> list[FinalPoint]:
         """Move to another model. Returns the pending points finalized under the old one (to be published
@@ -315,7 +339,6 @@ class SeriesState:
         # Pending points without a window are the newest ones (or all, before the first window).
         n_final = p0 + int(covered[-1]) + 1 if len(covered) else p0
         finals = self._emit(p0, n_final)
-        base = self.n - len(self.ts)  # oldest buffered point: the buffer is the last min(n, W_old) points
         old = self.geometry
         self.geometry, self.version, self.threshold = geometry, version, threshold
         # The sketch learnt the old model's raw scores, which another model's need not resemble: it starts anew
@@ -330,7 +353,9 @@ class SeriesState:
             self.stats, self.inputs = geometry.carry(self.stats, self.inputs)
         # pointwise to pointwise: the statistics go on (new half-lives apply from the next point)
         # The era's first window lies in the buffer and covers the oldest point still pending (it then
-        # counts for all of its points, as a new series' first window does).
+        # counts for all of its points, as a new series' first window does). The buffer: the last min(n, W_old)
+        # points, or only the pending ones when a pointwise model's raw values were not kept.
+        base = self.base
         self.era_end = max(base + geometry.window - 1, self.first_pending)
         self._catch_up = self.era_end if self.era_end < self.n else None
         self.sums, self.counts = np.zeros(len(self.sums)), np.zeros(len(self.counts), np.int64)
@@ -338,12 +363,16 @@ class SeriesState:
         self.shape = self.shape_sketch = self.novelty = None
         if geometry.novel:
             self._restart_novelty()
+        if self.inputs is not None:  # the raw window was needed for the new statistics only
+            self.values = self.values[max(len(self.values) - len(self.sums), 0) :]
         return finals
 
     def encode(self) -> bytes:
-        """Compact bytes: header, ts (u32 deltas when they fit), float64 values and sums, u16 counts."""
+        """Compact bytes: header, the pending points' ts (u32 deltas when they fit), float64 raw values, the
+        model inputs (float32) and statistics of a pointwise geometry, float64 sums and u16 counts, sketches."""
         if self._open_step:
             raise RuntimeError("encode() between push() and apply()")
+        assert self.values is not None and len(self.ts) == len(self.sums)
         g, a = self.geometry, self.alert
         version = self.version.encode()[:255]
         flags = (_FLAG_OPEN if a.is_open else 0) | (_FLAG_HAS_TS if self.last_ts is not None else 0)
@@ -362,9 +391,12 @@ class SeriesState:
             stats_bytes = b"".join([self.stats.mean.astype("<f8").tobytes(), self.stats.var.astype("<f8").tobytes(),
                                     self.inputs.astype("<f4").tobytes()])
         ts_bytes = b""
-        if len(self.ts):
+        if len(self.ts) == 1:
+            flags |= _FLAG_TS_DELTA32
+            ts_bytes = struct.pack("<q", int(self.ts[0]))
+        elif len(self.ts):
             deltas = np.diff(self.ts)
-            if len(deltas) == 0 or int(deltas.max()) < 2**32:
+            if int(deltas.max()) < 2**32:
                 flags |= _FLAG_TS_DELTA32
                 ts_bytes = struct.pack("<q", int(self.ts[0])) + deltas.astype("<u4").tobytes()
             else:
@@ -376,7 +408,7 @@ class SeriesState:
             g.stride,
             g.lag,
             g.channels,
-            len(self.ts),
+            len(self._source),
             len(self.sums),
             self.last_ts or 0,
             self.era_end,
@@ -455,16 +487,22 @@ def _decode(blob: bytes) -> SeriesState:
                  novelty_length, novelty_history, novelty_rarity)
     version = blob[pos:pos + vlen].decode()
     pos += vlen
-    if flags & _FLAG_TS_DELTA32 and k:
+    # Format 7 keeps the pending points' ts, and their raw values alone when the windows are cut from the inputs;
+    # earlier formats kept both for every buffered point (the extra ones are dropped below).
+    if fmt < 7 and p > k:
+        raise CorruptState(f"state holds {p} pending points but only {k} buffered ones")
+    n_ts = p if fmt >= 7 else k
+    n_values = p if fmt >= 7 and g.pointwise else k
+    if flags & _FLAG_TS_DELTA32 and n_ts:
         (t0,) = struct.unpack_from("<q", blob, pos)
-        deltas = np.frombuffer(blob, "<u4", k - 1, pos + 8).astype(np.int64)
+        deltas = np.frombuffer(blob, "<u4", n_ts - 1, pos + 8).astype(np.int64)
         ts = np.concatenate([[t0], t0 + np.cumsum(deltas)]).astype(np.int64)
-        pos += 8 + 4 * (k - 1)
+        pos += 8 + 4 * (n_ts - 1)
     else:
-        ts = np.frombuffer(blob, "<i8", k, pos).astype(np.int64)
-        pos += 8 * k
-    values = np.frombuffer(blob, "<f8", k * c, pos).reshape(k, c).astype(np.float64)
-    pos += 8 * k * c
+        ts = np.frombuffer(blob, "<i8", n_ts, pos).astype(np.int64)
+        pos += 8 * n_ts
+    values = np.frombuffer(blob, "<f8", n_values * c, pos).reshape(n_values, c).astype(np.float64)
+    pos += 8 * n_values * c
     stats = inputs = None
     if g.pointwise:
         ci = g.input_channels
@@ -499,8 +537,11 @@ def _decode(blob: bytes) -> SeriesState:
     if pos != len(blob):
         raise CorruptState(f"state length {len(blob)} disagrees with its header (n={n})")
     alert = AlertState(bool(flags & _FLAG_OPEN), run, start_ts, peak_ts, peak)
-    return SeriesState(g, n, last_ts if flags & _FLAG_HAS_TS else None, ts, values, sums, counts, alert,
-                       version, threshold, era_end, stats, inputs, sketch, shape, shape_sketch, novelty)
+    state = SeriesState(g, n, last_ts if flags & _FLAG_HAS_TS else None, ts[len(ts) - p :], values, sums, counts,
+                        alert, version, threshold, era_end, stats, inputs, sketch, shape, shape_sketch, novelty)
+    if fmt < 7:
+        state._trim()  # what format 7 keeps of what an earlier format kept
+    return state
 
 
 def _new_window_ends(n_old: int, n_new: int, era_end: int, stride: int) -> np.ndarray:

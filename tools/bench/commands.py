@@ -56,6 +56,12 @@ def _series_list(_ctx: Any, _param: Any, value: str) -> list[int]:
               help="The worker's max_batch, and the batch of the bare ONNX Runtime run.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime intra-op threads (worker and bare run alike).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+              help="Where ONNX Runtime runs the model, in the worker and the bare run (the worker's model.device; "
+                   "cuda needs the onnxruntime-gpu package and a GPU).")
+@click.option("--scale-out", type=click.IntRange(min=1), default=None, metavar="S",
+              help="Also run two workers in one consumer group on S series, beside one worker on the same S "
+                   "(a throughput run of its own when S is not in --series) [default: no scale-out run].")
 @click.option("--quantize/--no-quantize", default=True, show_default=True,
               help="Also measure an int8 copy of the bundle (ONNX Runtime dynamic quantization) and its "
                    "accuracy change.")
@@ -140,6 +146,8 @@ class Plan:
     points: int | None
     batch: int
     threads: int
+    device: str
+    scale_out: int | None
     quantize: bool
     latency_series: int
     latency_seconds: float
@@ -157,6 +165,7 @@ class Plan:
 
     def settings(self) -> dict[str, Any]:
         return {"series": self.series, "points": self.points, "batch": self.batch, "threads": self.threads,
+                "device": self.device, "scale_out_series": self.scale_out,
                 "latency_series": self.latency_series, "latency_seconds": self.latency_seconds,
                 "latency_rate": self.latency_rate,
                 "max_wait_s": self.max_wait, "latency_fetch_max_wait_ms": self.fetch_max_wait_ms,
@@ -232,25 +241,33 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
     from model.quantize import quantized_from
     from tools.bench.run import WorkerConfig, bare_ort, measure_latency, measure_throughput, served_lag
 
-    bundle = load_bundle(path, threads=plan.threads)
+    bundle = load_bundle(path, threads=plan.threads, device=plan.device)
     cfg = WorkerConfig(model=path, batch=plan.batch, threads=plan.threads, max_wait_s=plan.max_wait,
-                       profile_dir=plan.profile_dir, consumer=plan.consumer)
+                       profile_dir=plan.profile_dir, consumer=plan.consumer, device=plan.device)
     lag = served_lag(cfg)
-    say(f"[bold]{name}[/bold]: bare ONNX Runtime, batch {plan.batch}")
+    say(f"[bold]{name}[/bold]: bare ONNX Runtime on {bundle.execution_provider}, batch {plan.batch}")
     ort = bare_ort(bundle, plan.batch)
     out: dict[str, Any] = {
-        "version": bundle.version, "window_size": bundle.window_size, "stride": bundle.stride,
-        "channels": bundle.channels, "default_score_lag": lag, "quantized_from": quantized_from(bundle.manifest),
+        "version": bundle.version, "family": bundle.manifest.family, "window_size": bundle.window_size,
+        "stride": bundle.stride, "channels": bundle.channels, "default_score_lag": lag,
+        "quantized_from": quantized_from(bundle.manifest), "execution_provider": bundle.execution_provider,
         "model_bytes": (bundle.directory / "model.onnx").stat().st_size, "bare_ort_windows_per_s": ort,
-        "throughput": [], "latency": [],
+        "throughput": [], "latency": [], "scale_out": [],
     }
-    for s in plan.series:
+
+    def throughput(s: int, workers: int = 1) -> dict[str, Any]:
         p = plan.points or auto_points(s, bundle.window_size)
-        say(f"[bold]{name}[/bold]: throughput, {s} series x {p} points")
-        r = measure_throughput(services, cfg, s, p, work)
-        # A window every `stride` points: the bare model keeps up with ort * stride points/s.
-        r["efficiency"] = r["points_per_s"] / (ort * bundle.stride)
-        out["throughput"].append(r)
+        say(f"[bold]{name}[/bold]: throughput, {s} series x {p} points, {workers} worker(s)")
+        r = measure_throughput(services, cfg, s, p, work, workers=workers)
+        with_efficiency(r, ort, bundle.stride)
+        return r
+
+    for s in plan.series:
+        out["throughput"].append(throughput(s))
+    if plan.scale_out:
+        one = next((r for r in out["throughput"] if r["series"] == plan.scale_out), None) or throughput(plan.scale_out)
+        two = throughput(plan.scale_out, workers=2)
+        out["scale_out"] = [one, two]
     rates = {r["series"]: r["points_per_s"] for r in out["throughput"]}
     # Half the measured maximum; never above half the bare model's speed (tiny runs have no steady part).
     rate = plan.latency_rate or 0.5 * min(rates.get(plan.latency_series, max(rates.values())), ort * bundle.stride)
@@ -261,6 +278,16 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
         lat = measure_latency(services, lcfg, plan.latency_series, rate, plan.latency_seconds, work)
         out["latency"].append({**lat, "half_load": plan.latency_rate is None})
     return out
+
+
+def with_efficiency(r: dict[str, Any], ort: float, stride: int) -> None:
+    """The run's pipeline efficiency: points/s over what the bare model sustains (a window every `stride` points:
+    ort * stride points/s); and the worker's own CPU efficiency: the bare model's CPU time per point over the
+    worker's CPU time per point (all its threads), which the broker, Redis and the load generator sharing the
+    cores do not lower (1.0: the worker spends nothing beyond the model)."""
+    r["efficiency"] = r["points_per_s"] / (ort * stride)
+    cpu = r.get("worker", {}).get("cpu_us_per_point")
+    r["cpu_efficiency"] = (1e6 / (ort * stride)) / cpu if cpu and math.isfinite(cpu) else float("nan")
 
 
 def _measure_redis(path: Path, redis_url: str, n_series: int, say: Callable[[str], None]) -> list[dict[str, Any]]:

@@ -76,6 +76,7 @@ class WorkerConfig:
     profile_dir: Path | None = None  # run the worker under cProfile, one .prof file per run
     fetch_max_wait_ms: int | None = None  # the worker's kafka.fetch_max_wait_ms; None: its default
     consumer: str | None = None  # the worker's kafka.consumer ("aiokafka" or "faust"); None: its default
+    device: str = "cpu"  # the worker's model.device (ONNX Runtime execution provider)
 
 
 def bare_ort(bundle: Bundle, batch: int, seconds: float = 5.0) -> float:
@@ -124,6 +125,7 @@ class WorkerRun:
     cfg: WorkerConfig
     log_dir: Path
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    member: str = ""  # tells apart workers of one run (same topics, group and key prefix; scale-out)
     proc: subprocess.Popen | None = None
     web_port: int = 0
 
@@ -139,7 +141,7 @@ class WorkerRun:
 
     @property
     def log_path(self) -> Path:
-        return self.log_dir / f"worker-{self.token}.log"
+        return self.log_dir / f"worker-{self.token}{self.member}.log"
 
     def env(self) -> dict[str, str]:
         c = self.cfg
@@ -156,12 +158,13 @@ class WorkerRun:
             "ANOMALYBERT_REDIS__KEY_PREFIX": self.prefix,
             "ANOMALYBERT_MODEL__PATH": str(c.model),
             "ANOMALYBERT_MODEL__THREADS": str(c.threads),
+            "ANOMALYBERT_MODEL__DEVICE": c.device,
             "ANOMALYBERT_SCORING__MAX_BATCH": str(c.batch),
-            "ANOMALYBERT_WORKER__ID": f"bench-{self.token}",
+            "ANOMALYBERT_WORKER__ID": f"bench-{self.token}{self.member}",
             "ANOMALYBERT_WORKER__WEB_PORT": str(self.web_port),
             "ANOMALYBERT_WORKER__WEB_BIND": "127.0.0.1",
             "ANOMALYBERT_WORKER__LOG_LEVEL": "WARNING",
-            "ANOMALYBERT_WORKER__DATA_DIR": str(self.log_dir / f"data-{self.token}"),
+            "ANOMALYBERT_WORKER__DATA_DIR": str(self.log_dir / f"data-{self.token}{self.member}"),
             "PYTHONUNBUFFERED": "1",
         }
         if c.score_lag is not None:
@@ -191,7 +194,7 @@ class WorkerRun:
         cmd = [sys.executable, "-m", module, "worker"]
         if self.cfg.profile_dir is not None:
             self.cfg.profile_dir.mkdir(parents=True, exist_ok=True)
-            prof = self.cfg.profile_dir / f"worker-{self.token}.prof"
+            prof = self.cfg.profile_dir / f"worker-{self.token}{self.member}.prof"
             cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", module, "worker"]
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -340,14 +343,30 @@ def _delta(a: dict[str, float], b: dict[str, float], name: str) -> float:
     return b.get(name, 0.0) - a.get(name, 0.0)
 
 
-def wait_scored(run: WorkerRun, expected: int, timeout: float) -> list[tuple[float, dict[str, float]]]:
-    """Poll the worker's /metrics until it has scored `expected` points; returns (time, metrics) samples."""
+def _summed(runs: list[WorkerRun]) -> dict[str, float] | None:
+    """The workers' /metrics added up (None until every one answers)."""
+    out: dict[str, float] = {}
+    for run in runs:
+        m = run.metrics()
+        if m is None:
+            return None
+        for k, v in m.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def wait_scored(run: WorkerRun | list[WorkerRun], expected: int,
+                timeout: float) -> list[tuple[float, dict[str, float]]]:
+    """Poll the worker's /metrics (several workers': summed) until it has scored `expected` points; returns
+    (time, metrics) samples."""
+    runs = run if isinstance(run, list) else [run]
     samples: list[tuple[float, dict[str, float]]] = []
     deadline = time.monotonic() + timeout
     last_in, last_change = -1.0, time.monotonic()
     while time.monotonic() < deadline:
-        run.check_alive()
-        m = run.metrics()
+        for r in runs:
+            r.check_alive()
+        m = _summed(runs)
         now = time.monotonic()
         if m is not None:
             samples.append((now, m))
@@ -356,9 +375,9 @@ def wait_scored(run: WorkerRun, expected: int, timeout: float) -> list[tuple[flo
             if m.get("anomalybert_points_in", 0) != last_in:
                 last_in, last_change = m.get("anomalybert_points_in", 0), now
         if now - last_change > STALL_S:
-            raise BenchError(f"the worker stalled (no point consumed for {STALL_S:.0f}s):\n{run.log_tail()}")
+            raise BenchError(f"the worker stalled (no point consumed for {STALL_S:.0f}s):\n{runs[0].log_tail()}")
         time.sleep(0.25)
-    raise BenchError(f"the worker scored fewer than {expected} points within {timeout:.0f}s:\n{run.log_tail()}")
+    raise BenchError(f"the worker scored fewer than {expected} points within {timeout:.0f}s:\n{runs[0].log_tail()}")
 
 
 def worker_breakdown(samples: list[tuple[float, dict[str, float]]], expected: int) -> dict[str, float]:
@@ -394,8 +413,10 @@ def _window_breakdown(a: tuple[float, dict[str, float]], b: tuple[float, dict[st
 
 
 def measure_throughput(services: Services, cfg: WorkerConfig, n_series: int, n_points: int, log_dir: Path,
-                       timeout: float = 1800.0) -> dict[str, Any]:
-    """Warm S series up, write the rest of their P points at once, time the scores (see the module docstring)."""
+                       timeout: float = 1800.0, workers: int = 1) -> dict[str, Any]:
+    """Warm S series up, write the rest of their P points at once, time the scores (see the module docstring).
+    `workers` > 1: as many workers in one consumer group (same topics and Redis prefix) share the partitions;
+    every one must have consumed part of the warm-up, or the run fails (the group never split)."""
     t_run = time.perf_counter()
     lag = served_lag(cfg)
     bundle = load_bundle(cfg.model, verify=False)
@@ -409,14 +430,26 @@ def measure_throughput(services: Services, cfg: WorkerConfig, n_series: int, n_p
     # partition with measured ones.
     sids, first = series_ids(n_series), window
     with worker_run(services, cfg, log_dir) as run:
-        run.start()
-        asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, 0, first, channels=channels))
-        asyncio.run(_states_at(run, sids, first, timeout=timeout))
-        t_load = time.perf_counter()
-        asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, first, n_points, channels=channels))
-        load_s = time.perf_counter() - t_load
-        samples = wait_scored(run, expected, timeout)
-        records = asyncio.run(read_scores(services.bootstrap, run.topics["scores"], expected))
+        runs = [run, *(WorkerRun(services, cfg, log_dir, token=run.token, member=f"-{k}") for k in range(1, workers))]
+        try:
+            for r in runs:
+                r.start()
+            if workers > 1:
+                _wait_group(runs, timeout=60)
+            asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, 0, first, channels=channels))
+            asyncio.run(_states_at(run, sids, first, timeout=timeout))
+            idle = [r.member or "-0" for r in runs if not (r.metrics() or {}).get("anomalybert_points_in")]
+            if workers > 1 and idle:
+                raise BenchError(f"worker(s) {idle} got no partition of the warm-up: the group did not split")
+            t_load = time.perf_counter()
+            asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, first, n_points,
+                                channels=channels))
+            load_s = time.perf_counter() - t_load
+            samples = wait_scored(runs, expected, timeout)
+            records = asyncio.run(read_scores(services.bootstrap, run.topics["scores"], expected))
+        finally:
+            for r in runs[1:]:
+                r.stop()
     if len(records) < expected:
         raise BenchError(f"{len(records)} of {expected} score messages found on the scores topic")
     # The scores that points of the measured part made final: i + lag >= W.
@@ -426,6 +459,7 @@ def measure_throughput(services: Services, cfg: WorkerConfig, n_series: int, n_p
     steady = steady_rate(publish_ms)
     return {
         "series": n_series,
+        "workers": workers,
         "points_per_series": n_points,
         "points": n_series * n_points,
         "scores": len(records),
@@ -440,6 +474,20 @@ def measure_throughput(services: Services, cfg: WorkerConfig, n_series: int, n_p
         "worker": worker_breakdown(samples, expected),
         "wall_s": round(time.perf_counter() - t_run, 1),
     }
+
+
+def _wait_group(runs: list[WorkerRun], timeout: float) -> None:
+    """Until every worker answers /metrics, and then the group's first rebalance has had time to settle: a
+    worker that joins while another already consumes forces one more rebalance (its session timeout is 6 s,
+    its rebalance timeout 10 s in these runs)."""
+    deadline = time.monotonic() + timeout
+    while _summed(runs) is None:
+        for r in runs:
+            r.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"the workers did not all start within {timeout:.0f}s:\n{runs[-1].log_tail()}")
+        time.sleep(0.25)
+    time.sleep(8.0)
 
 
 # ------------------------------------------------------------------------------------------ latency

@@ -103,7 +103,7 @@ def test_wide_timestamp_gaps_round_trip() -> None:
     state = SeriesState(g)
     ts = [0, 2**40, 2**41, 2**62]
     state.apply(state.push(ts, np.ones(4)), np.full((1, 4), 0.5, np.float32))
-    assert list(SeriesState.decode(state.encode()).ts) == ts
+    assert list(SeriesState.decode(state.encode()).ts) == ts[1:]  # the pending points' (lag 3)
 
 
 def test_decode_keeps_the_written_geometry_and_refuses_garbage() -> None:
@@ -166,7 +166,7 @@ def test_a_swap_loses_no_point_and_never_mixes_versions(after: Geometry) -> None
     offline, counts = aggregate(fake_scores(make_windows(values[:50], 8, 1)), 50, 8, 1, 7)
     for i in range(50 - 7):
         assert out[i][0] == pytest.approx(offline[i], abs=1e-12) and out[i][1] == counts[i]
-    assert state.geometry == after and len(state.ts) == min(t, after.window)
+    assert state.geometry == after and len(state.ts) == len(state.sums) == after.lag
 
 
 def test_a_swap_before_the_first_window_is_as_if_the_new_model_had_always_served() -> None:
@@ -221,13 +221,25 @@ def test_pointwise_stream_equals_offline_prepare_series(window: int, stride: int
 
 def as_format(blob: bytes, fmt: int, body: struct.Struct) -> bytes:
     """A current state re-encoded as an older format whose header `body` holds the leading fields of
-    today's header (the parts after the header are laid out alike)."""
+    today's header. Formats before 7 kept a ts and a raw value for every buffered point (the window source's
+    rows): the ones format 7 drops are made up (they are final, and nothing reads them)."""
     from stream import state as st
 
-    head, rest = blob[: st._HEAD.size], blob[st._HEAD.size :]
-    fields = list(st._BODY.unpack_from(rest))
+    state = SeriesState.decode(blob)
+    c, k, p = state.geometry.channels, len(state._source), len(state.sums)
+    fields = list(st._BODY.unpack_from(blob, st._HEAD.size))
+    flags, vlen = fields[1], fields[15]
+    at = st._HEAD.size + st._BODY.size + vlen
+    n_values = p if state.geometry.pointwise else k
+    ts_len = (8 + 4 * (p - 1) if flags & st._FLAG_TS_DELTA32 else 8 * p) if p else 0
+    rest = blob[at + ts_len + 8 * n_values * c :]
+    first = int(state.ts[0]) if p else (state.last_ts or 0) + 1
+    ts = np.concatenate([first - np.arange(k - p, 0, -1), state.ts]).astype("<i8")
+    values = np.concatenate([np.zeros((k - n_values, c)), state.values]).astype("<f8")
+    fields[1] = flags & ~st._FLAG_TS_DELTA32
     n_fields = len(body.format.lstrip("<>=!@")) - body.format.count("x")
-    return head + struct.pack("<B", fmt) + body.pack(*fields[:n_fields])[1:] + rest[st._BODY.size :]
+    return b"".join([blob[: st._HEAD.size], struct.pack("<B", fmt), body.pack(*fields[:n_fields])[1:],
+                     blob[st._HEAD.size + st._BODY.size : at], ts.tobytes(), values.tobytes(), rest])
 
 
 def test_pointwise_state_roundtrips_and_reads_format_2() -> None:
@@ -306,3 +318,63 @@ def test_deviation_channels_roundtrip_read_format_3_and_carry_the_statistics_ove
     assert back3.inputs.shape == (4, 1) and len(back3.stats.mean) == 1 and back3.stats.count == 6
     with pytest.raises(ValueError, match="deviation_halflife"):
         Geometry(4, 1, 3, 1, deviation_halflife=300.0)
+
+
+@pytest.mark.parametrize("pointwise", [True, False])
+def test_final_points_carry_their_own_ts_and_values_through_round_trips(pointwise: bool) -> None:
+    # Format 7 keeps ts (and, for a pointwise geometry, raw values) only for the pending points: every final
+    # point must still be published with its own ts and value, batch after batch, through Redis's bytes.
+    g = Geometry(8, 2, 3, 2, halflife=50.0 if pointwise else 0.0)
+    rng = np.random.default_rng(3)
+    t = 61
+    values, ts = rng.normal(size=(t, 2)), 1_700_000_000_000 + np.cumsum(rng.integers(1, 5000, t))
+    state, seen, pos = SeriesState(g), {}, 0
+    for size in [1, 5, 2, 9, 1, 1, 13, 4, 25]:
+        step = state.push(ts[pos : pos + size], values[pos : pos + size])
+        for p in state.apply(step, fake_scores(step.windows)):
+            seen[p.index] = (p.ts, p.values)
+        state = SeriesState.decode(state.encode())
+        pos += size
+    assert sorted(seen) == list(range(t - g.lag))
+    for i, (t_i, v_i) in seen.items():
+        assert t_i == ts[i] and v_i == tuple(values[i])
+    assert len(state.ts) == len(state.sums) == g.lag
+    assert len(state.values) == (g.lag if pointwise else g.window)
+
+
+def test_the_shipped_geometry_keeps_under_a_kilobyte() -> None:
+    # The shipped single-channel bundle: window 64, lag 0, point-by-point normalization with deviation inputs,
+    # the per-series tail sketch; a version string as long as the registry's.
+    g = Geometry(64, 1, 0, 1, halflife=1000.0, deviation_halflife=6400.0, surprise_halflife=5000.0,
+                 surprise_min_history=200)
+    state = SeriesState(g, version="2026-12-04T19-19-31Z-c2502a")
+    rng = np.random.default_rng(0)
+    step = state.push(1_700_000_000_000 + 1000 * np.arange(300), rng.normal(size=300))
+    state.apply(step, fake_scores(step.windows))
+    blob = state.encode()
+    assert len(blob) <= 1000
+    back = SeriesState.decode(blob)
+    assert np.array_equal(back.inputs, state.inputs) and back.stats.count == 300 and back.last_ts == state.last_ts
+    assert len(back.ts) == len(back.values) == 0  # nothing pending at lag 0
+    # the next point's window is the same one either way
+    a, b = state.push([state.last_ts + 1000], [0.5]), back.push([state.last_ts + 1000], [0.5])
+    np.testing.assert_array_equal(a.windows, b.windows)
+
+
+def test_a_swap_out_of_pointwise_normalization_refills_the_raw_window() -> None:
+    # The raw values of final points are not kept under a pointwise model, so a model without point-by-point
+    # normalization starts its first window from the oldest pending point, as for a new series.
+    pointwise, plain = Geometry(8, 1, 2, 1, halflife=20.0), Geometry(8, 1, 7, 1)
+    state = SeriesState(pointwise, version="v1")
+    state.apply(state.push(list(range(20)), np.arange(20.0)), np.full((13, 8), 0.5))
+    assert state.first_pending == 18
+    finals = state.swap(plain, "v2", 0.5)
+    assert [p.index for p in finals] == [18, 19]  # covered by v1's windows: finalized with its scores
+    assert state.era_end == 20 + 7
+    seen = []
+    for i in range(20, 40):
+        step = state.push([i], [float(i)])
+        assert len(step.ends) == (1 if i >= 27 else 0)
+        seen += [p.index for p in state.apply(step, np.full((len(step.ends), 8), 0.25))]
+        state = SeriesState.decode(state.encode())
+    assert seen == list(range(20, 40 - 7))
