@@ -22,8 +22,8 @@ def test_bench_writes_every_figure(services, tmp_path: Path) -> None:
     model = tiny_bundle(tmp_path / "tiny")  # W=16, no calibrated lag: the default lag is 15
     out = tmp_path / "bench.json"
     res = CliRunner().invoke(cli, [
-        "bench", "--model", str(model), "--series", "2", "--points", "100", "--latency-series", "2", "--scale-out", "16",
-        "--latency-seconds", "1", "--memory-series", "50", "--no-quantize",
+        "bench", "--model", str(model), "--series", "2", "--points", "100", "--latency-series", "2",
+        "--scale-out", "16", "--latency-seconds", "1", "--memory-series", "50", "--no-quantize",
         "--bootstrap", services.kafka_bootstrap, "--redis-url", services.redis_url, "--output", str(out)])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "Targets" in res.output

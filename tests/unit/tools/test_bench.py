@@ -27,6 +27,7 @@ def test_steady_state_has_a_full_buffer_and_lag_pending_points() -> None:
     g = Geometry(window=64, stride=1, lag=63, channels=1)
     blob = steady_state(g, np.random.default_rng(0), version="2026-11-26T05-09-45Z-969075")
     s = SeriesState.decode(blob)
-    assert s.n == 127 and len(s.values) == 64 and len(s.ts) == len(s.sums) == 63 and s.version == "2026-11-26T05-09-45Z-969075"
+    assert s.n == 127 and len(s.values) == 64 and len(s.ts) == len(s.sums) == 63
+    assert s.version == "2026-11-26T05-09-45Z-969075"
     lag0 = steady_state(Geometry(64, 1, 0, 1), np.random.default_rng(0), version="2026-11-26T05-09-45Z-969075")
     assert len(lag0) < len(blob)
