@@ -7,6 +7,12 @@ point-by-point normalization a bundle is served with cannot differ between them.
 The score lag comes from, in order: an explicit override (the operator's setting), the manifest's
 `score_lag`, the calibration's `score_lag` (bundles written before it was a manifest field), and
 `window_size - 1` (every covering window averaged).
+
+The stride (a window every `stride` points) is the manifest's unless the operator serves another: a larger
+one trades accuracy for speed (a window costs the same whatever the stride), and the lag is then raised to
+at least stride - 1, so that every point is covered by a window when it becomes final: it is scored by the
+first window ending at or after it, from the newest points' side. A bundle that scores only the last N
+points of each window (the masked autoencoder's `score_last`) cannot be served at a stride above N.
 """
 
 from __future__ import annotations
@@ -121,16 +127,22 @@ class Geometry:
         return stats.resized(self.channels, bool(self.deviation_halflife), inputs)
 
 
-def geometry_of(manifest: Manifest, lag: int) -> Geometry:
-    """The geometry a bundle with this manifest is served with at `lag`."""
+def geometry_of(manifest: Manifest, lag: int, stride: int | None = None) -> Geometry:
+    """The geometry a bundle with this manifest is served with at `lag` (and `stride`, None: the manifest's)."""
     norm, cal = manifest.normalizer, manifest.calibration.per_series
+    stride = manifest.stride if stride is None else stride
     surprise = (cal.halflife, cal.min_history) if cal is not None else (0.0, 0)
     shape = ((cal.novelty.length, cal.novelty.history, cal.novelty.rarity) if cal is not None and cal.novelty
              else (0, 0, 1.0))
     if not norm.pointwise:
-        return Geometry(manifest.window_size, manifest.stride, lag, manifest.channels, 0.0, 0.0, *surprise, *shape)
-    return Geometry(manifest.window_size, manifest.stride, lag, manifest.channels, norm.halflife,
+        return Geometry(manifest.window_size, stride, lag, manifest.channels, 0.0, 0.0, *surprise, *shape)
+    return Geometry(manifest.window_size, stride, lag, manifest.channels, norm.halflife,
                     norm.deviation_halflife, *surprise, *shape)
+
+
+def scored_per_window(manifest: Manifest) -> int:
+    """How many of a window's newest points the graph scores: all of them, or a family's `score_last`."""
+    return int(manifest.model.get("score_last") or manifest.window_size)
 
 
 def default_lag(manifest: Manifest) -> int:
@@ -157,12 +169,16 @@ class Served:
         return self.bundle.threshold
 
 
-def serve(bundle: Bundle, score_lag: int | None = None) -> Served:
-    """What `bundle` is served as, at `score_lag` (None: the bundle's own, `default_lag`). A lag the
-    bundle's window and stride cannot serve is a ValueError."""
-    lag = default_lag(bundle.manifest) if score_lag is None else int(score_lag)
+def serve(bundle: Bundle, score_lag: int | None = None, stride: int | None = None) -> Served:
+    """What `bundle` is served as, at `score_lag` (None: the bundle's own, `default_lag`, raised to stride - 1)
+    and `stride` (None: the manifest's). A lag or stride the bundle's window cannot serve is a ValueError."""
+    m = bundle.manifest
+    if stride is not None and not 1 <= stride <= scored_per_window(m):
+        raise ValueError(f"stride must be in [1, {scored_per_window(m)}] for bundle {bundle.version} (its graph "
+                         f"scores the last {scored_per_window(m)} points of a window), got {stride}")
+    lag = max(default_lag(m), (stride or 1) - 1) if score_lag is None else int(score_lag)
     try:
-        return Served(bundle, geometry_of(bundle.manifest, lag))
+        return Served(bundle, geometry_of(m, lag, stride))
     except ValueError as e:
         raise ValueError(f"{e} (bundle {bundle.version}: window_size={bundle.window_size}, "
-                         f"stride={bundle.stride})") from e
+                         f"stride={stride or bundle.stride})") from e

@@ -51,9 +51,9 @@ def load_checked_bundle(settings: Settings) -> tuple[Bundle, Geometry]:
     except BundleError as e:
         raise StartupError(f"model bundle unusable: {e}") from e
     try:
-        served = serve(bundle, settings.scoring.score_lag)
+        served = serve(bundle, settings.scoring.score_lag, settings.scoring.stride)
     except ValueError as e:
-        raise StartupError(f"scoring.score_lag: {e}") from e
+        raise StartupError(f"scoring.score_lag / scoring.stride: {e}") from e
     return bundle, served.geometry
 
 

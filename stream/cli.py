@@ -26,6 +26,7 @@ _OVERRIDES = {
     "model": ("model", "path"),
     "threads": ("model", "threads"),
     "score_lag": ("scoring", "score_lag"),
+    "stride": ("scoring", "stride"),
     "max_batch": ("scoring", "max_batch"),
     "max_wait": ("scoring", "max_wait_s"),
     "threshold": ("scoring", "threshold"),
@@ -96,6 +97,12 @@ def run_worker(settings: Any) -> None:
     type=int,
     help="points a score waits for later windows, 0..W-1; default: the bundle's, else W-1 "
     "[ANOMALYBERT_SCORING__SCORE_LAG]",
+)
+@click.option(
+    "--stride",
+    type=int,
+    help="a window every N points; default: the bundle's (larger: faster, less accurate; the default lag "
+    "becomes at least N-1) [ANOMALYBERT_SCORING__STRIDE]",
 )
 @click.option("--max-batch", type=int, help="events per batch [ANOMALYBERT_SCORING__MAX_BATCH]")
 @click.option("--max-wait", type=float, help="seconds to wait to fill a batch [ANOMALYBERT_SCORING__MAX_WAIT_S]")

@@ -76,9 +76,9 @@ class Reloader:
         if bundle.channels != channels:
             raise BundleError(f"bundle has {bundle.channels} channel(s), the series served have {channels}")
         try:
-            return serve(bundle, self.settings.scoring.score_lag)
+            return serve(bundle, self.settings.scoring.score_lag, self.settings.scoring.stride)
         except ValueError as e:
-            raise BundleError(f"scoring.score_lag: {e}") from e
+            raise BundleError(f"scoring.score_lag / scoring.stride: {e}") from e
 
     async def poll(self) -> None:
         """Timer body: the fallback when an announcement was missed."""

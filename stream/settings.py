@@ -197,6 +197,12 @@ class ScoringSettings(_Section):
         ge=0,
         description="points a score waits for later windows; default: the bundle's calibrated lag, else W-1",
     )
+    stride: int | None = Field(
+        None,
+        ge=1,
+        description="a window every `stride` points: default the bundle's; larger trades accuracy for speed "
+        "(docs/benchmark.md has the table), and the default score_lag is then at least stride - 1",
+    )
     max_batch: int = Field(256, ge=1, description="most events in one batch (one inference call)")
     # Measured with `anomalybert bench` (2 CPUs, 100 series at 700 points/s, a quarter of the maximum):
     # 0.05 s put every point's wait for its batch on top of the processing (p50 ~130 ms); 0.005 s gives

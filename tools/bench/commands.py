@@ -59,6 +59,9 @@ def _series_list(_ctx: Any, _param: Any, value: str) -> list[int]:
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
               help="Where ONNX Runtime runs the model, in the worker and the bare run (the worker's model.device; "
                    "cuda needs the onnxruntime-gpu package and a GPU).")
+@click.option("--stride", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Serve a window every N points (the worker's scoring.stride; the default lag becomes at least "
+                   "N-1) [default: the bundle's].")
 @click.option("--scale-out", type=click.IntRange(min=1), default=None, metavar="S",
               help="Also run two workers in one consumer group on S series, beside one worker on the same S "
                    "(a throughput run of its own when S is not in --series) [default: no scale-out run].")
@@ -147,6 +150,7 @@ class Plan:
     batch: int
     threads: int
     device: str
+    stride: int | None
     scale_out: int | None
     quantize: bool
     latency_series: int
@@ -165,7 +169,7 @@ class Plan:
 
     def settings(self) -> dict[str, Any]:
         return {"series": self.series, "points": self.points, "batch": self.batch, "threads": self.threads,
-                "device": self.device, "scale_out_series": self.scale_out,
+                "device": self.device, "stride": self.stride, "scale_out_series": self.scale_out,
                 "latency_series": self.latency_series, "latency_seconds": self.latency_seconds,
                 "latency_rate": self.latency_rate,
                 "max_wait_s": self.max_wait, "latency_fetch_max_wait_ms": self.fetch_max_wait_ms,
@@ -223,7 +227,7 @@ def run_bench(plan: Plan, work: Path, say: Callable[[str], None]) -> dict[str, A
                               "redis_version": _redis_version(services.redis_url)}
         for name, path in bundles.items():
             result["bundles"][name] = _measure_bundle(plan, work, name, path, services, say)
-        result["redis"] = _measure_redis(fp32, services.redis_url, plan.memory_series, say)
+        result["redis"] = _measure_redis(fp32, services.redis_url, plan.memory_series, say, plan.stride)
     if plan.quantize and result["bundles"]["fp32"]["channels"] != 1:
         say("accuracy of int8 vs fp32: skipped (the check scores one-channel dev data)")
     elif plan.quantize:
@@ -239,17 +243,18 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
                     say: Callable[[str], None]) -> dict[str, Any]:
     from model.bundle import load_bundle
     from model.quantize import quantized_from
-    from tools.bench.run import WorkerConfig, bare_ort, measure_latency, measure_throughput, served_lag
+    from tools.bench.run import WorkerConfig, bare_ort, measure_latency, measure_throughput, served_lag, served_stride
 
     bundle = load_bundle(path, threads=plan.threads, device=plan.device)
     cfg = WorkerConfig(model=path, batch=plan.batch, threads=plan.threads, max_wait_s=plan.max_wait,
-                       profile_dir=plan.profile_dir, consumer=plan.consumer, device=plan.device)
-    lag = served_lag(cfg)
+                       profile_dir=plan.profile_dir, consumer=plan.consumer, device=plan.device,
+                       stride=plan.stride)
+    lag, stride = served_lag(cfg), served_stride(cfg)
     say(f"[bold]{name}[/bold]: bare ONNX Runtime on {bundle.execution_provider}, batch {plan.batch}")
     ort = bare_ort(bundle, plan.batch)
     out: dict[str, Any] = {
         "version": bundle.version, "family": bundle.manifest.family, "window_size": bundle.window_size,
-        "stride": bundle.stride, "channels": bundle.channels, "default_score_lag": lag,
+        "stride": stride, "bundle_stride": bundle.stride, "channels": bundle.channels, "default_score_lag": lag,
         "quantized_from": quantized_from(bundle.manifest), "execution_provider": bundle.execution_provider,
         "model_bytes": (bundle.directory / "model.onnx").stat().st_size, "bare_ort_windows_per_s": ort,
         "throughput": [], "latency": [], "scale_out": [],
@@ -259,7 +264,7 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
         p = plan.points or auto_points(s, bundle.window_size)
         say(f"[bold]{name}[/bold]: throughput, {s} series x {p} points, {workers} worker(s)")
         r = measure_throughput(services, cfg, s, p, work, workers=workers)
-        with_efficiency(r, ort, bundle.stride)
+        with_efficiency(r, ort, stride)
         return r
 
     for s in plan.series:
@@ -270,9 +275,9 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
         out["scale_out"] = [one, two]
     rates = {r["series"]: r["points_per_s"] for r in out["throughput"]}
     # Half the measured maximum; never above half the bare model's speed (tiny runs have no steady part).
-    rate = plan.latency_rate or 0.5 * min(rates.get(plan.latency_series, max(rates.values())), ort * bundle.stride)
+    rate = plan.latency_rate or 0.5 * min(rates.get(plan.latency_series, max(rates.values())), ort * stride)
     # The smallest lag the bundle can serve (stride - 1: every point covered when final), and its default.
-    for lat_lag in sorted({bundle.stride - 1, lag}):
+    for lat_lag in sorted({stride - 1, lag}):
         say(f"[bold]{name}[/bold]: latency, score_lag {lat_lag}, {plan.latency_series} series at {rate:.0f}/s")
         lcfg = replace(cfg, score_lag=lat_lag, fetch_max_wait_ms=plan.fetch_max_wait_ms)
         lat = measure_latency(services, lcfg, plan.latency_series, rate, plan.latency_seconds, work)
@@ -290,19 +295,21 @@ def with_efficiency(r: dict[str, Any], ort: float, stride: int) -> None:
     r["cpu_efficiency"] = (1e6 / (ort * stride)) / cpu if cpu and math.isfinite(cpu) else float("nan")
 
 
-def _measure_redis(path: Path, redis_url: str, n_series: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
+def _measure_redis(path: Path, redis_url: str, n_series: int, say: Callable[[str], None],
+                   stride: int | None = None) -> list[dict[str, Any]]:
     from model.bundle import load_bundle
     from model.serving import serve
     from tools.bench.memory import measure_memory
-    from tools.bench.run import WorkerConfig, served_lag
+    from tools.bench.run import WorkerConfig, served_lag, served_stride
 
     bundle = load_bundle(path)
-    lag = served_lag(WorkerConfig(path))
+    cfg = WorkerConfig(path, stride=stride)
+    lag, served = served_lag(cfg), served_stride(cfg)
     out = []
     # The smallest lag the bundle can serve (stride - 1: every point covered when final), and its default.
-    for lat_lag in sorted({bundle.stride - 1, lag}):
+    for lat_lag in sorted({served - 1, lag}):
         say(f"Redis memory, {n_series} series, score_lag {lat_lag}")
-        g = serve(bundle, lat_lag).geometry
+        g = serve(bundle, lat_lag, stride).geometry
         out.append(measure_memory(redis_url, g, n_series, bundle.version))
     return out
 

@@ -77,6 +77,7 @@ class WorkerConfig:
     fetch_max_wait_ms: int | None = None  # the worker's kafka.fetch_max_wait_ms; None: its default
     consumer: str | None = None  # the worker's kafka.consumer ("aiokafka" or "faust"); None: its default
     device: str = "cpu"  # the worker's model.device (ONNX Runtime execution provider)
+    stride: int | None = None  # the worker's scoring.stride; None: the bundle's
 
 
 def bare_ort(bundle: Bundle, batch: int, seconds: float = 5.0) -> float:
@@ -95,7 +96,14 @@ def served_lag(cfg: WorkerConfig) -> int:
     """The score_lag the worker will use (the setting, else the bundle's calibrated lag, else W-1)."""
     from model.serving import serve
 
-    return serve(load_bundle(cfg.model, verify=False), cfg.score_lag).lag
+    return serve(load_bundle(cfg.model, verify=False), cfg.score_lag, cfg.stride).lag
+
+
+def served_stride(cfg: WorkerConfig) -> int:
+    """The stride the worker will use (the setting, else the bundle's)."""
+    from model.serving import serve
+
+    return serve(load_bundle(cfg.model, verify=False), cfg.score_lag, cfg.stride).geometry.stride
 
 
 def percentiles(samples_ms: np.ndarray) -> dict[str, float]:
@@ -169,6 +177,8 @@ class WorkerRun:
         }
         if c.score_lag is not None:
             env["ANOMALYBERT_SCORING__SCORE_LAG"] = str(c.score_lag)
+        if c.stride is not None:
+            env["ANOMALYBERT_SCORING__STRIDE"] = str(c.stride)
         if c.max_wait_s is not None:
             env["ANOMALYBERT_SCORING__MAX_WAIT_S"] = str(c.max_wait_s)
         if c.fetch_max_wait_ms is not None:

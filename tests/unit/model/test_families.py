@@ -76,3 +76,22 @@ def test_a_bundle_loads_without_any_family_config(tmp_path: Path) -> None:
     bundle = load_bundle(spike_bundle(tmp_path / "s", channels=2))
     assert bundle.manifest.family == "test-spike" and bundle.manifest.model == {}
     assert serve(bundle).geometry.channels == 2
+
+
+def test_a_served_stride_raises_the_default_lag_and_respects_what_the_graph_scores(tmp_path: Path) -> None:
+    d = tiny_bundle(tmp_path / "b")  # window 16, stride 1
+    m = json.loads((d / MANIFEST_FILE).read_text())
+    m["score_lag"] = 0
+    (d / MANIFEST_FILE).write_text(json.dumps(m))
+    bundle = load_bundle(d)
+    assert serve(bundle).geometry.stride == 1 and serve(bundle).lag == 0
+    g = serve(bundle, stride=4).geometry
+    assert (g.stride, g.lag) == (4, 3)  # every point covered when final: lag >= stride - 1
+    assert serve(bundle, 9, stride=4).lag == 9
+    with pytest.raises(ValueError, match="score_lag"):
+        serve(bundle, 2, stride=4)  # an explicit lag below stride - 1 leaves points unscored: refused
+    # a graph that scores only a window's last 8 points (sdmae's score_last) cannot skip more than 8
+    (d / MANIFEST_FILE).write_text(json.dumps(m | {"model": {**m["model"], "score_last": 8}}))
+    with pytest.raises(ValueError, match=r"stride must be in \[1, 8\]"):
+        serve(load_bundle(d, verify=False), stride=9)
+    assert serve(load_bundle(d, verify=False), stride=8).lag == 7

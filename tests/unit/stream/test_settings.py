@@ -67,3 +67,15 @@ def test_redis_cluster_is_chosen_by_setting_or_url() -> None:
     for bad in ("redis+cluster://n:7000/2", "unix:///tmp/r.sock"):
         with pytest.raises(ValidationError):
             RedisSettings(url=bad, cluster=True)
+
+
+def test_a_served_stride_reaches_the_geometry_and_a_bad_one_stops_start_up(monkeypatch) -> None:
+    from stream.app import load_checked_bundle
+    from stream.errors import StartupError
+
+    monkeypatch.setenv("ANOMALYBERT_SCORING__STRIDE", "4")
+    _, geometry = load_checked_bundle(Settings())
+    assert (geometry.stride, geometry.lag) == (4, 3)  # the shipped bundle's lag 0, raised to stride - 1
+    monkeypatch.setenv("ANOMALYBERT_SCORING__STRIDE", "65")
+    with pytest.raises(StartupError, match=r"scoring.stride: stride must be in \[1, 64\]"):
+        load_checked_bundle(Settings())
