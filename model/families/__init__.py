@@ -101,8 +101,10 @@ class Family:
         """Raise ValueError when `cfg` cannot be trained or served with `normalizer`."""
 
     def finetune(self, model: nn.Module) -> nn.Module:
-        """The model to train when finetuning a trained one (e.g. with a frozen part)."""
-        raise ValueError(f"family {self.name!r} does not support finetuning")
+        """The model to train when finetuning a trained one: by default all of it, from its trained weights (a
+        warm start; an adversary, if the family has one, is not trained on). A family may freeze a part
+        (AnomalyBERT keeps its encoder)."""
+        return model
 
     def train_mode(self, model: nn.Module, finetune: bool) -> None:
         """Put the model in training mode for an epoch (a frozen part can stay in eval mode)."""

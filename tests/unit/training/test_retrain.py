@@ -149,3 +149,37 @@ def test_a_calibrated_model_is_retrained_into_a_calibrated_one(telemetry_dir: Pa
     assert per is not None and (per.halflife, per.min_history) == (5000.0, 200)
     assert new.threshold == pytest.approx(0.4498)  # the same tail probability, not a raw F-beta threshold
     assert "threshold" in new.manifest.calibration.details["trained"]
+
+
+@pytest.mark.parametrize("family", ["tae", "sdmae", "anomaly-transformer"])
+def test_retrain_finetunes_every_family_from_its_trained_weights(family: str, telemetry_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    # `retrain`'s default (--finetune) warm-starts the families without a frozen part: all of their weights
+    # train on, from the current model's.
+    import torch
+
+    from model import families
+    from model.families.checkpoint import Checkpoint, load_checkpoint
+    from model.families.export import export_bundle
+    from model.normalize import Normalizer
+
+    fam = families.get(family)
+    small = {"tae": {"d_model": 16, "n_heads": 2, "enc_layers": 1, "dec_layers": 1, "d_ff": 32, "stride": 4,
+                     "latent_dim": 8},
+             "sdmae": {"d_model": 16, "n_heads": 2, "enc_layers": 1, "teacher_layers": 1, "d_ff": 32},
+             "anomaly-transformer": {"d_model": 16, "n_heads": 2, "e_layers": 1, "d_ff": 32}}[family]
+    torch.manual_seed(0)
+    model = fam.build(fam.config(window_size=16, channels=1, **small)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    norm = Normalizer(kind="zscore", scope="global").fit(np.array([[38.0], [40.0], [42.0]]))
+    ckpt = Checkpoint(model, norm, threshold=0.5, family=family)
+    directory, _ = export_bundle(ckpt, tmp_path / "v1")
+    reg = Registry(tmp_path / "registry")
+    v1 = reg.publish(directory)
+    res = _retrain([str(telemetry_dir), "--registry", str(reg.root), "--seed", "3", "--force"])
+    assert res.exit_code == 0, res.output
+    assert reg.current() != v1
+    after = load_checkpoint(reg.path(reg.current()) / "checkpoint.pt")
+    assert after.family == family and after.config == model.cfg
+    changed = [k for k, v in after.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "finetuning moved no weight"
