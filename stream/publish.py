@@ -31,6 +31,7 @@ from stream.store import Store, WriteResult
 log = logging.getLogger(__name__)
 # Distinct (partition, partition, mark, mark) combinations whose encoded marks are kept (`Publisher.marks`).
 _MARKS_CACHE = 4096
+_TARGETS_CACHE = 200_000  # (topic, series) partitions kept; cleared when full
 
 SCORE, ALERT = b"s", b"a"
 # Bytes of the original key used as a dead letter's record key (the whole key, bounded, is in the letter).
@@ -76,6 +77,7 @@ class Publisher:
         self.metrics = metrics
         self.low: dict[tuple[str, int], int] = {}
         self._marks: dict[tuple[int, int, int, int], str] = {}
+        self._targets: dict[tuple[str, str], int] = {}
 
     async def start(self) -> None:
         """Learn the end offset of every output partition: a valid mark for anything sent from now on."""
@@ -89,7 +91,13 @@ class Publisher:
         return self.topics.scores if kind == SCORE else self.topics.alerts
 
     def target(self, topic: str, series_id: str) -> int:
-        return partition_for(series_id.encode(), self.partitions[topic])
+        """The output partition of a series' messages (the key's murmur2, as Kafka's default partitioner):
+        asked three times per point, computed once per series and topic while the cache holds it."""
+        if (p := self._targets.get((topic, series_id))) is None:
+            if len(self._targets) >= _TARGETS_CACHE:
+                self._targets.clear()
+            p = self._targets[(topic, series_id)] = partition_for(series_id.encode(), self.partitions[topic])
+        return p
 
     def marks(self, series_id: str) -> str:
         scores, alerts = self.topics.scores, self.topics.alerts
