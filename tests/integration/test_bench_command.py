@@ -23,7 +23,7 @@ def test_bench_writes_every_figure(services, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     res = CliRunner().invoke(cli, [
         "bench", "--model", str(model), "--series", "2", "--points", "100", "--latency-series", "2",
-        "--scale-out", "16", "--latency-seconds", "1", "--memory-series", "50", "--no-quantize",
+        "--scale-out", "16", "--latency-seconds", "1", "--nice-others", "10", "--memory-series", "50", "--no-quantize",
         "--bootstrap", services.kafka_bootstrap, "--redis-url", services.redis_url, "--output", str(out)])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "Targets" in res.output
@@ -42,7 +42,9 @@ def test_bench_writes_every_figure(services, tmp_path: Path) -> None:
         one, two = b["scale_out"]
         assert (one["workers"], two["workers"]) == (1, 2) and one["series"] == two["series"] == 16
         assert one["scores"] == two["scores"] == 16 * (100 - 15)
-        assert [lat["score_lag"] for lat in b["latency"]] == [0, 15]
+        # lag 0 with the load generator and the local broker at normal priority, then niced; the default lag
+        assert [(lat["score_lag"], lat["others_niced"]) for lat in b["latency"]] == [(0, 0), (0, 10), (15, 0)]
+        assert b["latency"][1]["broker_niced"] is False  # a broker the bench did not start is left alone
         for lat in b["latency"]:
             assert lat["samples"] > 0 and lat["rate_points_per_s"] > 0
             assert set(lat["end_to_end_ms"]) == set(lat["processing_ms"]) == {"p50", "p95", "p99", "max"}

@@ -51,7 +51,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 out.append({"target": f"p99 latency <= {TARGET_P99_MS:.0f} ms at half load, score_lag 0, "
                                       f"{TARGET_P99_SERIES} series",
                             "bundle": name, "where": f"{lat['series']} series at {lat['rate_points_per_s']:.0f}/s"
-                            + ("" if lat.get("half_load", True) else " (rate given)"),
+                            + ("" if lat.get("half_load", True) else " (rate given)")
+                            + (f", others at nice {lat['others_niced']}" if lat.get("others_niced") else ""),
                             "value": p99, "met": p99 <= TARGET_P99_MS if fits else None})
         if len(b.get("scale_out", [])) == 2:
             one, two = b["scale_out"]
@@ -131,13 +132,16 @@ def _latency(console: Any, result: dict[str, Any]) -> None:
         "end to end: the point's send() to its score's Kafka timestamp (the worker's produce); with "
         "score_lag L it includes waiting for the L later points of the series. processing: from the send() "
         "of the point that made the score final."))
-    for c in ("bundle", "score_lag", "series", "rate/s", "samples", "e2e p50", "p95", "p99",
+    for c in ("bundle", "score_lag", "series", "rate/s", "others' nice", "samples", "e2e p50", "p95", "p99",
               "processing p50", "p95 ", "p99 "):
         t.add_column(c, justify="left" if c == "bundle" else "right", no_wrap=True)
     for name, b in result["bundles"].items():
         for r in b["latency"]:
             e, p = r["end_to_end_ms"], r["processing_ms"]
-            t.add_row(name, str(r["score_lag"]), _f(r["series"]), _f(r["rate_points_per_s"]), _f(r["samples"]),
+            t.add_row(name, str(r["score_lag"]), _f(r["series"]), _f(r["rate_points_per_s"]),
+                      str(r.get("others_niced", 0))
+                      + (" (not the broker)" if r.get("others_niced") and not r.get("broker_niced") else ""),
+                      _f(r["samples"]),
                       _f(e["p50"], 1), _f(e["p95"], 1), _f(e["p99"], 1), _f(p["p50"], 1), _f(p["p95"], 1),
                       _f(p["p99"], 1))
     console.print(t)
