@@ -31,3 +31,27 @@ def test_steady_state_has_a_full_buffer_and_lag_pending_points() -> None:
     assert s.version == "2026-11-26T05-09-45Z-969075"
     lag0 = steady_state(Geometry(64, 1, 0, 1), np.random.default_rng(0), version="2026-11-26T05-09-45Z-969075")
     assert len(lag0) < len(blob)
+
+
+def test_renice_lowers_every_thread_of_a_process() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tools.bench.run import renice
+
+    child = subprocess.Popen([sys.executable, "-c", "import threading, time; "
+                              "threading.Thread(target=time.sleep, args=(30,)).start(); time.sleep(30)"])
+    try:
+        import time
+
+        time.sleep(0.5)
+        assert renice(child.pid, 7)
+        tids = list(Path(f"/proc/{child.pid}/task").iterdir())
+        assert len(tids) == 2
+        for t in tids:
+            assert int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) == 7  # field 19: nice
+    finally:
+        child.kill()
+        child.wait()
+    assert not renice(child.pid, 7)  # gone
