@@ -38,6 +38,7 @@ def test_bench_writes_every_figure(services, tmp_path: Path) -> None:
         (tp,) = b["throughput"]
         assert tp["series"] == 2 and tp["points"] == 200 and tp["scores"] == 2 * (100 - 15)
         assert tp["points_per_s"] > 0 and tp["efficiency"] > 0 and tp["workers"] == 1
+        assert tp["bare_ort_windows_per_s"] > 0  # measured just before the run, beside the bundle-level figure
         # scale-out: one worker, then two in one group, on the same 16 series; every point scored once
         one, two = b["scale_out"]
         assert (one["workers"], two["workers"]) == (1, 2) and one["series"] == two["series"] == 16

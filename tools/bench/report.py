@@ -106,7 +106,8 @@ def _throughput(console: Any, result: dict[str, Any]) -> None:
     s = result["settings"]
     t = Table(title="Throughput: one worker, end to end", caption=(
         f"batch {s['batch']}, {s['threads']} ORT thread(s); points/s over the middle 80% of the scores by "
-        "their Kafka timestamps; efficiency = points/s / (bare ORT windows/s x stride: a window every stride points); "
+        "their Kafka timestamps; efficiency = points/s / (bare ORT windows/s, measured just before the run, x stride: "
+        "a window every stride points); "
         "CPU efficiency = the bare model's CPU µs per point / the worker's (what the cores' other users do not lower); "
         "ORT share = the worker's inference time / wall time over the same part; CPU µs/point = the worker "
         "process's CPU time per scored point (all threads), and the part outside inference"))
@@ -118,7 +119,8 @@ def _throughput(console: Any, result: dict[str, Any]) -> None:
         for r in runs:
             w = r.get("worker", {})
             t.add_row(name, _f(r["series"]), _f(r.get("workers", 1)), _f(r["points"]), _f(r["points_per_s"]),
-                      _f(b["bare_ort_windows_per_s"]), _f(r["efficiency"], 2), _f(r.get("cpu_efficiency"), 2),
+                      _f(r.get("bare_ort_windows_per_s", b["bare_ort_windows_per_s"])), _f(r["efficiency"], 2),
+                      _f(r.get("cpu_efficiency"), 2),
                       _f(w.get("mean_batch_events")),
                       _f(w.get("mean_windows_per_inference")), _f(w.get("inference_share_of_wall"), 2),
                       _f(w.get("cpu_us_per_point")), _f(w.get("cpu_us_per_point_outside_inference")))
