@@ -1,8 +1,8 @@
 """Strided scoring: what a larger stride (a window every N points) buys in speed and costs in accuracy.
 
-For each bundle and stride: `anomalybert evaluate --eval-stride N --score-lag N-1` on a dev set (the worker at
-`scoring.stride = N` and its default lag N - 1: each point scored by the first window ending at or after it,
-exactly as the worker serves it), and the bare ONNX Runtime windows/s of the bundle (batch 256, one thread)
+For each bundle and stride: `anomalybert evaluate --eval-stride N --score-lag N-1` on a dev set: what a worker
+serves at `scoring.stride = N`, `scoring.score_lag = N - 1` (each point scored by the first window ending at or
+after it), and the bare ONNX Runtime windows/s of the bundle (batch 256, one thread)
 times N: the points/s the model alone sustains at that stride. Prints a markdown table; each evaluation's
 JSON is kept under runs/stride/.
 
