@@ -130,7 +130,7 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     from evaluation.report import build_report
     from evaluation.scoring import EvalConfig, ModelVariant, effective_lag, novelty_of, served_calibration
     from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
-    from model.serving import serve
+    from model.serving import scored_per_window, serve
 
     console = Console()
     if not console.is_terminal:  # a log file or pipe: wide enough that the tables do not wrap
@@ -142,9 +142,9 @@ def evaluate_command(model_path: str | None, dataset: str, data_path: Path, lags
     bundle = load_bundle(model_path or DEFAULT_BUNDLE_DIR, threads=threads)
     w = bundle.window_size
     stride = eval_stride or max(DEFAULT_EVAL_STRIDE[dataset], bundle.stride)
-    scored_tail = bundle.manifest.model.get("score_last")  # a family that scores only a window's newest points
-    if eval_stride is None and scored_tail:
-        stride = max(bundle.stride, min(stride, int(scored_tail)))
+    scored = scored_per_window(bundle.manifest)  # a family may score only a window's newest points
+    if eval_stride is None and scored < w:
+        stride = max(bundle.stride, min(stride, scored))
     for lag in lags:
         if not 0 <= lag <= w - 1:
             raise click.BadParameter(f"must be in [0, {w - 1}] for window {w}, got {lag}",

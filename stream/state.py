@@ -308,11 +308,9 @@ class SeriesState:
         for j, (t, c, v, sv, r) in enumerate(zip(self.ts[:m].tolist(), counts.tolist(), values,
                                                   served.tolist(), raw.tolist(), strict=True)):
             out.append(FinalPoint(p0 + j, t, tuple(v), sv if c else 0.0, c, r if calibrated and c else None))
-        if n_final > p0:
-            self.sums, self.counts = self.sums[n_final - p0 :], self.counts[n_final - p0 :]
-            self.ts = self.ts[n_final - p0 :]
-            if self.novelty is not None:
-                self.novelty = self.novelty[n_final - p0 :]
+        self.sums, self.counts, self.ts = self.sums[m:], self.counts[m:], self.ts[m:]
+        if self.novelty is not None:
+            self.novelty = self.novelty[m:]
         self._trim()
         return out
 
@@ -320,12 +318,16 @@ class SeriesState:
         """Keep the last W rows of the window source, and raw values only as long as anything reads them."""
         assert self.values is not None
         w = self.geometry.window
-        if self.inputs is not None:
-            self.inputs = self.inputs[max(len(self.inputs) - w, 0) :]
-            keep = len(self.sums)  # only the pending points' messages read their raw values
-        else:
-            keep = w
-        self.values = self.values[max(len(self.values) - keep, 0) :]
+        if self.inputs is None:
+            self.values = self.values[max(len(self.values) - w, 0) :]
+            return
+        self.inputs = self.inputs[max(len(self.inputs) - w, 0) :]
+        self._drop_final_values()
+
+    def _drop_final_values(self) -> None:
+        """Windows cut from the model inputs: only the pending points' messages read their raw values."""
+        assert self.values is not None
+        self.values = self.values[max(len(self.values) - len(self.sums), 0) :]
 
     def swap(self, geometry: Geometry, version: str, threshold: float) -> list[FinalPoint]:
         """Move to another model. Returns the pending points finalized under the old one (to be published
@@ -364,7 +366,7 @@ class SeriesState:
         if geometry.novel:
             self._restart_novelty()
         if self.inputs is not None:  # the raw window was needed for the new statistics only
-            self.values = self.values[max(len(self.values) - len(self.sums), 0) :]
+            self._drop_final_values()
         return finals
 
     def encode(self) -> bytes:

@@ -248,13 +248,14 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
                     say: Callable[[str], None]) -> dict[str, Any]:
     from model.bundle import load_bundle
     from model.quantize import quantized_from
-    from tools.bench.run import WorkerConfig, bare_ort, measure_latency, measure_throughput, served_lag, served_stride
+    from tools.bench.run import WorkerConfig, bare_ort, measure_latency, measure_throughput, served_geometry
 
     bundle = load_bundle(path, threads=plan.threads, device=plan.device)
     cfg = WorkerConfig(model=path, batch=plan.batch, threads=plan.threads, max_wait_s=plan.max_wait,
                        profile_dir=plan.profile_dir, consumer=plan.consumer, device=plan.device,
                        stride=plan.stride)
-    lag, stride = served_lag(cfg), served_stride(cfg)
+    g = served_geometry(cfg)
+    lag, stride = g.lag, g.stride
     say(f"[bold]{name}[/bold]: bare ONNX Runtime on {bundle.execution_provider}, batch {plan.batch}")
     ort = bare_ort(bundle, plan.batch)
     out: dict[str, Any] = {
@@ -311,14 +312,15 @@ def _measure_redis(path: Path, redis_url: str, n_series: int, say: Callable[[str
     from model.bundle import load_bundle
     from model.serving import serve
     from tools.bench.memory import measure_memory
-    from tools.bench.run import WorkerConfig, served_lag, served_stride
+    from tools.bench.run import WorkerConfig, served_geometry
 
     bundle = load_bundle(path)
     cfg = WorkerConfig(path, stride=stride)
-    lag, served = served_lag(cfg), served_stride(cfg)
+    served = served_geometry(cfg)
+    lag, served_stride = served.lag, served.stride
     out = []
     # The smallest lag the bundle can serve (stride - 1: every point covered when final), and its default.
-    for lat_lag in sorted({served - 1, lag}):
+    for lat_lag in sorted({served_stride - 1, lag}):
         say(f"Redis memory, {n_series} series, score_lag {lat_lag}")
         g = serve(bundle, lat_lag, stride).geometry
         out.append(measure_memory(redis_url, g, n_series, bundle.version))

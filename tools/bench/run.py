@@ -143,18 +143,17 @@ def bare_ort(bundle: Bundle, batch: int, seconds: float = 5.0) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def served_geometry(cfg: WorkerConfig) -> Any:
+    """The geometry the worker will serve: its stride (the setting, else the bundle's) and score_lag (the
+    setting, else the bundle's calibrated lag raised to stride - 1, else W-1)."""
+    from model.serving import serve
+
+    return serve(load_bundle(cfg.model, verify=False), cfg.score_lag, cfg.stride).geometry
+
+
 def served_lag(cfg: WorkerConfig) -> int:
-    """The score_lag the worker will use (the setting, else the bundle's calibrated lag, else W-1)."""
-    from model.serving import serve
-
-    return serve(load_bundle(cfg.model, verify=False), cfg.score_lag, cfg.stride).lag
-
-
-def served_stride(cfg: WorkerConfig) -> int:
-    """The stride the worker will use (the setting, else the bundle's)."""
-    from model.serving import serve
-
-    return serve(load_bundle(cfg.model, verify=False), cfg.score_lag, cfg.stride).geometry.stride
+    """The score_lag the worker will use (`served_geometry`)."""
+    return served_geometry(cfg).lag
 
 
 def percentiles(samples_ms: np.ndarray) -> dict[str, float]:
