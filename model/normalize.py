@@ -41,6 +41,11 @@ RUNNING_WARMUP = 32
 RUNNING_CLIP_K = 5.0
 # Standardized values are clipped to +-SERIES_CLIP (a flat series that starts to move would give +-inf).
 SERIES_CLIP = 20.0
+# ... and rounded to multiples of INPUT_STEP (2**-18, within 1.9e-6 of the exact ratio): every value on this grid
+# within +-SERIES_CLIP is exact in float32 and is a 24-bit integer times the step, which is how the worker keeps
+# a series' model inputs in Redis (3 bytes each instead of 4; `stream.state`). Offline and online apply the
+# same rounding, so they still agree exactly.
+INPUT_STEP = 2.0**-18
 
 # Robust kind: spread = IQR / 1.349 (the standard deviation for Gaussian data), at least this share of the
 # standard deviation (windows whose IQR is 0, e.g. sparse counts), and outputs clipped to +-ROBUST_CLIP.
@@ -174,8 +179,8 @@ class RunningStats:
     `alpha = 1 - 0.5 ** (1 / halflife)`: a plain running mean for the first ~1.44 halflife points, then an
     exponentially weighted one. After RUNNING_WARMUP points a deviation enters the update clipped to
     +-RUNNING_CLIP_K std (not in the deviation channels: they follow the series' plain history). The
-    worker applies the same `standardize` to each point as it arrives, so offline and online values agree
-    exactly (float64).
+    standardized values are rounded to the INPUT_STEP grid. The worker applies the same `standardize` to each
+    point as it arrives, so offline and online values agree exactly.
     """
 
     count: int
@@ -205,7 +210,7 @@ class RunningStats:
                 n, m, var, out[t, c] = _step(n, m, var, x, alpha, clip_k)
             self.mean[c], self.var[c] = m, var
         self.count += len(v)
-        return out
+        return np.rint(out / INPUT_STEP) * INPUT_STEP
 
 
     def resized(self, channels: int, deviation: bool, inputs: np.ndarray) -> tuple[RunningStats, np.ndarray]:

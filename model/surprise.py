@@ -10,7 +10,8 @@ the history *before* it is added (causal), and nothing is reported until `min_hi
 
 Numpy only, so that the worker (which ships `model/*.py`) and the offline evaluation run the same code.
 State: `BINS` float64 counts and the count seen; `encode()` packs the counts as float32 relative to their
-sum (`SIZE` bytes in all).
+sum (`SIZE` bytes in all); `encode_sparse()` packs the same numbers but only the bins that hold any (a 64-bit
+mask says which): a series' scores seldom visit every bin, and the worker keeps this form in Redis.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ BINS = 64
 DECADES = 6.0  # surprise 1.0 = a tail probability of 1e-6
 _HEAD = struct.Struct("<If")  # seen (capped), scale of the counts
 SIZE = _HEAD.size + 4 * BINS  # bytes of an encoded sketch
+_MASK = struct.Struct("<Q")  # encode_sparse: bit k set = bin k is stored
 
 
 @dataclass
@@ -76,6 +78,29 @@ class TailSketch:
         if not (np.isfinite(counts).all() and (counts >= 0).all()):
             raise ValueError("tail sketch counts are not finite and non-negative")
         return cls(halflife, min_history, counts, seen)
+
+    def encode_sparse(self) -> bytes:
+        """`encode()`'s numbers, only the bins that are not zero in float32: `SIZE` + 8 - 4 per empty bin."""
+        total = float(self.counts.sum())
+        scale = total if total > 0 else 1.0
+        rel = (self.counts / scale).astype("<f4")
+        held = rel != 0
+        mask = int(np.packbits(held, bitorder="little").view("<u8")[0])
+        return b"".join([_HEAD.pack(min(self.seen, 2**32 - 1), scale), _MASK.pack(mask), rel[held].tobytes()])
+
+    @classmethod
+    def decode_sparse(cls, blob: bytes, halflife: float, min_history: int, offset: int = 0) -> tuple[TailSketch, int]:
+        """Inverse of `encode_sparse`: the sketch and the offset just after it."""
+        seen, scale = _HEAD.unpack_from(blob, offset)
+        (mask,) = _MASK.unpack_from(blob, offset + _HEAD.size)
+        held = np.unpackbits(np.frombuffer(_MASK.pack(mask), np.uint8), bitorder="little").astype(bool)
+        k = int(held.sum())
+        at = offset + _HEAD.size + _MASK.size
+        counts = np.zeros(BINS)
+        counts[held] = np.frombuffer(blob, "<f4", k, at).astype(np.float64) * scale
+        if not (np.isfinite(counts).all() and (counts >= 0).all()):
+            raise ValueError("tail sketch counts are not finite and non-negative")
+        return cls(halflife, min_history, counts, seen), at + 4 * k
 
 
 def surprise_of(probability: float) -> float:

@@ -35,10 +35,14 @@ statistics from the buffered points; a swap between two of them whose input widt
 statistics over (`Geometry.carry`). A swap from such a model to one without it has no raw window to cut
 from: the new era's first window ends W' - 1 points after the oldest pending point, as for a new series.
 
-What Redis holds (format 7), for the shipped single-channel bundle at window 64 and lag 0: the model inputs
-(64 x 2 float32, 512 bytes), the calibration sketch (264), the header and the model version (about 150), and
-no ts or raw value at all (nothing is pending between batches at lag 0): about 960 bytes, against 1,732 in
-format 6, which kept every buffered point's ts (u32 deltas) and float64 raw value besides its inputs.
+What Redis holds (format 8), for the shipped single-channel bundle at window 64 and lag 0: the model inputs
+(64 x 2, 3 bytes each: 384 bytes), the calibration sketch (16 bytes and 4 per bin its scores visited: 272 at
+most), the header and the model version (about 170), and no ts or raw value at all (nothing is pending between
+batches at lag 0): 700-830 bytes, against 960 in format 7 (float32 inputs, every bin of the sketch) and 1,732
+in format 6, which kept every buffered point's ts (u32 deltas) and float64 raw value besides its inputs.
+The inputs lose nothing in 3 bytes: `RunningStats.standardize` puts every standardized value on the
+`model.normalize.INPUT_STEP` grid (2**-18, offline too): within +-SERIES_CLIP, 24-bit integers times the step,
+exact in float32.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from model.normalize import RunningStats
+from model.normalize import INPUT_STEP, SERIES_CLIP, RunningStats
 from model.novelty import as_history, lowered
 from model.serving import Geometry
 from model.surprise import SIZE as SKETCH_SIZE
@@ -58,12 +62,14 @@ from model.windows import finalizing_windows, included_offsets
 from stream.alerts import AlertState
 from stream.errors import CorruptState
 
-FORMAT = 7
+FORMAT = 8
+# format 8 keeps the model inputs as 24-bit multiples of INPUT_STEP and the sketches' visited bins only (their
+# float32 values are format 7's), and a shorter header (_BODY);
 # format 7 keeps ts only for the pending points, and raw values only for them when the geometry is pointwise;
 # format 2 (before point-by-point normalization) is read as halflife 0, format 3 (before deviation channels)
 # as deviation_halflife 0, format 4 (before per-series calibration) as uncalibrated, format 5 (before shape
 # novelty) as without novelty
-_READS = (2, 3, 4, 5, 6, 7)
+_READS = (2, 3, 4, 5, 6, 7, 8)
 _HEAD = struct.Struct(">Q")  # n: also the compare-and-set token, so it comes first
 # format, flags, W, stride, lag, C, buffered, pending, last_ts, era_end, alert run/start/peak_ts/peak,
 # model threshold, version length (the version's UTF-8 bytes follow)
@@ -76,12 +82,18 @@ _BODY4 = struct.Struct("<BBHHHHHHqqIqqddBdQd")
 _BODY5 = struct.Struct("<BBHHHHHHqqIqqddBdQddI")
 # format 6 appends: the novelty's length, history, kept points and rarity (its sketch, history and pending
 # surprises follow the calibration sketch); format 7 has the same fields ("buffered": the window source's rows)
-_BODY = struct.Struct("<BBHHHHHHqqIqqddBdQddIHHHd")
+_BODY7 = struct.Struct("<BBHHHHHHqqIqqddBdQddIHHHd")
+# format 8: format 7's fields less the alert's start, peak ts and peak, which follow (_ALERT) only while an alert
+# is open or a run of hot points is under way, and less the novelty's, which follow (_NOVEL) only with novelty
+_BODY = struct.Struct("<BBHHHHHHqqIdBdQddI")
+_ALERT = struct.Struct("<qqd")
+_NOVEL = struct.Struct("<HHHd")
 _FLAG_OPEN = 1
 _FLAG_TS_DELTA32 = 2
 _FLAG_HAS_TS = 4
 _FLAG_SKETCH = 8
 _FLAG_NOVELTY = 16
+_FLAG_ALERT = 32
 
 
 @dataclass
@@ -371,7 +383,8 @@ class SeriesState:
 
     def encode(self) -> bytes:
         """Compact bytes: header, the pending points' ts (u32 deltas when they fit), float64 raw values, the
-        model inputs (float32) and statistics of a pointwise geometry, float64 sums and u16 counts, sketches."""
+        model inputs (24-bit, `_pack_inputs`) and statistics of a pointwise geometry, float64 sums and u16
+        counts, sketches (their visited bins)."""
         if self._open_step:
             raise RuntimeError("encode() between push() and apply()")
         assert self.values is not None and len(self.ts) == len(self.sums)
@@ -381,17 +394,17 @@ class SeriesState:
         sketch_bytes = b""
         if self.sketch is not None:
             flags |= _FLAG_SKETCH
-            sketch_bytes = self.sketch.encode()
+            sketch_bytes = self.sketch.encode_sparse()
         novelty_bytes, kept = b"", 0
         if self.shape is not None and self.shape_sketch is not None and self.novelty is not None:
             flags |= _FLAG_NOVELTY
             kept = len(self.shape)
-            novelty_bytes = b"".join([self.shape_sketch.encode(), self.shape.astype("<f2").tobytes(),
+            novelty_bytes = b"".join([self.shape_sketch.encode_sparse(), self.shape.astype("<f2").tobytes(),
                                       self.novelty.astype("<f4").tobytes()])
         stats_bytes = b""
         if self.stats is not None and self.inputs is not None:
             stats_bytes = b"".join([self.stats.mean.astype("<f8").tobytes(), self.stats.var.astype("<f8").tobytes(),
-                                    self.inputs.astype("<f4").tobytes()])
+                                    _pack_inputs(self.inputs)])
         ts_bytes = b""
         if len(self.ts) == 1:
             flags |= _FLAG_TS_DELTA32
@@ -403,6 +416,13 @@ class SeriesState:
                 ts_bytes = struct.pack("<q", int(self.ts[0])) + deltas.astype("<u4").tobytes()
             else:
                 ts_bytes = self.ts.astype("<i8").tobytes()
+        alert_bytes = b""
+        if a.is_open or a.run:
+            flags |= _FLAG_ALERT
+            alert_bytes = _ALERT.pack(a.start_ts, a.peak_ts, a.peak_score)
+        novel_bytes = b""
+        if flags & _FLAG_NOVELTY:
+            novel_bytes = _NOVEL.pack(g.novelty_length, g.novelty_history, kept, g.novelty_rarity)
         body = _BODY.pack(
             FORMAT,
             flags,
@@ -415,9 +435,6 @@ class SeriesState:
             self.last_ts or 0,
             self.era_end,
             a.run,
-            a.start_ts,
-            a.peak_ts,
-            a.peak_score,
             self.threshold,
             len(version),
             g.halflife,
@@ -425,15 +442,13 @@ class SeriesState:
             g.deviation_halflife,
             g.surprise_halflife,
             g.surprise_min_history,
-            g.novelty_length,
-            g.novelty_history,
-            kept,
-            g.novelty_rarity,
         )
         return b"".join(
             [
                 token(self.n),
                 body,
+                alert_bytes,
+                novel_bytes,
                 version,
                 ts_bytes,
                 self.values.astype("<f8").tobytes(),
@@ -479,12 +494,24 @@ def _decode(blob: bytes) -> SeriesState:
          vlen, halflife, stats_count, deviation_halflife, surprise_halflife,
          surprise_min_history) = _BODY5.unpack_from(blob, _HEAD.size)
         pos = _HEAD.size + _BODY5.size
-    else:
+    elif fmt < 8:
         (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
          vlen, halflife, stats_count, deviation_halflife, surprise_halflife,
          surprise_min_history, novelty_length, novelty_history, kept,
-         novelty_rarity) = _BODY.unpack_from(blob, _HEAD.size)
+         novelty_rarity) = _BODY7.unpack_from(blob, _HEAD.size)
+        pos = _HEAD.size + _BODY7.size
+    else:
+        (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, threshold, vlen, halflife, stats_count,
+         deviation_halflife, surprise_halflife, surprise_min_history) = _BODY.unpack_from(blob, _HEAD.size)
         pos = _HEAD.size + _BODY.size
+        start_ts = peak_ts = 0
+        peak = 0.0
+        if flags & _FLAG_ALERT:
+            start_ts, peak_ts, peak = _ALERT.unpack_from(blob, pos)
+            pos += _ALERT.size
+        if flags & _FLAG_NOVELTY:
+            novelty_length, novelty_history, kept, novelty_rarity = _NOVEL.unpack_from(blob, pos)
+            pos += _NOVEL.size
     g = Geometry(w, stride, lag, c, halflife, deviation_halflife, surprise_halflife, surprise_min_history,
                  novelty_length, novelty_history, novelty_rarity)
     version = blob[pos:pos + vlen].decode()
@@ -510,9 +537,14 @@ def _decode(blob: bytes) -> SeriesState:
         ci = g.input_channels
         mean = np.frombuffer(blob, "<f8", ci, pos).astype(np.float64)
         var = np.frombuffer(blob, "<f8", ci, pos + 8 * ci).astype(np.float64)
-        inputs = np.frombuffer(blob, "<f4", k * ci, pos + 16 * ci).reshape(k, ci).astype(np.float32)
         stats = RunningStats(stats_count, mean, var)
-        pos += 16 * ci + 4 * k * ci
+        pos += 16 * ci
+        if fmt >= 8:
+            inputs = _unpack_inputs(blob, pos, k, ci)
+            pos += 3 * k * ci
+        else:
+            inputs = np.frombuffer(blob, "<f4", k * ci, pos).reshape(k, ci).astype(np.float32)
+            pos += 4 * k * ci
     sums = np.frombuffer(blob, "<f8", p, pos).astype(np.float64)
     counts = np.frombuffer(blob, "<u2", p, pos + 8 * p).astype(np.int64)
     pos += 10 * p
@@ -520,8 +552,7 @@ def _decode(blob: bytes) -> SeriesState:
     if flags & _FLAG_SKETCH:
         if not g.calibrated:
             raise CorruptState("state holds a calibration sketch but its geometry is uncalibrated")
-        sketch = TailSketch.decode(blob, g.surprise_halflife, g.surprise_min_history, pos)
-        pos += SKETCH_SIZE
+        sketch, pos = _decode_sketch(blob, fmt, g, pos)
     elif g.calibrated:
         raise CorruptState("state of a calibrated geometry holds no calibration sketch")
     shape = shape_sketch = novelty = None
@@ -529,8 +560,7 @@ def _decode(blob: bytes) -> SeriesState:
         if not g.novel or kept >= g.novelty_history:
             raise CorruptState(f"state holds {kept} novelty points but its geometry's history is "
                                f"{g.novelty_history}")
-        shape_sketch = TailSketch.decode(blob, g.surprise_halflife, g.surprise_min_history, pos)
-        pos += SKETCH_SIZE
+        shape_sketch, pos = _decode_sketch(blob, fmt, g, pos)
         shape = np.frombuffer(blob, "<f2", kept * c, pos).reshape(kept, c).astype(np.float16)
         novelty = np.frombuffer(blob, "<f4", p, pos + 2 * kept * c).astype(np.float64)
         pos += 2 * kept * c + 4 * p
@@ -544,6 +574,26 @@ def _decode(blob: bytes) -> SeriesState:
     if fmt < 7:
         state._trim()  # what format 7 keeps of what an earlier format kept
     return state
+
+
+def _pack_inputs(inputs: np.ndarray) -> bytes:
+    """Model inputs (k, C') as 3-byte little-endian multiples of INPUT_STEP (where standardize puts them)."""
+    q = np.rint(np.clip(inputs, -SERIES_CLIP, SERIES_CLIP).astype(np.float64) / INPUT_STEP).astype("<i4")
+    return q.reshape(-1).view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+
+
+def _unpack_inputs(blob: bytes, pos: int, k: int, width: int) -> np.ndarray:
+    """Inverse of `_pack_inputs`: the float32 values `Geometry.standardize` gave (q * step is exact in float32)."""
+    b = np.frombuffer(blob, np.uint8, 3 * k * width, pos).reshape(-1, 3).astype(np.int32)
+    q = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+    q = (q ^ 0x800000) - 0x800000  # sign-extend the 24 bits
+    return (q.reshape(k, width) * INPUT_STEP).astype(np.float32)
+
+
+def _decode_sketch(blob: bytes, fmt: int, g: Geometry, pos: int) -> tuple[TailSketch, int]:
+    if fmt >= 8:
+        return TailSketch.decode_sparse(blob, g.surprise_halflife, g.surprise_min_history, pos)
+    return TailSketch.decode(blob, g.surprise_halflife, g.surprise_min_history, pos), pos + SKETCH_SIZE
 
 
 def _new_window_ends(n_old: int, n_new: int, era_end: int, stride: int) -> np.ndarray:

@@ -94,7 +94,8 @@ def test_patch_size_1_is_the_shipped_model_unchanged(tmp_path: Path) -> None:
     shipped, again = load_bundle(DEFAULT_BUNDLE_DIR), load_bundle(directory)
     assert again.manifest.model == shipped.manifest.model
     windows = np.random.default_rng(5).normal(size=(16, 64, shipped.input_channels)).astype(np.float32)
-    np.testing.assert_array_equal(again.score_windows(windows), shipped.score_windows(windows))
+    # a fresh export may fuse or order float ops differently from the shipped graph (and CPUs differ): 1e-6
+    np.testing.assert_allclose(again.score_windows(windows), shipped.score_windows(windows), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("batch", [1, 16])

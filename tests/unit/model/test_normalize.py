@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.normalize import SERIES_CLIP, Normalizer, RunningStats
+from model.normalize import INPUT_STEP, SERIES_CLIP, Normalizer, RunningStats
 from model.windows import make_windows
 
 
@@ -138,7 +138,11 @@ def test_deviation_channels_follow_the_plain_history() -> None:
     assert out.shape == (600, 2) and norm.input_channels(1) == 2 and norm.input_channels(3) == 6
     np.testing.assert_array_equal(out[:, 0], Normalizer("zscore", "series", halflife=50.0).prepare_series(x))
     expect = np.array([0.0, 0.0] + [(x[t] - x[:t].mean()) / x[:t].std() for t in range(2, 600)])
-    np.testing.assert_allclose(out[:, 1], np.clip(expect, -SERIES_CLIP, SERIES_CLIP), rtol=1e-9, atol=1e-9)
+    # on the INPUT_STEP grid: within half a step of the exact ratio, and a whole multiple of the step
+    np.testing.assert_allclose(out[:, 1], np.clip(expect, -SERIES_CLIP, SERIES_CLIP), rtol=0,
+                               atol=INPUT_STEP / 2 + 1e-12)
+    assert np.array_equal(out, np.rint(out / INPUT_STEP) * INPUT_STEP)
+    assert np.array_equal(out.astype(np.float32).astype(np.float64), out)  # exact in float32
     assert out[399, 1] > out[399, 0]  # at the end of the shift the long history still sees it, the short no longer
     # Chunked, with the statistics carried over, as the worker does; (T, C) gives C model then C deviation.
     stats = RunningStats.empty(2)

@@ -75,8 +75,12 @@ def test_the_history_is_bounded_and_costs_its_bytes() -> None:
         state.apply(step, fake_scores(step.windows))
         sizes[geometry] = len(state.encode())
     assert state.shape is not None and len(state.shape) == 119
-    # the second sketch, 119 float16 inputs, no pending point at lag 0
-    assert sizes[g] - sizes[without] == SKETCH_SIZE + 2 * 119
+    # the novelty's header fields, the second sketch (its visited bins), 119 float16 inputs, no pending point
+    from stream import state as st
+
+    assert state.shape_sketch is not None
+    sketch = 16 + 4 * int(np.count_nonzero(state.shape_sketch.counts))
+    assert sizes[g] - sizes[without] == st._NOVEL.size + sketch + 2 * 119 and sketch <= SKETCH_SIZE + 8
     back = SeriesState.decode(state.encode())
     assert back.geometry == g and np.array_equal(back.shape, state.shape)
     strict = novel(length=10, history=120, rarity=4.0)
@@ -92,7 +96,7 @@ def test_a_state_without_its_novelty_is_refused_and_format_5_reads_as_without() 
     state = SeriesState(g, version="v1")
     step = state.push(list(range(50)), np.zeros((50, 1)))
     state.apply(step, fake_scores(step.windows))
-    blob = bytearray(state.encode())
+    blob = bytearray(as_format(state.encode(), 7, st._BODY7))  # format 7 names the novelty in every header
     flags_at = st._HEAD.size + 1
     blob[flags_at] &= ~st._FLAG_NOVELTY
     with pytest.raises(CorruptState, match="novelty"):

@@ -220,26 +220,46 @@ def test_pointwise_stream_equals_offline_prepare_series(window: int, stride: int
 
 
 def as_format(blob: bytes, fmt: int, body: struct.Struct) -> bytes:
-    """A current state re-encoded as an older format whose header `body` holds the leading fields of
-    today's header. Formats before 7 kept a ts and a raw value for every buffered point (the window source's
-    rows): the ones format 7 drops are made up (they are final, and nothing reads them)."""
+    """A current state re-encoded as an older format whose header `body` holds the leading fields of format 7's
+    header. Formats before 7 kept a ts and a raw value for every buffered point (the window source's rows): the
+    ones format 7 drops are made up (they are final, and nothing reads them). Formats before 8 kept the alert's
+    and the novelty's fields in every header, the model inputs as float32 and every bin of the sketches."""
     from stream import state as st
 
     state = SeriesState.decode(blob)
-    c, k, p = state.geometry.channels, len(state._source), len(state.sums)
-    fields = list(st._BODY.unpack_from(blob, st._HEAD.size))
-    flags, vlen = fields[1], fields[15]
-    at = st._HEAD.size + st._BODY.size + vlen
-    n_values = p if state.geometry.pointwise else k
-    ts_len = (8 + 4 * (p - 1) if flags & st._FLAG_TS_DELTA32 else 8 * p) if p else 0
-    rest = blob[at + ts_len + 8 * n_values * c :]
-    first = int(state.ts[0]) if p else (state.last_ts or 0) + 1
-    ts = np.concatenate([first - np.arange(k - p, 0, -1), state.ts]).astype("<i8")
-    values = np.concatenate([np.zeros((k - n_values, c)), state.values]).astype("<f8")
-    fields[1] = flags & ~st._FLAG_TS_DELTA32
+    g, a = state.geometry, state.alert
+    c, k, p = g.channels, len(state._source), len(state.sums)
+    flags = st._BODY.unpack_from(blob, st._HEAD.size)[1] & ~(st._FLAG_ALERT | st._FLAG_TS_DELTA32)
+    version = state.version.encode()
+    fields = [fmt, flags, g.window, g.stride, g.lag, c, k, p, state.last_ts or 0, state.era_end, a.run, a.start_ts,
+              a.peak_ts, a.peak_score, state.threshold, len(version), g.halflife,
+              state.stats.count if state.stats is not None else 0, g.deviation_halflife, g.surprise_halflife,
+              g.surprise_min_history, g.novelty_length, g.novelty_history,
+              len(state.shape) if state.shape is not None else 0, g.novelty_rarity]
     n_fields = len(body.format.lstrip("<>=!@")) - body.format.count("x")
-    return b"".join([blob[: st._HEAD.size], struct.pack("<B", fmt), body.pack(*fields[:n_fields])[1:],
-                     blob[st._HEAD.size + st._BODY.size : at], ts.tobytes(), values.tobytes(), rest])
+    ts, values = state.ts, state.values
+    if fmt < 7:
+        n_values = p if g.pointwise else k
+        first = int(state.ts[0]) if p else (state.last_ts or 0) + 1
+        ts = np.concatenate([first - np.arange(k - p, 0, -1), state.ts])
+        values = np.concatenate([np.zeros((k - n_values, c)), state.values])
+    return b"".join([blob[: st._HEAD.size], body.pack(*fields[:n_fields]), version, ts.astype("<i8").tobytes(),
+                     values.astype("<f8").tobytes(), _rest_before_8(state)])
+
+
+def _rest_before_8(state: SeriesState) -> bytes:
+    """What followed the raw values before format 8: statistics, float32 inputs, sums, counts, dense sketches."""
+    parts = []
+    if state.stats is not None and state.inputs is not None:
+        parts += [state.stats.mean.astype("<f8").tobytes(), state.stats.var.astype("<f8").tobytes(),
+                  state.inputs.astype("<f4").tobytes()]
+    parts += [state.sums.astype("<f8").tobytes(), state.counts.astype("<u2").tobytes()]
+    if state.sketch is not None:
+        parts.append(state.sketch.encode())
+    if state.shape is not None and state.shape_sketch is not None and state.novelty is not None:
+        parts += [state.shape_sketch.encode(), state.shape.astype("<f2").tobytes(),
+                  state.novelty.astype("<f4").tobytes()]
+    return b"".join(parts)
 
 
 def test_pointwise_state_roundtrips_and_reads_format_2() -> None:
@@ -378,3 +398,60 @@ def test_a_swap_out_of_pointwise_normalization_refills_the_raw_window() -> None:
         seen += [p.index for p in state.apply(step, np.full((len(step.ends), 8), 0.25))]
         state = SeriesState.decode(state.encode())
     assert seen == list(range(20, 40 - 7))
+
+
+@pytest.mark.parametrize("lag", [0, 5])
+def test_format_8_keeps_inputs_in_3_bytes_and_reads_format_7(lag: int) -> None:
+    """Format 8 stores the model inputs as 24-bit multiples of INPUT_STEP (where standardize puts them: no
+    loss) and the sketch's visited bins; the states a format-7 worker left in Redis are read as they were."""
+    from model.normalize import INPUT_STEP
+    from stream import state as st
+
+    g = Geometry(64, 1, lag, 1, halflife=100.0, deviation_halflife=900.0, surprise_halflife=500.0,
+                 surprise_min_history=20)
+    state = SeriesState(g, version="v1")
+    values = np.random.default_rng(7).normal(size=(300, 1)) * 3.0
+    values[280] = 1e6  # clipped to +-SERIES_CLIP: the grid's ends
+    for lo in range(0, 300, 37):
+        step = state.push(list(range(lo, min(lo + 37, 300))), values[lo : lo + 37])
+        state.apply(step, fake_scores(step.windows))
+    assert state.inputs is not None and state.sketch is not None
+    blob = state.encode()
+    back = SeriesState.decode(blob)
+    assert np.array_equal(back.inputs, state.inputs) and np.abs(state.inputs).max() == 20.0
+    assert np.allclose(back.sketch.counts, state.sketch.counts, rtol=1e-6, atol=0)  # float32, as format 7
+    assert np.array_equal(back.sums, state.sums) and np.array_equal(back.ts, state.ts)
+    old = as_format(blob, 7, st._BODY7)
+    visited = int(np.count_nonzero(state.sketch.counts))
+    # per input 3 bytes instead of 4; per empty bin 4 bytes fewer, and 8 for the mask; 38 bytes of header
+    # (no alert under way, no novelty); the pending points' ts as i8 in the format-7 copy (u32 deltas here)
+    ts_extra = 4 * (lag - 1) if lag else 0
+    assert state.alert.run == 0 and not state.alert.is_open
+    assert len(old) - len(blob) == 64 * 2 - 8 + 4 * (64 - visited) + 38 + ts_extra
+    seven = SeriesState.decode(old)
+    assert np.array_equal(seven.inputs, state.inputs) and np.allclose(seven.sketch.counts, back.sketch.counts)
+    assert seven.encode() == blob
+    # Inputs a format-7 worker computed before the grid existed land on it when next written (within half a step).
+    seven.inputs = seven.inputs + np.float32(INPUT_STEP / 3)
+    again = SeriesState.decode(seven.encode())
+    assert np.abs(again.inputs - seven.inputs).max() <= INPUT_STEP / 2 + 1e-7
+    # The next points are served alike from either.
+    s1, s2 = back.push([300, 301], values[:2]), again.push([300, 301], values[:2])
+    f1, f2 = back.apply(s1, fake_scores(s1.windows)), again.apply(s2, fake_scores(s2.windows))
+    assert [p.score for p in f1] == pytest.approx([p.score for p in f2], abs=1e-5)
+
+
+def test_the_alert_is_kept_while_one_is_open_or_under_way() -> None:
+    """Format 8 writes the alert's start, peak ts and peak only while they mean something; they round-trip then."""
+    from stream.alerts import AlertState
+
+    g = Geometry(8, 1, 0, 1, halflife=50.0)
+    state = SeriesState(g, version="v1")
+    state.apply(state.push(list(range(20)), np.arange(20.0)), np.full((13, 8), 0.5))
+    quiet = len(state.encode())
+    for alert in (AlertState(True, 3, 5_000, 7_000, 0.93), AlertState(False, 2, 6_000, 6_000, 0.7)):
+        state.alert = alert
+        blob = state.encode()
+        assert len(blob) == quiet + 24 and SeriesState.decode(blob).alert == alert
+    state.alert = AlertState()
+    assert SeriesState.decode(state.encode()).alert == AlertState()
