@@ -5,9 +5,9 @@ The worker keeps a series' model inputs in 3 bytes each because `RunningStats.st
 standardized value to the `model.normalize.INPUT_STEP` grid (2**-18, 3.8e-6). This runs the shipped
 bundle over every NAB dev file through `SeriesState` (the worker's own per-series code: the whole file in one
 push, the graph's window scores applied, the state encoded at the end) twice: with the grid, and with the
-rounding made a no-op (the step set to 2**-60). It prints the largest difference of the served score (the per-series surprise) and of the
-raw score, how many points fall on the other side of the bundle's threshold, and, per file, the bytes of the
-encoded state at the end and the sketch bins it holds.
+rounding made a no-op (the step set to 2**-60). It prints the largest difference of the served score (the
+per-series surprise) and of the raw score, how many points fall on the other side of the bundle's threshold,
+and, per file, the bytes of the encoded state at the end and the sketch bins it holds.
 
 Run from the repository root (about two minutes): `python docs/studies/state_precision.py [../shared/data/nab]`
 """
