@@ -37,7 +37,7 @@ from: the new era's first window ends W' - 1 points after the oldest pending poi
 
 What Redis holds (format 8), for the shipped single-channel bundle at window 64 and lag 0: the model inputs
 (64 x 2, 3 bytes each: 384 bytes), the calibration sketch (16 bytes and 4 per bin its scores visited: 272 at
-most), the header, the running statistics and the model version (about 145), and no ts or raw value at all
+most), the header, the running statistics and the model version (146), and no ts or raw value at all
 (nothing is pending between batches at lag 0): 586-758 bytes at the end of the NAB dev files, against 960 in
 format 7 (float32 inputs, every bin of the sketch, a longer header) and 1,732 in format 6, which kept every
 buffered point's ts (u32 deltas) and float64 raw value besides its inputs.

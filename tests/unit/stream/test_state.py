@@ -362,7 +362,7 @@ def test_final_points_carry_their_own_ts_and_values_through_round_trips(pointwis
     assert len(state.values) == (g.lag if pointwise else g.window)
 
 
-def test_the_shipped_geometry_keeps_under_a_kilobyte() -> None:
+def test_the_shipped_geometry_keeps_its_inputs_sketch_and_header_only() -> None:
     # The shipped single-channel bundle: window 64, lag 0, point-by-point normalization with deviation inputs,
     # the per-series tail sketch; a version string as long as the registry's.
     g = Geometry(64, 1, 0, 1, halflife=1000.0, deviation_halflife=6400.0, surprise_halflife=5000.0,
@@ -372,7 +372,13 @@ def test_the_shipped_geometry_keeps_under_a_kilobyte() -> None:
     step = state.push(1_700_000_000_000 + 1000 * np.arange(300), rng.normal(size=300))
     state.apply(step, fake_scores(step.windows))
     blob = state.encode()
-    assert len(blob) <= 1000
+    # with every bin of the sketch visited it still fits jemalloc's 896-byte slot; with up to 54 the 768-byte one
+    # (about 912 bytes of Redis memory with the key: docs/benchmark.md)
+    from stream import state as st
+
+    head = 8 + st._BODY.size + len(state.version) + 2 * 2 * 8  # token, header, version, running mean and variance
+    visited = int(np.count_nonzero(state.sketch.counts))
+    assert len(blob) == head + 3 * 64 * 2 + 16 + 4 * visited and head + 384 + 16 + 4 * 64 <= 890
     back = SeriesState.decode(blob)
     assert np.array_equal(back.inputs, state.inputs) and back.stats.count == 300 and back.last_ts == state.last_ts
     assert len(back.ts) == len(back.values) == 0  # nothing pending at lag 0
