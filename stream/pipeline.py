@@ -1,12 +1,16 @@
 """Batches of consumed events in -> processed and acknowledged in order, two at a time: while ONNX Runtime
 scores batch N in its executor thread, the event loop parses, loads and pushes batch N+1 and writes and
-publishes batch N-1's results.
+publishes batch N-1's results. Batch N+1 is started in two parts: the series that batch N does not hold are
+pushed and queued for inference at once, so that the model goes on to them as soon as it has scored batch N;
+the others once batch N has applied its scores (below). Without the split the model waited, batch after
+batch, for N's final points and N+1's pushes (at 1,000 series it was idle about a third of the time).
 
 Why it keeps the processing guarantees:
-- Per-series order: batch N+1 pushes its points only after batch N has applied its scores, onto the state
-  N left in memory (`Chained`), and its compare-and-set expects the token N's write leaves. Series that N
-  does not write are taken from Redis, loaded after batch N-1 was fully written (and every series'
-  threshold override is loaded afresh for every batch).
+- Per-series order: batch N+1 pushes the points of a series that batch N holds only after N has applied its
+  scores, onto the state N left in memory (`Chained`), and its compare-and-set expects the token N's write
+  leaves. Series that N does not write are taken from Redis, loaded after batch N-1 was fully written (and
+  every series' threshold override is loaded afresh for every batch); those that N does not hold at all are
+  pushed without waiting for N.
 - Writes, publishes and acknowledgements stay sequential: batch N+1 writes only after batch N has written,
   published and acknowledged, and acknowledges only after its own write.
 - Anything unusual (a Redis or broker error, a lost compare-and-set) ends the overlap: the batch is redone
@@ -19,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +40,8 @@ class _Batch:
 
     events: Sequence[Any]
     raw: list[RawEvent]
+    # The batch's series ids, once parsed (the batch after it waits for this one's scores on these only).
+    series: Collection[str] | None = None
     # The series states the next batch may push onto (None: it must not chain any, e.g. after an error).
     applied: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     # True when the batch was written exactly as staged; False when it was redone from Redis.
@@ -153,6 +159,7 @@ class Pipeline:
     async def _process(self, processor: Processor, batch: _Batch, prev: _Batch | None) -> bool:
         """Everything but the acknowledgement; True when the batch was written exactly as staged."""
         staged = processor.parse(batch.raw)
+        batch.series = staged.groups.keys()
         try:
             chained = await self._stage(processor, staged, prev)
         except self._retryable as e:
@@ -180,10 +187,15 @@ class Pipeline:
         return not lost
 
     async def _stage(self, processor: Processor, staged: Staged, prev: _Batch | None) -> dict[str, Chained]:
-        """Load, push onto the previous batch's states, queue inference, finish: everything but the write."""
+        """Load, push (first the series the previous batch does not hold, then the others onto its states),
+        queue inference, finish: everything but the write."""
         await processor.load(staged)
         chained: dict[str, Chained] = {}
         if prev is not None:
+            # The previous batch was parsed before this one (its task ran first); None: wait for it on all.
+            held = prev.series
+            if held is not None:
+                processor.start(staged, {}, [sid for sid in staged.groups if sid not in held])
             chained = await asyncio.shield(prev.applied) or {}
         processor.start(staged, chained)
         return await processor.finish(staged)

@@ -93,7 +93,8 @@ class Staged:
     served: Served | None = None
     loaded: dict[str, Loaded] = field(default_factory=dict)
     series: dict[str, _Series] = field(default_factory=dict)
-    inference: asyncio.Future | None = None
+    # The queued inference calls: each the series whose windows it scores, in order, and the future `Scored`.
+    inference: list[tuple[list[str], asyncio.Future]] = field(default_factory=list)
     writes: list[Write] = field(default_factory=list)
 
 
@@ -101,9 +102,10 @@ class Processor:
     """Applies batches; holds no per-series state between batches (Redis does).
 
     A batch goes through `parse`, `load`, `start` (push points, queue windows for inference), `finish`
-    (scores in, final points and encoded states out) and `write` (state + outbox, publish). `process` runs
+    (scores in, final points and encoded states out) and `write` (state + outbox, publish). `redo` runs
     them one after the other; `stream.pipeline` overlaps one batch's inference with the next one's parse,
-    load and push, handing states over in memory (`Chained`)."""
+    load and push, handing states over in memory (`Chained`), and starts a batch in two parts (the series the
+    previous batch does not hold first)."""
 
     def __init__(
         self,
@@ -189,44 +191,52 @@ class Processor:
         if staged.groups:
             staged.loaded = await self.store.load(list(staged.groups))
 
-    def start(self, staged: Staged, chained: dict[str, Chained]) -> None:
-        """Push every series' points onto its state (`chained` ones: the in-memory state an earlier batch
-        left) and queue the completed windows for inference, all on one model."""
-        served = staged.served = self.scorer.served  # one model for the whole batch, even if a swap happens
-        for sid, pts in staged.groups.items():
+    def start(self, staged: Staged, chained: dict[str, Chained], series: Sequence[str] | None = None) -> None:
+        """Push the points of `series` (default: every series of the batch not pushed yet) onto their states
+        (`chained` ones: the in-memory state an earlier batch left) and queue their completed windows for
+        inference as one call. Every call for a batch serves the model the first one read."""
+        if staged.served is None:
+            staged.served = self.scorer.served  # one model for the whole batch, even if a swap happens
+        served = staged.served
+        todo = [sid for sid in (staged.groups if series is None else series) if sid not in staged.series]
+        for sid in todo:
             c = chained.get(sid)
             hand_over = (c.state, c.expected) if c is not None else None
-            staged.series[sid] = self._prepare(sid, pts, staged.loaded[sid], served, hand_over)
-        steps = [s.step for s in staged.series.values() if s.step is not None and len(s.step.windows)]
-        if steps:
-            windows = np.concatenate([st.windows for st in steps])
+            staged.series[sid] = self._prepare(sid, staged.groups[sid], staged.loaded[sid], served, hand_over)
+        scored = [sid for sid in todo if (step := staged.series[sid].step) is not None and len(step.windows)]
+        if scored:
+            windows = np.concatenate([staged.series[sid].step.windows for sid in scored])  # type: ignore[union-attr]
             self.metrics.windows_per_batch.observe(len(windows))
-            staged.inference = self.scorer.submit(windows, served.bundle)
+            staged.inference.append((scored, self.scorer.submit(windows, served.bundle)))
 
     async def finish(self, staged: Staged) -> dict[str, Chained]:
         """Scores in -> final points, outbox entries and encoded states (`staged.writes`). Returns the series
         states as the next batch may chain them (those that this batch writes)."""
         assert staged.served is not None
         bundle = staged.served.bundle
-        scores = np.empty((0, staged.served.geometry.window))
-        contrib = None
-        if staged.inference is not None:
-            scored = await staged.inference
-            scores, contrib = scored.scores, scored.contrib
+        none = np.empty((0, staged.served.geometry.window))
+        # each series' rows of the scores (and contributions) of the call that scored its windows
+        rows: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        for sids, call in staged.inference:
+            scored = await call
             self.metrics.inference_latency.observe(scored.seconds)
             if scored.failed:
                 for reason, n in scored.failed.items():
                     self.metrics.windows_failed.labels(reason).inc(n)
-                log.error("model %s could not score %s of %d windows; their points go without them "
-                          "(first error: %s)", bundle.version, scored.failed, len(scores), scored.error or "none")
-        chained, pos = {}, 0
+                log.error("model %s could not score %s of %d windows; their points go without them (first "
+                          "error: %s)", bundle.version, scored.failed, len(scored.scores), scored.error or "none")
+            pos = 0
+            for sid in sids:
+                k = len(staged.series[sid].step.windows)  # type: ignore[union-attr]
+                rows[sid] = (scored.scores[pos : pos + k],
+                             None if scored.contrib is None else scored.contrib[pos : pos + k])
+                pos += k
+        chained = {}
         for sid, s in staged.series.items():
             if s.step is None or s.state is None or s.step.accepted == 0:
                 continue
-            k = len(s.step.windows)
-            entries = self._finalize(sid, s, scores[pos : pos + k], bundle.version, staged.loaded[sid].threshold,
-                                     None if contrib is None else contrib[pos : pos + k])
-            pos += k
+            scores, contrib = rows.get(sid, (none, None))
+            entries = self._finalize(sid, s, scores, bundle.version, staged.loaded[sid].threshold, contrib)
             blob = s.state.encode()
             staged.writes.append(Write(sid, s.expected, blob, entries, s.partition, self.publisher.marks(sid)))
             chained[sid] = Chained(s.state, blob[:8])
