@@ -67,6 +67,14 @@ class _Series:
     step: Step | None = None
     # Points finalized by a model swap, with the version and model threshold that scored them.
     swapped: tuple[str, float, list[FinalPoint]] | None = None
+    # Pushed only once the previous batch has applied its scores (`Processor.settle`); `peeked`: the step the
+    # push will give, taken from that batch's state before its scores were in (None: not peeked).
+    waiting: bool = False
+    peeked: Step | None = None
+
+
+def _values(points: list[Telemetry]) -> np.ndarray:
+    return np.array([p.channels for p in points], dtype=np.float64)
 
 
 def _fresh(served: Served) -> SeriesState:
@@ -93,8 +101,9 @@ class Staged:
     served: Served | None = None
     loaded: dict[str, Loaded] = field(default_factory=dict)
     series: dict[str, _Series] = field(default_factory=dict)
-    # The queued inference calls: each the series whose windows it scores, in order, and the future `Scored`.
-    inference: list[tuple[list[str], asyncio.Future]] = field(default_factory=list)
+    # The queued inference calls: each the series whose windows it scores and how many, in order, and the
+    # future `Scored`. A later call for a series replaces an earlier one's rows (`settle`).
+    inference: list[tuple[list[tuple[str, int]], asyncio.Future]] = field(default_factory=list)
     writes: list[Write] = field(default_factory=list)
 
 
@@ -104,8 +113,9 @@ class Processor:
     A batch goes through `parse`, `load`, `start` (push points, queue windows for inference), `finish`
     (scores in, final points and encoded states out) and `write` (state + outbox, publish). `redo` runs
     them one after the other; `stream.pipeline` overlaps one batch's inference with the next one's parse,
-    load and push, handing states over in memory (`Chained`), and starts a batch in two parts (the series the
-    previous batch does not hold first)."""
+    load and push, handing states over in memory (`Chained`): the next batch's windows of the series the two
+    share are taken from the states as this batch pushed them (`start`'s `ahead`) and its points pushed once
+    this batch has applied its scores (`settle`)."""
 
     def __init__(
         self,
@@ -191,23 +201,60 @@ class Processor:
         if staged.groups:
             staged.loaded = await self.store.load(list(staged.groups))
 
-    def start(self, staged: Staged, chained: dict[str, Chained], series: Sequence[str] | None = None) -> None:
-        """Push the points of `series` (default: every series of the batch not pushed yet) onto their states
-        (`chained` ones: the in-memory state an earlier batch left) and queue their completed windows for
-        inference as one call. Every call for a batch serves the model the first one read."""
-        if staged.served is None:
-            staged.served = self.scorer.served  # one model for the whole batch, even if a swap happens
-        served = staged.served
-        todo = [sid for sid in (staged.groups if series is None else series) if sid not in staged.series]
-        for sid in todo:
+    def start(self, staged: Staged, chained: dict[str, Chained], ahead: dict[str, SeriesState] | None = None) -> None:
+        """Push every series' points onto its state (`chained` ones: the in-memory state an earlier batch
+        left) and queue the completed windows for inference in one call, all on one model.
+
+        `ahead`: the states of the batch before this one as it pushed them, its scores perhaps not in yet. The
+        points of those series are not pushed now: their windows are peeked (`SeriesState.peek`) and queued
+        with the others, and `settle` pushes them once that batch has applied its scores."""
+        served = staged.served = self.scorer.served  # one model for the whole batch, even if a swap happens
+        queue: list[tuple[str, Step | None]] = []
+        for sid, pts in staged.groups.items():
+            early = ahead.get(sid) if ahead is not None else None
+            if early is not None or (ahead is not None and sid in ahead):
+                s = staged.series[sid] = _Series(partition=pts[-1][0], points=[p for _, p in pts], waiting=True)
+                if early is not None and early.version == served.bundle.version and early.geometry == served.geometry:
+                    s.peeked = early.peek([p.ts for p in s.points], _values(s.points))
+                    queue.append((sid, s.peeked))
+                continue
             c = chained.get(sid)
             hand_over = (c.state, c.expected) if c is not None else None
-            staged.series[sid] = self._prepare(sid, staged.groups[sid], staged.loaded[sid], served, hand_over)
-        scored = [sid for sid in todo if (step := staged.series[sid].step) is not None and len(step.windows)]
+            s = staged.series[sid] = self._prepare(sid, pts, staged.loaded[sid], served, hand_over)
+            queue.append((sid, s.step))
+        self._submit(staged, queue)
+
+    def settle(self, staged: Staged, chained: dict[str, Chained]) -> None:
+        """Push the points `start` left waiting onto the states the previous batch left (`chained`; the stored
+        ones for series it did not write), and queue the windows of those whose push differs from its peek
+        (a state the previous batch did not write, a model swap in between) or was not peeked."""
+        assert staged.served is not None
+        queue: list[tuple[str, Step | None]] = []
+        for sid, waiting in staged.series.items():
+            if not waiting.waiting:
+                continue
+            c = chained.get(sid)
+            hand_over = (c.state, c.expected) if c is not None else None
+            s = staged.series[sid] = self._prepare(sid, staged.groups[sid], staged.loaded[sid], staged.served,
+                                                   hand_over)
+            peeked = waiting.peeked
+            assert s.step is not None
+            if peeked is None or not (np.array_equal(peeked.ends, s.step.ends)
+                                      and np.array_equal(peeked.windows, s.step.windows)):
+                if peeked is not None:
+                    log.debug("series %r: its windows differ from the ones peeked; scoring them again", sid)
+                queue.append((sid, s.step))
+        self._submit(staged, queue)
+
+    def _submit(self, staged: Staged, steps: Sequence[tuple[str, Step | None]]) -> None:
+        """Queue the windows of these series' steps for inference as one call."""
+        assert staged.served is not None
+        scored = [(sid, st) for sid, st in steps if st is not None and len(st.windows)]
         if scored:
-            windows = np.concatenate([staged.series[sid].step.windows for sid in scored])  # type: ignore[union-attr]
+            windows = np.concatenate([st.windows for _, st in scored])
             self.metrics.windows_per_batch.observe(len(windows))
-            staged.inference.append((scored, self.scorer.submit(windows, served.bundle)))
+            staged.inference.append(([(sid, len(st.windows)) for sid, st in scored],
+                                     self.scorer.submit(windows, staged.served.bundle)))
 
     async def finish(self, staged: Staged) -> dict[str, Chained]:
         """Scores in -> final points, outbox entries and encoded states (`staged.writes`). Returns the series
@@ -226,8 +273,7 @@ class Processor:
                 log.error("model %s could not score %s of %d windows; their points go without them (first "
                           "error: %s)", bundle.version, scored.failed, len(scored.scores), scored.error or "none")
             pos = 0
-            for sid in sids:
-                k = len(staged.series[sid].step.windows)  # type: ignore[union-attr]
+            for sid, k in sids:
                 rows[sid] = (scored.scores[pos : pos + k],
                              None if scored.contrib is None else scored.contrib[pos : pos + k])
                 pos += k
@@ -278,8 +324,7 @@ class Processor:
             s.expected = loaded.blob[:8] if loaded.blob else b""
             s.state = self._decode(sid, loaded.blob, served)
         s.threshold = self._threshold(sid, loaded.threshold, served.bundle.threshold)
-        ts = [p.ts for p in s.points]
-        values = np.array([p.channels for p in s.points], dtype=np.float64)
+        ts, values = [p.ts for p in s.points], _values(s.points)
         try:
             self._push(sid, s, served, ts, values)
         except Exception as e:  # noqa: BLE001 - a stored state that decodes but cannot be used

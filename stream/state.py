@@ -207,27 +207,36 @@ class SeriesState:
         assert self.values is not None
         return self.inputs if self.inputs is not None else self.values
 
+    def _accepted(self, ts: Sequence[int], values: np.ndarray) -> tuple[int | None, np.ndarray, np.ndarray]:
+        """The last ts, the ts and the values (m, C) of the points `push` accepts."""
+        keep, last = [], self.last_ts
+        for j, t in enumerate(ts):
+            if last is None or t > last:
+                keep.append(j)
+                last = int(t)
+        vals = np.asarray(values, dtype=np.float64).reshape(len(ts), self.geometry.channels)
+        kept_ts = np.asarray(ts, dtype=np.int64)
+        if len(keep) < len(ts):
+            vals, kept_ts = vals[keep], kept_ts[keep]
+        return last, kept_ts, vals
+
+    def _first_end(self) -> int:
+        """Where the next windows may end: after a swap, the new era's windows that end at points already
+        buffered are due with the next points as well."""
+        return min(self.n, self._catch_up if self._catch_up is not None else self.n)
+
     def push(self, ts: Sequence[int], values: np.ndarray) -> Step:
         """Append points (ts strictly increasing after the last accepted; others are counted and dropped).
         Returns the windows that became complete, oldest first."""
         if self._open_step:
             raise RuntimeError("push() called again before apply()")
         g = self.geometry
-        keep, last = [], self.last_ts
-        for j, t in enumerate(ts):
-            if last is None or t > last:
-                keep.append(j)
-                last = int(t)
-        m = len(keep)
+        last, kept_ts, vals = self._accepted(ts, values)
+        m = len(kept_ts)
         if m == 0:
             return Step(np.empty(0, np.int64), np.empty((0, g.window, g.input_channels)), 0, len(ts))
-        # After a swap, the new era's windows that end at points already buffered are due now as well.
         n_old = self.n
-        start, self._catch_up = min(n_old, self._catch_up if self._catch_up is not None else n_old), None
-        vals = np.asarray(values, dtype=np.float64).reshape(len(ts), g.channels)
-        kept_ts = np.asarray(ts, dtype=np.int64)
-        if m < len(ts):
-            vals, kept_ts = vals[keep], kept_ts[keep]
+        start, self._catch_up = self._first_end(), None
         self.ts = np.concatenate([self.ts, kept_ts])
         self.values = np.concatenate([self.values, vals])
         if self.stats is not None and self.inputs is not None:
@@ -242,6 +251,25 @@ class SeriesState:
         ends = _new_window_ends(start, self.n, self.era_end, g.stride)
         return Step(ends, self._windows(ends), m, len(ts) - m)
 
+    def peek(self, ts: Sequence[int], values: np.ndarray) -> Step:
+        """The step `push(ts, values)` will give once this state's open step is applied, without changing the state:
+        the windows depend on the points and the window source alone, which `apply` does not change. So the
+        pipeline can queue a batch's windows before the previous batch's scores are in."""
+        g = self.geometry
+        last, kept_ts, vals = self._accepted(ts, values)
+        m = len(kept_ts)
+        if m == 0:
+            return Step(np.empty(0, np.int64), np.empty((0, g.window, g.input_channels)), 0, len(ts))
+        if self.stats is not None and self.inputs is not None:
+            stats = RunningStats(self.stats.count, self.stats.mean.copy(), self.stats.var.copy())
+            source = np.concatenate([self.inputs, g.standardize(stats, vals)])
+        else:
+            assert self.values is not None
+            source = np.concatenate([self.values, vals])
+        n = self.n + m
+        ends = _new_window_ends(self._first_end(), n, self.era_end, g.stride)
+        return Step(ends, _cut(source, n - len(source), ends, g.window), m, len(ts) - m)
+
     def _push_novelty(self, inputs: np.ndarray) -> None:
         """Each new point's shape novelty against the kept history, as a surprise of the series' own."""
         assert self.shape is not None and self.novelty is not None
@@ -252,21 +280,7 @@ class SeriesState:
         self.shape = history[max(0, len(history) - (g.novelty_history - 1)) :]
 
     def _windows(self, ends: np.ndarray) -> np.ndarray:
-        g = self.geometry
-        source = self._source  # (L, C'), C-contiguous
-        if len(ends) == 0:
-            return np.empty((0, g.window, source.shape[1]))
-        starts = ends - (g.window - 1) - self.base
-        if len(starts) == 1:  # the usual case under load: one new window per series per batch
-            s0 = int(starts[0])
-            return source[s0 : s0 + g.window][None]
-        # (L-W+1, W, C) view of every window, then the ones asked for (a copy). sliding_window_view does the
-        # same with more checks: per series and batch they cost more than the copy.
-        step, col = source.strides
-        view = np.lib.stride_tricks.as_strided(
-            source, (len(source) - g.window + 1, g.window, source.shape[1]), (step, step, col), writeable=False
-        )
-        return view[starts]
+        return _cut(self._source, self.base, ends, self.geometry.window)
 
     def apply(self, step: Step, scores: np.ndarray, contrib: np.ndarray | None = None) -> list[FinalPoint]:
         """Add the step's window scores (K, W) to the pending points; return the points now final. A row
@@ -575,6 +589,23 @@ def _decode(blob: bytes) -> SeriesState:
     if fmt < 7:
         state._trim()  # what format 7 keeps of what an earlier format kept
     return state
+
+
+def _cut(source: np.ndarray, base: int, ends: np.ndarray, window: int) -> np.ndarray:
+    """The windows (K, W, C') ending at point indices `ends` of `source` (L, C'), whose first row is point `base`."""
+    if len(ends) == 0:
+        return np.empty((0, window, source.shape[1]))
+    starts = ends - (window - 1) - base
+    if len(starts) <= 4:  # the usual case under load: one to a few new windows per series per batch
+        return np.stack([source[int(s) : int(s) + window] for s in starts])
+    # (L-W+1, W, C) view of every window, then the ones asked for (a copy). sliding_window_view does the
+    # same with more checks: per series and batch they cost more than the copy.
+    source = np.ascontiguousarray(source)
+    step, col = source.strides
+    view = np.lib.stride_tricks.as_strided(
+        source, (len(source) - window + 1, window, source.shape[1]), (step, step, col), writeable=False
+    )
+    return view[starts]
 
 
 def _pack_inputs(inputs: np.ndarray) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -461,3 +462,41 @@ def test_the_alert_is_kept_while_one_is_open_or_under_way() -> None:
         assert len(blob) == quiet + 24 and SeriesState.decode(blob).alert == alert
     state.alert = AlertState()
     assert SeriesState.decode(state.encode()).alert == AlertState()
+
+
+@pytest.mark.parametrize("geometry", [
+    Geometry(8, 1, 0, 1, halflife=50.0, deviation_halflife=300.0, surprise_halflife=100.0, surprise_min_history=5),
+    Geometry(8, 3, 4, 2),
+    Geometry(6, 2, 1, 1, halflife=40.0, surprise_halflife=100.0, surprise_min_history=5, novelty_length=4,
+             novelty_history=30),
+])
+def test_peek_gives_the_windows_the_next_push_will(geometry: Geometry) -> None:
+    """The pipeline queues batch N+1's windows from batch N's state before N's scores are in (`peek`): they must
+    be exactly the windows N+1's push gives once N has applied, whatever the chunks, duplicates and swaps."""
+    rng = np.random.default_rng(11)
+    c = geometry.channels
+    state = SeriesState(geometry, version="v1")
+    t, ts, swapped = 0, 1_000, False
+    while t < 120:
+        k = int(rng.integers(1, 7))
+        batch_ts = [ts + 1000 * j for j in range(k)]
+        if rng.random() < 0.2:
+            batch_ts = [batch_ts[0] - 5000, *batch_ts]  # a late point: dropped by both
+        values = rng.normal(size=(len(batch_ts), c))
+        step = state.push(batch_ts, values)
+        # the next batch's points, peeked while this one is still being scored
+        nxt_ts = [batch_ts[-1] + 1000 * (j + 1) for j in range(int(rng.integers(1, 5)))]
+        nxt = rng.normal(size=(len(nxt_ts), c))
+        before = state.n, state.last_ts
+        peeked = state.peek(nxt_ts, nxt)
+        assert (state.n, state.last_ts) == before  # peek changes nothing
+        state.apply(step, fake_scores(step.windows))
+        if t >= 60 and not swapped:
+            state.swap(replace(geometry, lag=geometry.window - 1), "v2", 0.5)  # a swap: peek after it, as push
+            peeked, swapped = state.peek(nxt_ts, nxt), True
+        real = state.push(nxt_ts, nxt)
+        assert np.array_equal(real.ends, peeked.ends) and np.array_equal(real.windows, peeked.windows)
+        assert (real.accepted, real.duplicates) == (peeked.accepted, peeked.duplicates)
+        state.apply(real, fake_scores(real.windows))
+        t += len(batch_ts) + len(nxt_ts)
+        ts = nxt_ts[-1] + 1000
