@@ -71,6 +71,7 @@ class _Series:
     # push will give, taken from that batch's state before its scores were in (None: not peeked).
     waiting: bool = False
     peeked: Step | None = None
+    peeked_from: SeriesState | None = None
 
 
 def _values(points: list[Telemetry]) -> np.ndarray:
@@ -215,7 +216,7 @@ class Processor:
             if early is not None or (ahead is not None and sid in ahead):
                 s = staged.series[sid] = _Series(partition=pts[-1][0], points=[p for _, p in pts], waiting=True)
                 if early is not None and early.version == served.bundle.version and early.geometry == served.geometry:
-                    s.peeked = early.peek([p.ts for p in s.points], _values(s.points))
+                    s.peeked, s.peeked_from = early.peek([p.ts for p in s.points], _values(s.points)), early
                     queue.append((sid, s.peeked))
                 continue
             c = chained.get(sid)
@@ -235,10 +236,14 @@ class Processor:
                 continue
             c = chained.get(sid)
             hand_over = (c.state, c.expected) if c is not None else None
-            s = staged.series[sid] = self._prepare(sid, staged.groups[sid], staged.loaded[sid], staged.served,
-                                                   hand_over)
             peeked = waiting.peeked
+            # The state peeked from, as the previous batch left it: its push takes the peek's work (`push`).
+            same = peeked is not None and c is not None and c.state is waiting.peeked_from
+            s = staged.series[sid] = self._prepare(sid, staged.groups[sid], staged.loaded[sid], staged.served,
+                                                   hand_over, peeked if same else None)
             assert s.step is not None
+            if same:
+                continue
             if peeked is None or not (np.array_equal(peeked.ends, s.step.ends)
                                       and np.array_equal(peeked.windows, s.step.windows)):
                 if peeked is not None:
@@ -316,7 +321,7 @@ class Processor:
                 self.metrics.alerts.labels("open" if b'"state":"open"' in e else "closed").inc()
 
     def _prepare(self, sid: str, pts: list[tuple[int, Telemetry]], loaded: Loaded, served: Served,
-                 chained: tuple[SeriesState, bytes] | None = None) -> _Series:
+                 chained: tuple[SeriesState, bytes] | None = None, peeked: Step | None = None) -> _Series:
         s = _Series(partition=pts[-1][0], points=[p for _, p in pts])
         if chained is not None:
             s.state, s.expected = chained
@@ -326,7 +331,7 @@ class Processor:
         s.threshold = self._threshold(sid, loaded.threshold, served.bundle.threshold)
         ts, values = [p.ts for p in s.points], _values(s.points)
         try:
-            self._push(sid, s, served, ts, values)
+            self._push(sid, s, served, ts, values, peeked)
         except Exception as e:  # noqa: BLE001 - a stored state that decodes but cannot be used
             if chained is not None:
                 raise  # this process's own state from the previous batch: a bug, not bad data
@@ -341,7 +346,8 @@ class Processor:
         self.metrics.late_or_duplicate.inc(s.step.duplicates)
         return s
 
-    def _push(self, sid: str, s: _Series, served: Served, ts: list[int], values: np.ndarray) -> None:
+    def _push(self, sid: str, s: _Series, served: Served, ts: list[int], values: np.ndarray,
+              peeked: Step | None = None) -> None:
         """Move the state onto the served model if it is on another one, then push the batch's points."""
         assert s.state is not None
         version, g = served.bundle.version, served.geometry
@@ -350,7 +356,7 @@ class Processor:
             s.swapped = (*old, s.state.swap(g, version, served.bundle.threshold))
             log.info("series %r moves from model %s to %s (%d pending points finalized under the old one)",
                      sid, old[0], version, len(s.swapped[2]))
-        s.step = s.state.push(ts, values)
+        s.step = s.state.push(ts, values, peeked)
 
     def _decode(self, sid: str, blob: bytes | None, served: Served) -> SeriesState:
         if blob is None:

@@ -105,6 +105,10 @@ class Step:
     windows: np.ndarray  # (K, W, C)
     accepted: int
     duplicates: int
+    # From `peek`: what the push will do (the accepted points' last ts, ts, values, model inputs and the running
+    # statistics after them), and the state it was peeked from, as `_basis` tells it apart.
+    plan: tuple[int | None, np.ndarray, np.ndarray, np.ndarray | None, RunningStats | None] | None = None
+    basis: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -225,13 +229,31 @@ class SeriesState:
         buffered are due with the next points as well."""
         return min(self.n, self._catch_up if self._catch_up is not None else self.n)
 
-    def push(self, ts: Sequence[int], values: np.ndarray) -> Step:
+    def _basis(self) -> tuple:
+        """What the windows of the next points depend on, besides the window source's last rows (which only a
+        push or a swap changes, and either changes this too)."""
+        stats = self.stats
+        return (self.n, self.last_ts, self.era_end, self._catch_up, self.geometry,
+                None if stats is None else (stats.count, stats.mean.tobytes(), stats.var.tobytes()))
+
+    def push(self, ts: Sequence[int], values: np.ndarray, peeked: Step | None = None) -> Step:
         """Append points (ts strictly increasing after the last accepted; others are counted and dropped).
-        Returns the windows that became complete, oldest first."""
+        Returns the windows that became complete, oldest first. `peeked`: this state's `peek` of the same points,
+        taken before the open step was applied; its work is reused when nothing the windows depend on changed
+        since (else it is done again)."""
         if self._open_step:
             raise RuntimeError("push() called again before apply()")
         g = self.geometry
-        last, kept_ts, vals = self._accepted(ts, values)
+        reuse = peeked is not None and peeked.plan is not None and peeked.basis == self._basis()
+        if reuse:
+            assert peeked is not None and peeked.plan is not None
+            last, kept_ts, vals, z, stats = peeked.plan
+        else:
+            last, kept_ts, vals = self._accepted(ts, values)
+            z, stats = None, None
+            if self.stats is not None and len(kept_ts):
+                stats = self.stats
+                z = g.standardize(stats, vals)
         m = len(kept_ts)
         if m == 0:
             return Step(np.empty(0, np.int64), np.empty((0, g.window, g.input_channels)), 0, len(ts))
@@ -239,8 +261,8 @@ class SeriesState:
         start, self._catch_up = self._first_end(), None
         self.ts = np.concatenate([self.ts, kept_ts])
         self.values = np.concatenate([self.values, vals])
-        if self.stats is not None and self.inputs is not None:
-            z = g.standardize(self.stats, vals)
+        if stats is not None and z is not None and self.inputs is not None:
+            self.stats = stats
             self.inputs = np.concatenate([self.inputs, z])
             if g.novel:
                 self._push_novelty(z)
@@ -248,27 +270,34 @@ class SeriesState:
         self.counts = np.concatenate([self.counts, np.zeros(m, np.int64)])
         self.n, self.last_ts = n_old + m, last
         self._open_step = True
+        if reuse:
+            assert peeked is not None
+            return Step(peeked.ends, peeked.windows, m, len(ts) - m)
         ends = _new_window_ends(start, self.n, self.era_end, g.stride)
         return Step(ends, self._windows(ends), m, len(ts) - m)
 
     def peek(self, ts: Sequence[int], values: np.ndarray) -> Step:
         """The step `push(ts, values)` will give once this state's open step is applied, without changing the state:
         the windows depend on the points and the window source alone, which `apply` does not change. So the
-        pipeline can queue a batch's windows before the previous batch's scores are in."""
+        pipeline can queue a batch's windows before the previous batch's scores are in, and hand the step to
+        that push, which then does not do its work again."""
         g = self.geometry
         last, kept_ts, vals = self._accepted(ts, values)
         m = len(kept_ts)
         if m == 0:
             return Step(np.empty(0, np.int64), np.empty((0, g.window, g.input_channels)), 0, len(ts))
+        z = stats = None
         if self.stats is not None and self.inputs is not None:
             stats = RunningStats(self.stats.count, self.stats.mean.copy(), self.stats.var.copy())
-            source = np.concatenate([self.inputs, g.standardize(stats, vals)])
+            z = g.standardize(stats, vals)
+            source = np.concatenate([self.inputs, z])
         else:
             assert self.values is not None
             source = np.concatenate([self.values, vals])
         n = self.n + m
         ends = _new_window_ends(self._first_end(), n, self.era_end, g.stride)
-        return Step(ends, _cut(source, n - len(source), ends, g.window), m, len(ts) - m)
+        return Step(ends, _cut(source, n - len(source), ends, g.window), m, len(ts) - m,
+                    (last, kept_ts, vals, z, stats), self._basis())
 
     def _push_novelty(self, inputs: np.ndarray) -> None:
         """Each new point's shape novelty against the kept history, as a surprise of the series' own."""
