@@ -41,7 +41,7 @@ class Scorer:
     """Holds the model being served. `swap()` replaces it with one attribute assignment, so a batch that
     started on the old model finishes on it (it read `self.served` once) and the next uses the new one."""
 
-    def __init__(self, served: Served, max_inference_batch: int = 1024) -> None:
+    def __init__(self, served: Served, max_inference_batch: int = 256) -> None:
         self.served = served
         self.max_inference_batch = max_inference_batch
         # One thread: ONNX Runtime parallelises inside a run (model.threads); two concurrent runs would

@@ -174,6 +174,13 @@ class ModelSettings(_Section):
         description="registry directory; when set, workers serve its `current` version and hot-reload it",
     )
     threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads")
+    # Measured (docs/benchmark.md, "The pipeline keeps the model busy"): alone, one thread scores the shipped
+    # bundle's windows 25 % faster 64 at a time than 256 at a time and 26 % slower 1,024 at a time (the attention
+    # of a large call leaves the CPU's caches); inside the worker 64 and 256 did about as well.
+    inference_batch: int = Field(
+        256, ge=1, description="windows per ONNX Runtime call (a batch's windows are scored this many at a time): "
+        "large calls leave the CPU's caches; raise it on a GPU",
+    )
     device: Literal["cpu", "cuda", "auto"] = Field(
         "cpu",
         description="where ONNX Runtime runs the model: cpu; cuda (needs the onnxruntime-gpu package and a GPU; "
@@ -203,7 +210,11 @@ class ScoringSettings(_Section):
         description="a window every `stride` points: default the bundle's; larger trades accuracy for speed "
         "(docs/benchmark.md has the table), and the default score_lag is then at least stride - 1",
     )
-    max_batch: int = Field(256, ge=1, description="most events in one batch (one inference call)")
+    # Measured (docs/benchmark.md, "The pipeline keeps the model busy"): at 1,000 series 1,024 gives 5-8 % more
+    # points/s than 256 (a batch's round trips to Redis and the broker spread over more points); under a lighter
+    # load batches are smaller anyway (they take what has arrived).
+    max_batch: int = Field(1024, ge=1, description="most events in one batch (its windows are scored "
+                           "model.inference_batch at a time)")
     # Measured with `anomalybert bench` (2 CPUs, 100 series at 700 points/s, a quarter of the maximum):
     # 0.05 s put every point's wait for its batch on top of the processing (p50 ~130 ms); 0.005 s gives
     # p50 ~20 ms. Under full load batches then hold ~200 events instead of 256: about 3 % fewer points/s.

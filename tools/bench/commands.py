@@ -52,8 +52,11 @@ def _series_list(_ctx: Any, _param: Any, value: str) -> list[int]:
 @click.option("--points", type=click.IntRange(min=2), default=None, metavar="P",
               help=f"Points per series in each throughput run, the first W of them warm-up "
                    f"[default: W + max({MIN_SCORED_PER_SERIES}, {SCORED_POINTS_TARGET} / S)].")
-@click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True,
-              help="The worker's max_batch, and the batch of the bare ONNX Runtime run.")
+@click.option("--batch", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="The worker's max_batch: most events in one batch.")
+@click.option("--inference-batch", type=click.IntRange(min=1), default=256, show_default=True,
+              help="The worker's model.inference_batch: windows per ONNX Runtime call; the bare ONNX Runtime run "
+                   "scores min(batch, inference batch) windows a call, as the worker does with a full batch.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime intra-op threads (worker and bare run alike).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
@@ -151,6 +154,7 @@ class Plan:
     series: list[int]
     points: int | None
     batch: int
+    inference_batch: int
     threads: int
     device: str
     stride: int | None
@@ -172,7 +176,8 @@ class Plan:
     profile_dir: Path | None
 
     def settings(self) -> dict[str, Any]:
-        return {"series": self.series, "points": self.points, "batch": self.batch, "threads": self.threads,
+        return {"series": self.series, "points": self.points, "batch": self.batch,
+                "inference_batch": self.inference_batch, "threads": self.threads,
                 "device": self.device, "stride": self.stride, "scale_out_series": self.scale_out,
                 "latency_series": self.latency_series, "latency_seconds": self.latency_seconds,
                 "latency_rate": self.latency_rate,
@@ -253,11 +258,12 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
     bundle = load_bundle(path, threads=plan.threads, device=plan.device)
     cfg = WorkerConfig(model=path, batch=plan.batch, threads=plan.threads, max_wait_s=plan.max_wait,
                        profile_dir=plan.profile_dir, consumer=plan.consumer, device=plan.device,
-                       stride=plan.stride)
+                       stride=plan.stride, inference_batch=plan.inference_batch)
     g = served_geometry(cfg)
     lag, stride = g.lag, g.stride
-    say(f"[bold]{name}[/bold]: bare ONNX Runtime on {bundle.execution_provider}, batch {plan.batch}")
-    ort = bare_ort(bundle, plan.batch)
+    call = min(plan.batch, plan.inference_batch)  # windows per ONNX Runtime call of a full batch in the worker
+    say(f"[bold]{name}[/bold]: bare ONNX Runtime on {bundle.execution_provider}, {call} windows a call")
+    ort = bare_ort(bundle, call)
     out: dict[str, Any] = {
         "version": bundle.version, "family": bundle.manifest.family, "window_size": bundle.window_size,
         "stride": stride, "bundle_stride": bundle.stride, "channels": bundle.channels, "default_score_lag": lag,
@@ -271,7 +277,7 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
         say(f"[bold]{name}[/bold]: throughput, {s} series x {p} points, {workers} worker(s)")
         # The bare model again, just before the run: on a shared VM it drifts by a third within minutes, and the
         # efficiency is only as good as the bare figure beside it.
-        run_ort = bare_ort(bundle, plan.batch, seconds=3.0)
+        run_ort = bare_ort(bundle, call, seconds=3.0)
         r = measure_throughput(services, cfg, s, p, work, workers=workers)
         r["bare_ort_windows_per_s"] = run_ort
         with_efficiency(r, run_ort, stride)

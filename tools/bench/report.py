@@ -105,9 +105,10 @@ def _throughput(console: Any, result: dict[str, Any]) -> None:
 
     s = result["settings"]
     t = Table(title="Throughput: one worker, end to end", caption=(
-        f"batch {s['batch']}, {s['threads']} ORT thread(s); points/s over the middle 80% of the scores by "
-        "their Kafka timestamps; efficiency = points/s / (bare ORT windows/s, measured just before the run, x stride: "
-        "a window every stride points); "
+        f"batch {s['batch']}, up to {s.get('inference_batch', s['batch'])} windows per ORT call, {s['threads']} ORT "
+        "thread(s); points/s over the middle 80% of the scores by their Kafka timestamps; efficiency = points/s / "
+        "(bare ORT windows/s at the same windows per call, measured just before the run, x stride: a window every "
+        "stride points); windows/inference: per queued inference (scored up to the windows per call at a time); "
         "CPU efficiency = the bare model's CPU µs per point / the worker's (what the cores' other users do not lower); "
         "ORT share = the worker's inference time / wall time over the same part; CPU µs/point = the worker "
         "process's CPU time per scored point (all threads), and the part outside inference"))

@@ -128,6 +128,7 @@ class WorkerConfig:
     fetch_max_wait_ms: int | None = None  # the worker's kafka.fetch_max_wait_ms; None: its default
     consumer: str | None = None  # the worker's kafka.consumer ("aiokafka" or "faust"); None: its default
     device: str = "cpu"  # the worker's model.device (ONNX Runtime execution provider)
+    inference_batch: int = 256  # the worker's model.inference_batch: windows per ONNX Runtime call
     stride: int | None = None  # the worker's scoring.stride; None: the bundle's
 
 
@@ -217,6 +218,7 @@ class WorkerRun:
             "ANOMALYBERT_MODEL__PATH": str(c.model),
             "ANOMALYBERT_MODEL__THREADS": str(c.threads),
             "ANOMALYBERT_MODEL__DEVICE": c.device,
+            "ANOMALYBERT_MODEL__INFERENCE_BATCH": str(c.inference_batch),
             "ANOMALYBERT_SCORING__MAX_BATCH": str(c.batch),
             "ANOMALYBERT_WORKER__ID": f"bench-{self.token}{self.member}",
             "ANOMALYBERT_WORKER__WEB_PORT": str(self.web_port),
