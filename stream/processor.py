@@ -213,9 +213,9 @@ class Processor:
         queue: list[tuple[str, Step | None]] = []
         for sid, pts in staged.groups.items():
             early = ahead.get(sid) if ahead is not None else None
-            if early is not None or (ahead is not None and sid in ahead):
+            if early is not None:
                 s = staged.series[sid] = _Series(partition=pts[-1][0], points=[p for _, p in pts], waiting=True)
-                if early is not None and early.version == served.bundle.version and early.geometry == served.geometry:
+                if early.version == served.bundle.version and early.geometry == served.geometry:
                     s.peeked, s.peeked_from = early.peek([p.ts for p in s.points], _values(s.points)), early
                     queue.append((sid, s.peeked))
                 continue

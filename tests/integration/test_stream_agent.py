@@ -175,18 +175,24 @@ async def test_pipelined_batches_give_the_outputs_of_one_batch_at_a_time(agent_a
     app, runtime, names = agent_app
     runtime.settings.scoring.max_batch = 8  # many batches, each series in most of them
     chained: list[int] = []
+    peeked: list[int] = []
     real_ready = runtime.ready
 
     async def spying_ready(send: Any) -> Any:
         processor = await real_ready(send)
         if not getattr(processor, "_spied", False):
-            original = processor.start
+            start, settle = processor.start, processor.settle
 
-            def start(staged: Any, handed_over: Any) -> None:
+            def spy_start(staged: Any, handed_over: Any, ahead: Any = None) -> None:
+                start(staged, handed_over, ahead)
                 chained.append(len(handed_over))
-                original(staged, handed_over)
+                peeked.append(sum(s.peeked is not None for s in staged.series.values()))
 
-            processor.start, processor._spied = start, True
+            def spy_settle(staged: Any, handed_over: Any) -> None:
+                settle(staged, handed_over)
+                chained.append(len(handed_over))
+
+            processor.start, processor.settle, processor._spied = spy_start, spy_settle, True
         return processor
 
     runtime.ready = spying_ready
@@ -201,6 +207,7 @@ async def test_pipelined_batches_give_the_outputs_of_one_batch_at_a_time(agent_a
         assert [ts for ts, _ in a] == [ts for ts, _ in b]
         assert [v for _, v in a] == pytest.approx([v for _, v in b], abs=1e-6)
     assert max(chained) > 0, "no batch pushed onto the states the batch before it left in memory"
+    assert max(peeked) > 0, "no batch's windows were peeked from the states of the batch before it"
 
 
 async def test_a_failed_write_in_the_pipeline_redoes_that_batch_and_the_next_from_redis(agent_app: Any) -> None:
