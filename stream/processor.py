@@ -103,8 +103,10 @@ class Staged:
     loaded: dict[str, Loaded] = field(default_factory=dict)
     series: dict[str, _Series] = field(default_factory=dict)
     # The queued inference calls: each the series whose windows it scores and how many, in order, and the
-    # future `Scored`. A later call for a series replaces an earlier one's rows (`settle`).
+    # future `Scored`; and which call's rows each series takes (its latest step's; -1: no windows): `settle`
+    # may queue a series' windows again.
     inference: list[tuple[list[tuple[str, int]], asyncio.Future]] = field(default_factory=list)
+    rows_from: dict[str, int] = field(default_factory=dict)
     writes: list[Write] = field(default_factory=list)
 
 
@@ -255,6 +257,8 @@ class Processor:
         """Queue the windows of these series' steps for inference as one call."""
         assert staged.served is not None
         scored = [(sid, st) for sid, st in steps if st is not None and len(st.windows)]
+        for sid, st in steps:
+            staged.rows_from[sid] = len(staged.inference) if st is not None and len(st.windows) else -1
         if scored:
             windows = np.concatenate([st.windows for _, st in scored])
             self.metrics.windows_per_batch.observe(len(windows))
@@ -269,7 +273,7 @@ class Processor:
         none = np.empty((0, staged.served.geometry.window))
         # each series' rows of the scores (and contributions) of the call that scored its windows
         rows: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-        for sids, call in staged.inference:
+        for i, (sids, call) in enumerate(staged.inference):
             scored = await call
             self.metrics.inference_latency.observe(scored.seconds)
             if scored.failed:
@@ -279,8 +283,9 @@ class Processor:
                           "error: %s)", bundle.version, scored.failed, len(scored.scores), scored.error or "none")
             pos = 0
             for sid, k in sids:
-                rows[sid] = (scored.scores[pos : pos + k],
-                             None if scored.contrib is None else scored.contrib[pos : pos + k])
+                if staged.rows_from[sid] == i:
+                    rows[sid] = (scored.scores[pos : pos + k],
+                                 None if scored.contrib is None else scored.contrib[pos : pos + k])
                 pos += k
         chained = {}
         for sid, s in staged.series.items():
