@@ -439,7 +439,12 @@ def wait_scored(run: WorkerRun | list[WorkerRun], expected: int,
         if now - last_change > STALL_S:
             raise BenchError(f"the worker stalled (no point consumed for {STALL_S:.0f}s):\n{runs[0].log_tail()}")
         time.sleep(0.25)
-    raise BenchError(f"the worker scored fewer than {expected} points within {timeout:.0f}s:\n{runs[0].log_tail()}")
+    last = samples[-1][1] if samples else {}
+    counts = ", ".join(f"{k.removeprefix('anomalybert_')} {last.get(k, 0):.0f}" for k in (
+        "anomalybert_points_in", "anomalybert_points_accepted", "anomalybert_late_or_duplicate",
+        "anomalybert_points_scored"))
+    raise BenchError(f"the worker scored fewer than {expected} points within {timeout:.0f}s ({counts}):\n"
+                     f"{runs[0].log_tail()}")
 
 
 def worker_breakdown(samples: list[tuple[float, dict[str, float]]], expected: int) -> dict[str, float]:
