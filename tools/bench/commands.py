@@ -109,8 +109,8 @@ def bench(**options: Any) -> None:
     and one worker, beside the bare ONNX Runtime speed of the same bundle, for the bundle and its int8 copy.
 
     \b
-    1. Points/s of one worker with S series (steady part), and bare ONNX Runtime windows/s at the same
-       batch size in the same run; their ratio is the pipeline efficiency.
+    1. Points/s of one worker with S series (steady part), and bare ONNX Runtime windows/s with as many
+       windows a call as the worker's calls hold, in the same run; their ratio is the pipeline efficiency.
     2. Latency from a point's send to its score's publish (p50/p95/p99) at half the measured maximum
        rate, with score_lag 0 (stride - 1 for a bundle with a stride) and with the bundle's default lag.
     3. Redis bytes per active series (INFO memory before and after writing N series).
