@@ -26,7 +26,7 @@ BINS = 64
 DECADES = 6.0  # surprise 1.0 = a tail probability of 1e-6
 _HEAD = struct.Struct("<If")  # seen (capped), scale of the counts
 SIZE = _HEAD.size + 4 * BINS  # bytes of an encoded sketch
-_MASK = struct.Struct("<Q")  # encode_sparse: bit k set = bin k is stored
+_MASK_BYTES = BINS // 8  # encode_sparse: bit k (little-endian bit order) set = bin k is stored
 
 
 @dataclass
@@ -66,41 +66,45 @@ class TailSketch:
         self.seen = ready
         return out
 
-    def encode(self) -> bytes:
+    def _relative(self) -> tuple[bytes, np.ndarray]:
+        """The head (count seen, scale) and the counts relative to the scale, as float32: what both encodings hold."""
         total = float(self.counts.sum())
         scale = total if total > 0 else 1.0
-        return _HEAD.pack(min(self.seen, 2**32 - 1), scale) + (self.counts / scale).astype("<f4").tobytes()
+        return _HEAD.pack(min(self.seen, 2**32 - 1), scale), (self.counts / scale).astype("<f4")
+
+    @classmethod
+    def _restored(cls, seen: int, counts: np.ndarray, halflife: float, min_history: int) -> TailSketch:
+        if not (np.isfinite(counts).all() and (counts >= 0).all()):
+            raise ValueError("tail sketch counts are not finite and non-negative")
+        return cls(halflife, min_history, counts, seen)
+
+    def encode(self) -> bytes:
+        head, rel = self._relative()
+        return head + rel.tobytes()
 
     @classmethod
     def decode(cls, blob: bytes, halflife: float, min_history: int, offset: int = 0) -> TailSketch:
         seen, scale = _HEAD.unpack_from(blob, offset)
         counts = np.frombuffer(blob, "<f4", BINS, offset + _HEAD.size).astype(np.float64) * scale
-        if not (np.isfinite(counts).all() and (counts >= 0).all()):
-            raise ValueError("tail sketch counts are not finite and non-negative")
-        return cls(halflife, min_history, counts, seen)
+        return cls._restored(seen, counts, halflife, min_history)
 
     def encode_sparse(self) -> bytes:
         """`encode()`'s numbers, only the bins that are not zero in float32: `SIZE` + 8 - 4 per empty bin."""
-        total = float(self.counts.sum())
-        scale = total if total > 0 else 1.0
-        rel = (self.counts / scale).astype("<f4")
+        head, rel = self._relative()
         held = rel != 0
-        mask = int(np.packbits(held, bitorder="little").view("<u8")[0])
-        return b"".join([_HEAD.pack(min(self.seen, 2**32 - 1), scale), _MASK.pack(mask), rel[held].tobytes()])
+        return b"".join([head, np.packbits(held, bitorder="little").tobytes(), rel[held].tobytes()])
 
     @classmethod
     def decode_sparse(cls, blob: bytes, halflife: float, min_history: int, offset: int = 0) -> tuple[TailSketch, int]:
         """Inverse of `encode_sparse`: the sketch and the offset just after it."""
         seen, scale = _HEAD.unpack_from(blob, offset)
-        (mask,) = _MASK.unpack_from(blob, offset + _HEAD.size)
-        held = np.unpackbits(np.frombuffer(_MASK.pack(mask), np.uint8), bitorder="little").astype(bool)
+        mask = np.frombuffer(blob, np.uint8, _MASK_BYTES, offset + _HEAD.size)
+        held = np.unpackbits(mask, bitorder="little").astype(bool)
         k = int(held.sum())
-        at = offset + _HEAD.size + _MASK.size
+        at = offset + _HEAD.size + _MASK_BYTES
         counts = np.zeros(BINS)
         counts[held] = np.frombuffer(blob, "<f4", k, at).astype(np.float64) * scale
-        if not (np.isfinite(counts).all() and (counts >= 0).all()):
-            raise ValueError("tail sketch counts are not finite and non-negative")
-        return cls(halflife, min_history, counts, seen), at + 4 * k
+        return cls._restored(seen, counts, halflife, min_history), at + 4 * k
 
 
 def surprise_of(probability: float) -> float:

@@ -78,6 +78,12 @@ def _values(points: list[Telemetry]) -> np.ndarray:
     return np.array([p.channels for p in points], dtype=np.float64)
 
 
+def _handed(chained: dict[str, Chained], sid: str) -> tuple[SeriesState, bytes] | None:
+    """The state and compare-and-set token an earlier batch handed over for `sid`, if any."""
+    c = chained.get(sid)
+    return (c.state, c.expected) if c is not None else None
+
+
 def _fresh(served: Served) -> SeriesState:
     """The state of a series not seen before (or whose state was unusable), on the served model."""
     return SeriesState(served.geometry, version=served.bundle.version, threshold=served.bundle.threshold)
@@ -221,9 +227,7 @@ class Processor:
                     s.peeked, s.peeked_from = early.peek([p.ts for p in s.points], _values(s.points)), early
                     queue.append((sid, s.peeked))
                 continue
-            c = chained.get(sid)
-            hand_over = (c.state, c.expected) if c is not None else None
-            s = staged.series[sid] = self._prepare(sid, pts, staged.loaded[sid], served, hand_over)
+            s = staged.series[sid] = self._prepare(sid, pts, staged.loaded[sid], served, _handed(chained, sid))
             queue.append((sid, s.step))
         self._submit(staged, queue)
 
@@ -236,11 +240,9 @@ class Processor:
         for sid, waiting in staged.series.items():
             if not waiting.waiting:
                 continue
-            c = chained.get(sid)
-            hand_over = (c.state, c.expected) if c is not None else None
-            peeked = waiting.peeked
+            hand_over, peeked = _handed(chained, sid), waiting.peeked
             # The state peeked from, as the previous batch left it: its push takes the peek's work (`push`).
-            same = peeked is not None and c is not None and c.state is waiting.peeked_from
+            same = peeked is not None and hand_over is not None and hand_over[0] is waiting.peeked_from
             s = staged.series[sid] = self._prepare(sid, staged.groups[sid], staged.loaded[sid], staged.served,
                                                    hand_over, peeked if same else None)
             assert s.step is not None
