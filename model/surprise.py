@@ -10,8 +10,9 @@ the history *before* it is added (causal), and nothing is reported until `min_hi
 
 Numpy only, so that the worker (which ships `model/*.py`) and the offline evaluation run the same code.
 State: `BINS` float64 counts and the count seen; `encode()` packs the counts as float32 relative to their
-sum (`SIZE` bytes in all); `encode_sparse()` packs the same numbers but only the bins that hold any (a 64-bit
-mask says which): a series' scores seldom visit every bin, and the worker keeps this form in Redis.
+sum (`SIZE` bytes in all) and leaves the sketch's own counts rounded the same way, as its decoded copy holds
+them; `encode_sparse()` packs the same numbers but only the bins that hold any (a 64-bit mask says which): a
+series' scores seldom visit every bin, and the worker keeps this form in Redis.
 """
 
 from __future__ import annotations
@@ -67,10 +68,15 @@ class TailSketch:
         return out
 
     def _relative(self) -> tuple[bytes, np.ndarray]:
-        """The head (count seen, scale) and the counts relative to the scale, as float32: what both encodings hold."""
+        """The head (count seen, scale) and the counts relative to the scale, as float32: what both encodings
+        hold. The counts are left as a decoder reads them back (float32 relative counts times the float32
+        scale), so that a sketch kept in memory after its encoding goes on exactly as its decoded copy would."""
         total = float(self.counts.sum())
-        scale = total if total > 0 else 1.0
-        return _HEAD.pack(min(self.seen, 2**32 - 1), scale), (self.counts / scale).astype("<f4")
+        head = _HEAD.pack(min(self.seen, 2**32 - 1), total if total > 0 else 1.0)
+        (_, scale) = _HEAD.unpack(head)
+        rel = (self.counts / scale).astype("<f4")
+        self.counts = rel.astype(np.float64) * scale
+        return head, rel
 
     @classmethod
     def _restored(cls, seen: int, counts: np.ndarray, halflife: float, min_history: int) -> TailSketch:

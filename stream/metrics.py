@@ -37,6 +37,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.state_cache = Counter(
+            "anomalybert_state_cache_lookups",
+            "Stored series states looked up among the decoded ones this worker keeps (scoring.state_cache): "
+            "result=hit (the stored bytes were the kept state's: not decoded) or miss",
+            ["result"],
+            registry=r,
+        )
         self.windows_failed = Counter(
             "anomalybert_windows_failed",
             "Windows the model could not score: reason=error (its run raised, found by splitting the batch) or "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -89,6 +90,51 @@ def _fresh(served: Served) -> SeriesState:
     return SeriesState(served.geometry, version=served.bundle.version, threshold=served.bundle.threshold)
 
 
+class KeptStates:
+    """Decoded series states a worker keeps between batches, each beside the bytes it was written as: at
+    10,000 series a series comes back to a worker only every few batches, its state is loaded from Redis
+    again, and decoding it was about a sixth of the worker's work outside the model.
+
+    `take(sid, blob)` gives the kept state when `blob` (what Redis holds now) is byte for byte the one it
+    was encoded to; the state goes on exactly as its decoded copy would (`SeriesState.encode`). Anything
+    else (another worker wrote the series since, a write that did not apply) differs in its bytes and is
+    decoded. A state is handed out once (`take` and `drop` remove it): no batch may push onto an object the
+    cache still holds. At most `size` states, the least recently kept going first; 0 keeps none."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._states: OrderedDict[str, tuple[bytes, SeriesState]] = OrderedDict()
+        self.hits = self.misses = 0  # since the last `counted()`
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def take(self, sid: str, blob: bytes) -> SeriesState | None:
+        kept = self._states.pop(sid, None)
+        if kept is not None and kept[0] == blob:
+            self.hits += 1
+            return kept[1]
+        self.misses += 1
+        return None
+
+    def drop(self, sid: str) -> None:
+        self._states.pop(sid, None)
+
+    def keep(self, sid: str, blob: bytes, state: SeriesState) -> None:
+        """Keep `state`, which `blob` encodes and which nothing will change unless handed out again."""
+        if self.size <= 0:
+            return
+        self._states[sid] = (blob, state)
+        self._states.move_to_end(sid)
+        if len(self._states) > self.size:
+            self._states.popitem(last=False)
+
+    def counted(self) -> tuple[int, int]:
+        """Hits and misses since the last call."""
+        out, self.hits, self.misses = (self.hits, self.misses), 0, 0
+        return out
+
+
 @dataclass
 class Chained:
     """A series' state as an earlier batch of the pipeline left it in memory, and the compare-and-set token
@@ -117,7 +163,8 @@ class Staged:
 
 
 class Processor:
-    """Applies batches; holds no per-series state between batches (Redis does).
+    """Applies batches; Redis holds the series states between batches (the processor keeps decoded copies
+    of what it wrote, `KeptStates`, used only while Redis still holds exactly those bytes).
 
     A batch goes through `parse`, `load`, `start` (push points, queue windows for inference), `finish`
     (scores in, final points and encoded states out) and `write` (state + outbox, publish). `redo` runs
@@ -141,6 +188,7 @@ class Processor:
         self.scoring, self.alert_cfg = scoring, alert_cfg
         self.metrics, self.worker_id = metrics, worker_id
         self.dead_letter_max_bytes = dead_letter_max_bytes
+        self.kept = KeptStates(scoring.state_cache)
 
     async def redo(self, staged: Staged) -> None:
         """Apply a parsed batch from what Redis holds; series that lose the compare-and-set are reloaded and
@@ -298,6 +346,14 @@ class Processor:
             blob = s.state.encode()
             staged.writes.append(Write(sid, s.expected, blob, entries, s.partition, self.publisher.marks(sid)))
             chained[sid] = Chained(s.state, blob[:8])
+            # Kept for a later batch that loads this series from Redis; the next batch, which may push onto it
+            # in memory (`chained`), drops it first.
+            self.kept.keep(sid, blob, s.state)
+        hits, misses = self.kept.counted()
+        if hits:
+            self.metrics.state_cache.labels("hit").inc(hits)
+        if misses:
+            self.metrics.state_cache.labels("miss").inc(misses)
         return chained
 
     async def write(self, staged: Staged) -> list[str]:
@@ -332,6 +388,7 @@ class Processor:
         s = _Series(partition=pts[-1][0], points=[p for _, p in pts])
         if chained is not None:
             s.state, s.expected = chained
+            self.kept.drop(sid)  # the object this batch now changes
         else:
             s.expected = loaded.blob[:8] if loaded.blob else b""
             s.state = self._decode(sid, loaded.blob, served)
@@ -367,14 +424,17 @@ class Processor:
 
     def _decode(self, sid: str, blob: bytes | None, served: Served) -> SeriesState:
         if blob is None:
+            self.kept.drop(sid)
             return _fresh(served)
-        try:
-            state = SeriesState.decode(blob)
-        except CorruptState as e:
-            # Starting the series anew loses only its pending points; refusing would stop it for good.
-            log.error("series %r: %s; starting it anew", sid, e)
-            self.metrics.states_reset.labels("undecodable").inc()
-            return _fresh(served)
+        state = self.kept.take(sid, blob)
+        if state is None:
+            try:
+                state = SeriesState.decode(blob)
+            except CorruptState as e:
+                # Starting the series anew loses only its pending points; refusing would stop it for good.
+                log.error("series %r: %s; starting it anew", sid, e)
+                self.metrics.states_reset.labels("undecodable").inc()
+                return _fresh(served)
         if state.geometry.channels != served.geometry.channels:
             log.error("series %r: state has %d channels, the model %d; starting it anew",
                       sid, state.geometry.channels, served.geometry.channels)

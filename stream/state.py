@@ -428,7 +428,9 @@ class SeriesState:
     def encode(self) -> bytes:
         """Compact bytes: header, the pending points' ts (u32 deltas when they fit), float64 raw values, the
         model inputs (24-bit, `_pack_inputs`) and statistics of a pointwise geometry, float64 sums and u16
-        counts, sketches (their visited bins)."""
+        counts, sketches (their visited bins). What is stored at a lower precision than it is held (the
+        sketches' counts, the novelty) is rounded in this state too, so that the state goes on exactly as
+        `decode` of the bytes would: a worker may keep it in memory instead of decoding it again."""
         if self._open_step:
             raise RuntimeError("encode() between push() and apply()")
         assert self.values is not None and len(self.ts) == len(self.sums)
@@ -443,8 +445,10 @@ class SeriesState:
         if self.shape is not None and self.shape_sketch is not None and self.novelty is not None:
             flags |= _FLAG_NOVELTY
             kept = len(self.shape)
+            novelty = self.novelty.astype("<f4")
+            self.novelty = novelty.astype(np.float64)  # as a decoded copy holds it (see below)
             novelty_bytes = b"".join([self.shape_sketch.encode_sparse(), self.shape.astype("<f2").tobytes(),
-                                      self.novelty.astype("<f4").tobytes()])
+                                      novelty.tobytes()])
         stats_bytes = b""
         if self.stats is not None and self.inputs is not None:
             stats_bytes = b"".join([self.stats.mean.astype("<f8").tobytes(), self.stats.var.astype("<f8").tobytes(),
