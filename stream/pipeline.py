@@ -1,23 +1,27 @@
-"""Batches of consumed events in -> processed and acknowledged in order, two at a time: while ONNX Runtime
-scores batch N in its executor thread, the event loop parses, loads and pushes batch N+1 and writes and
-publishes batch N-1's results. Batch N+1's windows are queued for inference before batch N's scores are in,
-so that the model goes on to them as soon as it has scored batch N: the windows of a series that N holds are
-peeked from N's state as N pushed it (`SeriesState.peek`: windows depend on the points alone, not on the
+"""Batches of consumed events in -> processed and acknowledged in order, `depth` at a time (2 by default):
+while ONNX Runtime scores batch N in its executor thread, the event loop parses, loads and pushes batch N+1 and
+writes and publishes batch N-1's results. Batch N+1's windows are queued for inference before batch N's scores
+are in, so that the model goes on to them as soon as it has scored batch N: the windows of a series that N holds
+are peeked from N's state as N pushed it (`SeriesState.peek`: windows depend on the points alone, not on the
 scores), and N+1's points are pushed onto that state once N has applied its scores (`Processor.settle`).
 Before, the model waited, batch after batch, for N's final points and N+1's pushes (at 1,000 series it was idle
-about a third of the time).
+about a third of the time). With depth 3, batch N+2 also starts while N is still writing and publishing: it takes
+each series' state from the latest batch in flight that holds it (N+1, else N), which helps where the model is a
+small share of the work (a window every 8 points) and the waits on Redis and the broker are not.
 
 Why it keeps the processing guarantees:
-- Per-series order: batch N+1 pushes the points of a series that batch N holds only after N has applied its
-  scores, onto the state N left in memory (`Chained`), and its compare-and-set expects the token N's write
-  leaves; a push whose windows differ from the peeked ones (N did not write the series) is scored again.
-  Series that N does not write are taken from Redis, loaded after batch N-1 was fully written (and every
-  series' threshold override is loaded afresh for every batch).
+- Per-series order: a batch pushes the points of a series that a batch in flight holds only after those batches
+  have applied their scores, onto the state the latest of them left in memory (`Chained`), and its
+  compare-and-set expects the token that batch's write leaves; a push whose windows differ from the peeked ones
+  (that batch did not write the series) is scored again. Series that no batch in flight holds are taken from
+  Redis, loaded after every earlier batch was fully written (and every series' threshold override is loaded
+  afresh for every batch).
 - Writes, publishes and acknowledgements stay sequential: batch N+1 writes only after batch N has written,
   published and acknowledged, and acknowledges only after its own write.
 - Anything unusual (a Redis or broker error, a lost compare-and-set) ends the overlap: the batch is redone
   from what Redis holds, one attempt after the other with backoff, exactly as without the pipeline, and
-  the batch after it, whose push may rest on a state that was never stored, is redone the same way.
+  the batches after it, whose pushes may rest on a state that was never stored, are redone the same way (each
+  waits for the one before it to be written as staged).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ class _Batch:
 
 
 class Pipeline:
-    """Runs at most `depth` batches at once through a `Processor`, overlapping their stages.
+    """Runs at most `depth` batches at once through a `Processor`, overlapping their stages (1 to 3).
 
     `ready()` gives the processor (created on first use); `redo(staged)` applies a batch sequentially from
     Redis with retries and backoff until it is written (`stream.recovery`); `ack(event)` acknowledges
@@ -72,7 +76,8 @@ class Pipeline:
         self._retryable = retryable
         self.max_batch = max_batch
         self._slots = asyncio.Semaphore(depth)
-        self._last: _Batch | None = None
+        # The batches started last (up to depth - 1, oldest first): the ones a new batch may find in flight.
+        self._recent: deque[_Batch] = deque(maxlen=max(depth - 1, 1))
         self._tasks: set[asyncio.Task] = set()
         # Consumed events not yet in a batch: they pile up while the pipeline is full, so batches grow with
         # the load (up to max_batch) instead of being cut by the consumer's batching wait.
@@ -136,15 +141,15 @@ class Pipeline:
                 self._queued.clear()
             if len(self._queue) < 2 * self.max_batch:
                 self._room.set()
-            batch, prev = _Batch([ev for ev, _ in take], [r for _, r in take]), self._last
-            self._last = batch
-            task = asyncio.create_task(self._run(processor, batch, prev))
+            batch, prevs = _Batch([ev for ev, _ in take], [r for _, r in take]), list(self._recent)
+            self._recent.append(batch)
+            task = asyncio.create_task(self._run(processor, batch, prevs))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, processor: Processor, batch: _Batch, prev: _Batch | None) -> None:
+    async def _run(self, processor: Processor, batch: _Batch, prevs: list[_Batch]) -> None:
         try:
-            as_staged = await self._process(processor, batch, prev)
+            as_staged = await self._process(processor, batch, prevs)
             # Acknowledged before the next batch may write: acknowledgements stay in consumption order.
             for ev in batch.events:
                 await self._ack(ev)
@@ -159,11 +164,12 @@ class Pipeline:
                     fut.set_result(False if fut is batch.done else None)
             self._slots.release()
 
-    async def _process(self, processor: Processor, batch: _Batch, prev: _Batch | None) -> bool:
+    async def _process(self, processor: Processor, batch: _Batch, prevs: list[_Batch]) -> bool:
         """Everything but the acknowledgement; True when the batch was written exactly as staged."""
         staged = processor.parse(batch.raw)
+        prev = prevs[-1] if prevs else None
         try:
-            chained = await self._stage(processor, staged, batch, prev)
+            chained = await self._stage(processor, staged, batch, prevs)
         except self._retryable as e:
             if not batch.pushed.done():
                 batch.pushed.set_result(None)
@@ -191,19 +197,19 @@ class Pipeline:
         return not lost
 
     async def _stage(self, processor: Processor, staged: Staged, batch: _Batch,
-                     prev: _Batch | None) -> dict[str, Chained]:
-        """Load, push (peek the series the previous batch holds, then push them onto its states), queue
+                     prevs: list[_Batch]) -> dict[str, Chained]:
+        """Load, push (peek the series the batches in flight hold, then push them onto their states), queue
         inference, finish: everything but the write."""
         await processor.load(staged)
-        if prev is None:
+        if not prevs:
             processor.start(staged, {})
         else:
-            ahead = await asyncio.shield(prev.pushed)
+            ahead = await _latest([p.pushed for p in prevs])
             if ahead is None:
-                processor.start(staged, await asyncio.shield(prev.applied) or {})
+                processor.start(staged, await _latest([p.applied for p in prevs]) or {})
             else:
                 processor.start(staged, {}, ahead)
-                processor.settle(staged, await asyncio.shield(prev.applied) or {})
+                processor.settle(staged, await _latest([p.applied for p in prevs]) or {})
         batch.pushed.set_result({sid: s.state for sid, s in staged.series.items() if s.state is not None})
         return await processor.finish(staged)
 
@@ -211,6 +217,19 @@ class Pipeline:
     async def _after(prev: _Batch | None) -> bool:
         """Wait until the previous batch is written and acknowledged; True if it was written as staged."""
         return prev is None or bool(await asyncio.shield(prev.done))
+
+
+async def _latest(handed: list[asyncio.Future]) -> dict | None:
+    """The hand-overs of the batches in flight (oldest first) as one: each series' state from the latest batch
+    that holds it. None when any of them handed nothing over (an error: this batch will be redone from Redis,
+    and must not push onto states a failed batch may have left half changed)."""
+    out: dict = {}
+    for fut in handed:
+        states = await asyncio.shield(fut)
+        if states is None:
+            return None
+        out.update(states)
+    return out
 
 
 def _only(staged: Staged, series: list[str]) -> Staged:

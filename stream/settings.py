@@ -232,9 +232,11 @@ class ScoringSettings(_Section):
     pipeline_depth: int = Field(
         2,
         ge=1,
-        le=2,
+        le=3,
         description="batches in flight: 2 overlaps one batch's inference with the next one's parse, load and "
-        "push and the previous one's write; 1 processes one batch at a time",
+        "push and the previous one's write; 3 also starts the batch after while the one before is still writing "
+        "(for a model that is a small share of the work, e.g. a window every 8 points); 1 processes one batch at "
+        "a time",
     )
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="global override of the bundle's")
     thresholds: dict[str, float] = Field(default_factory=dict, description="per-series threshold overrides")

@@ -171,7 +171,8 @@ def _scores(runtime: Any, names: Any, sid: str) -> list[tuple[int, float]]:
     return [(m["ts"], m["score"]) for t, _, m in runtime.sent if t == names.topics["scores"] and m["series_id"] == sid]
 
 
-async def test_pipelined_batches_give_the_outputs_of_one_batch_at_a_time(agent_app: Any) -> None:
+@pytest.mark.parametrize("depth", [2, 3])
+async def test_pipelined_batches_give_the_outputs_of_one_batch_at_a_time(agent_app: Any, depth: int) -> None:
     app, runtime, names = agent_app
     runtime.settings.scoring.max_batch = 8  # many batches, each series in most of them
     chained: list[int] = []
@@ -198,7 +199,7 @@ async def test_pipelined_batches_give_the_outputs_of_one_batch_at_a_time(agent_a
     runtime.ready = spying_ready
     runtime.settings.scoring.pipeline_depth = 1
     await _run_agent(app, runtime, {"p1": 60, "q1": 45}, until=400)
-    runtime.settings.scoring.pipeline_depth = 2
+    runtime.settings.scoring.pipeline_depth = depth
     await _run_agent(app, runtime, {"p2": 60, "q2": 45}, until=400)
     await runtime.close()
     for one, two, n in (("p1", "p2", 60), ("q1", "q2", 45)):
@@ -210,9 +211,12 @@ async def test_pipelined_batches_give_the_outputs_of_one_batch_at_a_time(agent_a
     assert max(peeked) > 0, "no batch's windows were peeked from the states of the batch before it"
 
 
-async def test_a_failed_write_in_the_pipeline_redoes_that_batch_and_the_next_from_redis(agent_app: Any) -> None:
+@pytest.mark.parametrize("depth", [2, 3])
+async def test_a_failed_write_in_the_pipeline_redoes_that_batch_and_the_next_from_redis(agent_app: Any,
+                                                                                        depth: int) -> None:
     app, runtime, names = agent_app
     runtime.settings.scoring.max_batch = 8
+    runtime.settings.scoring.pipeline_depth = depth
     runtime.settings.worker.retry_backoff_s = 0.01
     calls = {"n": 0}
 
@@ -229,3 +233,61 @@ async def test_a_failed_write_in_the_pipeline_redoes_that_batch_and_the_next_fro
     assert [ts for ts, _ in _scores(runtime, names, "r")] == list(range(70 - 15))
     assert [ts for ts, _ in _scores(runtime, names, "s")] == list(range(50 - 15))
     assert runtime.metrics.retries._value.get() == 2
+
+
+async def test_a_third_batch_in_flight_takes_a_state_from_the_batch_two_before(agent_app: Any) -> None:
+    """Depth 3, series in blocks of a batch each (a, b, a, b, ...): batch N+2 finds a's state in batch N, still in
+    flight, not in N+1; its outputs are those of one batch at a time."""
+    app, runtime, names = agent_app
+    runtime.settings.scoring.max_batch = 8
+    batches: list[set[str]] = []  # each started batch's series, in start order
+    from_older: list[str] = []  # series a batch pushed onto a state that the batch just before it did not hold
+    real_ready = runtime.ready
+
+    async def spying_ready(send: Any) -> Any:
+        processor = await real_ready(send)
+        if not getattr(processor, "_spied", False):
+            start, settle = processor.start, processor.settle
+
+            def spy_start(staged: Any, handed_over: Any, ahead: Any = None) -> None:
+                before = batches[-1] if batches else set()
+                batches.append(set(staged.groups))
+                from_older.extend(sid for sid in {**handed_over, **(ahead or {})} if sid not in before)
+                start(staged, handed_over, ahead)
+
+            def spy_settle(staged: Any, handed_over: Any) -> None:
+                before = batches[-2] if len(batches) > 1 else set()
+                from_older.extend(sid for sid in handed_over if sid not in before and sid in staged.groups)
+                settle(staged, handed_over)
+
+            processor.start, processor.settle, processor._spied = spy_start, spy_settle, True
+        return processor
+
+    async def run(prefix: str) -> None:
+        agent = app.agents["score_telemetry"]
+        async with agent.test_context() as ctx:
+            events = []
+            for block in range(12):
+                sid = f"{prefix}{'ab'[block % 2]}"
+                for i in range(8 * (block // 2), 8 * (block // 2) + 8):
+                    msg = {"series_id": sid, "ts": i, "value": float((i * 7) % 11)}
+                    events.append(await ctx.put(json.dumps(msg).encode(), key=sid.encode()))
+            for _ in range(400):
+                if all(e.message.acked for e in events):
+                    break
+                await asyncio.sleep(0.05)
+            assert all(e.message.acked for e in events)
+
+    runtime.ready = spying_ready
+    runtime.settings.scoring.pipeline_depth = 1
+    await run("one-")
+    from_older.clear()
+    runtime.settings.scoring.pipeline_depth = 3
+    await run("three-")
+    await runtime.close()
+    assert from_older, "no batch took a state from the batch two before it"
+    for sid in ("a", "b"):
+        one, three = _scores(runtime, names, f"one-{sid}"), _scores(runtime, names, f"three-{sid}")
+        assert [ts for ts, _ in three] == list(range(48 - 15))  # in order, once each
+        assert [ts for ts, _ in one] == [ts for ts, _ in three]
+        assert [v for _, v in one] == pytest.approx([v for _, v in three], abs=1e-6)

@@ -57,6 +57,8 @@ def _series_list(_ctx: Any, _param: Any, value: str) -> list[int]:
 @click.option("--inference-batch", type=click.IntRange(min=1), default=256, show_default=True,
               help="The worker's model.inference_batch: windows per ONNX Runtime call; the bare ONNX Runtime run "
                    "scores min(batch, inference batch) windows a call, as the worker does with a full batch.")
+@click.option("--pipeline-depth", type=click.IntRange(1, 3), default=None, metavar="N",
+              help="The worker's scoring.pipeline_depth: batches in flight [default: the worker's, 2].")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime intra-op threads (worker and bare run alike).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
@@ -155,6 +157,7 @@ class Plan:
     points: int | None
     batch: int
     inference_batch: int
+    pipeline_depth: int | None
     threads: int
     device: str
     stride: int | None
@@ -177,7 +180,8 @@ class Plan:
 
     def settings(self) -> dict[str, Any]:
         return {"series": self.series, "points": self.points, "batch": self.batch,
-                "inference_batch": self.inference_batch, "threads": self.threads,
+                "inference_batch": self.inference_batch, "pipeline_depth": self.pipeline_depth,
+                "threads": self.threads,
                 "device": self.device, "stride": self.stride, "scale_out_series": self.scale_out,
                 "latency_series": self.latency_series, "latency_seconds": self.latency_seconds,
                 "latency_rate": self.latency_rate,
@@ -258,7 +262,8 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
     bundle = load_bundle(path, threads=plan.threads, device=plan.device)
     cfg = WorkerConfig(model=path, batch=plan.batch, threads=plan.threads, max_wait_s=plan.max_wait,
                        profile_dir=plan.profile_dir, consumer=plan.consumer, device=plan.device,
-                       stride=plan.stride, inference_batch=plan.inference_batch)
+                       stride=plan.stride, inference_batch=plan.inference_batch,
+                       pipeline_depth=plan.pipeline_depth)
     g = served_geometry(cfg)
     lag, stride = g.lag, g.stride
     call = min(plan.batch, plan.inference_batch)  # windows per ONNX Runtime call of a full batch in the worker

@@ -130,6 +130,7 @@ class WorkerConfig:
     device: str = "cpu"  # the worker's model.device (ONNX Runtime execution provider)
     inference_batch: int = 256  # the worker's model.inference_batch: windows per ONNX Runtime call
     stride: int | None = None  # the worker's scoring.stride; None: the bundle's
+    pipeline_depth: int | None = None  # the worker's scoring.pipeline_depth; None: its default
 
 
 def bare_ort(bundle: Bundle, batch: int, seconds: float = 5.0) -> float:
@@ -231,6 +232,8 @@ class WorkerRun:
             env["ANOMALYBERT_SCORING__SCORE_LAG"] = str(c.score_lag)
         if c.stride is not None:
             env["ANOMALYBERT_SCORING__STRIDE"] = str(c.stride)
+        if c.pipeline_depth is not None:
+            env["ANOMALYBERT_SCORING__PIPELINE_DEPTH"] = str(c.pipeline_depth)
         if c.max_wait_s is not None:
             env["ANOMALYBERT_SCORING__MAX_WAIT_S"] = str(c.max_wait_s)
         if c.fetch_max_wait_ms is not None:
