@@ -6,6 +6,7 @@ where only the CLI shell is installed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from stream.errors import StartupError
 log = logging.getLogger(__name__)
 
 GIL_SWITCH_S = 0.001  # the worker process's sys.setswitchinterval (see run_worker)
+GC_THRESHOLDS = (700, 10, 100)  # the worker process's gc.set_threshold (CPython's default: 700, 10, 10)
 
 # (option, settings path) pairs: a given option overrides the environment and the defaults.
 _OVERRIDES = {
@@ -72,7 +74,8 @@ def run_worker(settings: Any) -> None:
     # The model runs in a thread of its own (`stream.scorer`) and takes the GIL around each ONNX Runtime run;
     # under load the event loop holds it between, and Python hands it over once the waiting thread has waited
     # a switch interval (5 ms by default), so the model thread waited several ms a run. At 1 ms, one worker
-    # scored 5-12 % more points/s at 1,000 and 10,000 series (docs/benchmark.md, "The model thread and the GIL").
+    # scored 5-12 % more points/s at 1,000 and 10,000 series (docs/benchmark.md, "Decoded states
+    # kept, the model thread and the GIL, ...").
     sys.setswitchinterval(GIL_SWITCH_S)
     checked = startup_checks(settings)
     app, _runtime = build_app(settings, checked)
@@ -81,6 +84,14 @@ def run_worker(settings: Any) -> None:
     # spins it: every library's debug call (aiokafka logs each message sent) then builds a LogRecord,
     # a few percent of the worker's CPU. The worker runs in containers; it needs no spinner.
     worker.spinner = None
+    # The cyclic garbage collector's full passes walk every tracked object; at 10,000 series they ran 169 times
+    # in two minutes, 13 s in all, up to 164 ms each, the worker stopped meanwhile. Everything built so far (the
+    # libraries, the model, the app) lives as long as the process: frozen, out of those passes; and a full pass
+    # comes after 100 passes of the middle generation instead of 10: 20 passes, 0.65 s in all, at most 69 ms
+    # (docs/benchmark.md, the same section).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     worker.execute_from_commandline()
 
 
