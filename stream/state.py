@@ -446,7 +446,7 @@ class SeriesState:
             flags |= _FLAG_NOVELTY
             kept = len(self.shape)
             novelty = self.novelty.astype("<f4")
-            self.novelty = novelty.astype(np.float64)  # as a decoded copy holds it (see below)
+            self.novelty = novelty.astype(np.float64)  # as `decode` reads it back
             novelty_bytes = b"".join([self.shape_sketch.encode_sparse(), self.shape.astype("<f2").tobytes(),
                                       novelty.tobytes()])
         stats_bytes = b""

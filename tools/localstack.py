@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,23 @@ def start_redis(port: int) -> subprocess.Popen:
     return proc
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (32768 unless configured otherwise)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _cluster_ports(n: int) -> list[int]:
-    """Free ports whose cluster bus ports (port + 10000) are free too."""
+    """Free ports whose cluster bus ports (port + 10000) are free too, both below the ports the kernel gives
+    outgoing connections: a port an open connection holds cannot be bound, and a server there would not start."""
     import random
 
+    top = max(_ephemeral_low(), 24_000) - 10_001
     ports: list[int] = []
     while len(ports) < n:
-        p = random.randint(20_000, 45_000)
+        p = random.randint(10_000, top)
         if p not in ports and not port_open("127.0.0.1", p) and not port_open("127.0.0.1", p + 10_000):
             ports.append(p)
     return ports
