@@ -171,12 +171,9 @@ def _scores(runtime: Any, names: Any, sid: str) -> list[tuple[int, float]]:
     return [(m["ts"], m["score"]) for t, _, m in runtime.sent if t == names.topics["scores"] and m["series_id"] == sid]
 
 
-@pytest.mark.parametrize("depth", [2, 3])
-async def test_pipelined_batches_give_the_outputs_of_one_batch_at_a_time(agent_app: Any, depth: int) -> None:
-    app, runtime, names = agent_app
-    runtime.settings.scoring.max_batch = 8  # many batches, each series in most of them
-    chained: list[int] = []
-    peeked: list[int] = []
+def _spy(runtime: Any, on_start: Any, on_settle: Any) -> None:
+    """Call on_start(staged, handed_over, ahead) after each `Processor.start` and on_settle(staged, handed_over)
+    after each `settle` of the runtime's processor."""
     real_ready = runtime.ready
 
     async def spying_ready(send: Any) -> Any:
@@ -186,17 +183,30 @@ async def test_pipelined_batches_give_the_outputs_of_one_batch_at_a_time(agent_a
 
             def spy_start(staged: Any, handed_over: Any, ahead: Any = None) -> None:
                 start(staged, handed_over, ahead)
-                chained.append(len(handed_over))
-                peeked.append(sum(s.peeked is not None for s in staged.series.values()))
+                on_start(staged, handed_over, ahead)
 
             def spy_settle(staged: Any, handed_over: Any) -> None:
                 settle(staged, handed_over)
-                chained.append(len(handed_over))
+                on_settle(staged, handed_over)
 
             processor.start, processor.settle, processor._spied = spy_start, spy_settle, True
         return processor
 
     runtime.ready = spying_ready
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+async def test_pipelined_batches_give_the_outputs_of_one_batch_at_a_time(agent_app: Any, depth: int) -> None:
+    app, runtime, names = agent_app
+    runtime.settings.scoring.max_batch = 8  # many batches, each series in most of them
+    chained: list[int] = []
+    peeked: list[int] = []
+
+    def on_start(staged: Any, handed_over: Any, ahead: Any) -> None:
+        chained.append(len(handed_over))
+        peeked.append(sum(s.peeked is not None for s in staged.series.values()))
+
+    _spy(runtime, on_start, lambda staged, handed_over: chained.append(len(handed_over)))
     runtime.settings.scoring.pipeline_depth = 1
     await _run_agent(app, runtime, {"p1": 60, "q1": 45}, until=400)
     runtime.settings.scoring.pipeline_depth = depth
@@ -242,26 +252,17 @@ async def test_a_third_batch_in_flight_takes_a_state_from_the_batch_two_before(a
     runtime.settings.scoring.max_batch = 8
     batches: list[set[str]] = []  # each started batch's series, in start order
     from_older: list[str] = []  # series a batch pushed onto a state that the batch just before it did not hold
-    real_ready = runtime.ready
 
-    async def spying_ready(send: Any) -> Any:
-        processor = await real_ready(send)
-        if not getattr(processor, "_spied", False):
-            start, settle = processor.start, processor.settle
+    def on_start(staged: Any, handed_over: Any, ahead: Any) -> None:
+        before = batches[-1] if batches else set()
+        batches.append(set(staged.groups))
+        from_older.extend(sid for sid in {**handed_over, **(ahead or {})} if sid not in before)
 
-            def spy_start(staged: Any, handed_over: Any, ahead: Any = None) -> None:
-                before = batches[-1] if batches else set()
-                batches.append(set(staged.groups))
-                from_older.extend(sid for sid in {**handed_over, **(ahead or {})} if sid not in before)
-                start(staged, handed_over, ahead)
+    def on_settle(staged: Any, handed_over: Any) -> None:
+        before = batches[-2] if len(batches) > 1 else set()
+        from_older.extend(sid for sid in handed_over if sid not in before and sid in staged.groups)
 
-            def spy_settle(staged: Any, handed_over: Any) -> None:
-                before = batches[-2] if len(batches) > 1 else set()
-                from_older.extend(sid for sid in handed_over if sid not in before and sid in staged.groups)
-                settle(staged, handed_over)
-
-            processor.start, processor.settle, processor._spied = spy_start, spy_settle, True
-        return processor
+    _spy(runtime, on_start, on_settle)
 
     async def run(prefix: str) -> None:
         agent = app.agents["score_telemetry"]
@@ -278,7 +279,6 @@ async def test_a_third_batch_in_flight_takes_a_state_from_the_batch_two_before(a
                 await asyncio.sleep(0.05)
             assert all(e.message.acked for e in events)
 
-    runtime.ready = spying_ready
     runtime.settings.scoring.pipeline_depth = 1
     await run("one-")
     from_older.clear()

@@ -7,7 +7,6 @@ processor's stages are driven by hand, the loaded bytes given as Redis would giv
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from stream.state import SeriesState
 from stream.store import Loaded
 from tests.stream_support import spike_bundle
 from tests.unit.stream.test_novelty_state import novel
+from tests.unit.stream.test_peeked_batches import _events, _Marks
 from tests.unit.stream.test_state import fake_scores
 
 
@@ -77,26 +77,10 @@ def test_the_cache_gives_a_state_once_and_only_for_its_own_bytes() -> None:
     assert len(none) == 0
 
 
-class _Marks:
-    def marks(self, series_id: str) -> str:
-        return ""
-
-
 def _processor(bundle_dir: Path, cache: int) -> Processor:
     scorer = Scorer(serve(load_bundle(bundle_dir)))
     return Processor(None, scorer, _Marks(), ScoringSettings(state_cache=cache), AlertSettings(),  # type: ignore[arg-type]
                      Metrics(), "t")
-
-
-def _events(points: dict[str, range], rng: np.random.Generator) -> list[RawEvent]:
-    out = []
-    for i in range(max(len(r) for r in points.values())):
-        for sid, r in points.items():
-            if i < len(r):
-                value = float(rng.normal() + (6.0 if r[i] % 13 == 0 else 0.0))
-                msg = {"series_id": sid, "ts": 1000 * (r[i] + 1), "value": value}
-                out.append(RawEvent(sid.encode(), json.dumps(msg).encode(), "telemetry", 0, len(out)))
-    return out
 
 
 async def _batch(p: Processor, events: list[RawEvent], stored: dict[str, bytes],
