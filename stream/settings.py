@@ -222,8 +222,9 @@ class ScoringSettings(_Section):
         0.005, gt=0, description="kafka.consumer=faust only: longest wait to fill a batch (noack_take's `within`); "
         "the aiokafka consumer starts a batch with whatever has arrived as soon as the pipeline has room"
     )
-    # Measured (docs/benchmark.md, "Decoded states kept between batches"): at 10,000 series nearly every point
-    # loads its series' state from Redis, and decoding it was about a sixth of the worker's work outside the model.
+    # Measured (docs/benchmark.md, "Decoded states kept, the model thread and the GIL, ..."): at 10,000 series
+    # nearly every point loads its series' state from Redis, and decoding it was about a sixth of the worker's
+    # work outside the model.
     state_cache: int = Field(
         10_000, ge=0, description="decoded series states this worker keeps in memory between batches (least "
         "recently used go first; about 4 KB each for one channel at window 64): a series whose stored state is "
