@@ -39,13 +39,21 @@ class TailSketch:
 
     def surprise(self, scores: np.ndarray) -> np.ndarray:
         """Surprise of each score in order, each against the history before it; absorbs them."""
-        values = np.asarray(scores, dtype=np.float64).tolist()
-        out = np.zeros(len(values))
+        return np.array(self._absorb(np.asarray(scores, dtype=np.float64).tolist(), False), dtype=np.float64)
+
+    def _absorb(self, values: list[float], skip: bool) -> list[float]:
+        """`surprise` of plain floats, as plain floats (the worker finalizes a point or a few at a time: numpy's
+        overhead would cost more than the loop). `skip`: a value that is not finite is not absorbed and its
+        surprise is NaN (`calibrate_series`); else NaN counts as 0 and infinities are clipped."""
+        out = [0.0] * len(values)
         keep = 0.5 ** (1.0 / self.halflife)
         counts = self.counts
         total, w = float(counts.sum()), 1.0
         ready = self.seen
         for t, x in enumerate(values):
+            if skip and not math.isfinite(x):
+                out[t] = math.nan
+                continue
             # NaN counts as 0 and the score is clipped to [0, 1]; then its bin and the share of the bin below it
             pos = (0.0 if x != x else min(max(x, 0.0), 1.0)) * BINS
             k = min(int(pos), BINS - 1)
@@ -129,9 +137,10 @@ def calibrate_series(scores: np.ndarray, sketch: TailSketch | None) -> np.ndarra
     s = np.asarray(scores, dtype=np.float64)
     if sketch is None:
         return s
-    ok = np.isfinite(s)
-    if ok.all():
-        return sketch.surprise(s)
-    out = np.full(len(s), np.nan)
-    out[ok] = sketch.surprise(s[ok])
-    return out
+    return np.array(sketch._absorb(s.tolist(), True), dtype=np.float64)
+
+
+def calibrate_values(scores: list[float], sketch: TailSketch | None) -> list[float]:
+    """`calibrate_series` of plain floats, as plain floats: what the worker's state calls for the few points it
+    finalizes at a time."""
+    return scores if sketch is None else sketch._absorb(scores, True)

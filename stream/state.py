@@ -48,6 +48,7 @@ exact in float32.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -58,7 +59,7 @@ from model.normalize import INPUT_STEP, SERIES_CLIP, RunningStats
 from model.novelty import as_history, lowered
 from model.serving import Geometry
 from model.surprise import SIZE as SKETCH_SIZE
-from model.surprise import TailSketch, calibrate_series
+from model.surprise import TailSketch, calibrate_series, calibrate_values
 from model.windows import finalizing_windows, included_offsets
 from stream.alerts import AlertState
 from stream.errors import CorruptState
@@ -167,6 +168,9 @@ class SeriesState:
     novelty: np.ndarray | None = None  # (pending,) novelty surprise of each pending point; novel only
     _open_step: bool = False
     _catch_up: int | None = None  # set by swap(): the next push also yields era windows ending before n
+    # `inputs` as `encode` packs them (`_pack_inputs`), and the array they pack: kept up to date by `push` and
+    # `_trim` (a row packed once, not at every encode); anything else that sets `inputs` leaves it stale
+    _packed: tuple[np.ndarray, bytes] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.values is None:
@@ -263,7 +267,10 @@ class SeriesState:
         self.values = np.concatenate([self.values, vals])
         if stats is not None and z is not None and self.inputs is not None:
             self.stats = stats
-            self.inputs = np.concatenate([self.inputs, z])
+            inputs = np.concatenate([self.inputs, z])
+            if self._packed is not None and self._packed[0] is self.inputs:
+                self._packed = (inputs, self._packed[1] + _pack_inputs(z))
+            self.inputs = inputs
             if g.novel:
                 self._push_novelty(z)
         self.sums = np.concatenate([self.sums, np.zeros(m)])
@@ -353,16 +360,16 @@ class SeriesState:
         if m == 0:
             self._trim()
             return out
-        counts = self.counts[:m]
-        raw = np.where(counts > 0, self.sums[:m] / np.maximum(counts, 1), np.nan)
-        served = calibrate_series(raw, self.sketch)  # the raw scores themselves when uncalibrated
+        # In plain floats: a point or a few at a time, numpy's overhead would cost more than the work.
+        counts = self.counts[:m].tolist()
+        raw = [x / c if c > 0 else math.nan for x, c in zip(self.sums[:m].tolist(), counts, strict=True)]
+        served = calibrate_values(raw, self.sketch)  # the raw scores themselves when uncalibrated
         if self.novelty is not None:
-            served = np.fmax(served, lowered(self.novelty[:m], g.novelty_rarity))
+            served = np.fmax(served, lowered(self.novelty[:m], g.novelty_rarity)).tolist()
         calibrated = self.sketch is not None
         vbase = self.n - len(self.values)
         values = self.values[p0 - vbase : n_final - vbase].tolist()
-        for j, (t, c, v, sv, r) in enumerate(zip(self.ts[:m].tolist(), counts.tolist(), values,
-                                                  served.tolist(), raw.tolist(), strict=True)):
+        for j, (t, c, v, sv, r) in enumerate(zip(self.ts[:m].tolist(), counts, values, served, raw, strict=True)):
             out.append(FinalPoint(p0 + j, t, tuple(v), sv if c else 0.0, c, r if calibrated and c else None))
         self.sums, self.counts, self.ts = self.sums[m:], self.counts[m:], self.ts[m:]
         if self.novelty is not None:
@@ -377,7 +384,12 @@ class SeriesState:
         if self.inputs is None:
             self.values = self.values[max(len(self.values) - w, 0) :]
             return
-        self.inputs = self.inputs[max(len(self.inputs) - w, 0) :]
+        drop = max(len(self.inputs) - w, 0)
+        if drop:
+            inputs = self.inputs[drop:]
+            if self._packed is not None and self._packed[0] is self.inputs:
+                self._packed = (inputs, self._packed[1][3 * drop * self.inputs.shape[1] :])
+            self.inputs = inputs
         self._drop_final_values()
 
     def _drop_final_values(self) -> None:
@@ -451,19 +463,19 @@ class SeriesState:
                                       novelty.tobytes()])
         stats_bytes = b""
         if self.stats is not None and self.inputs is not None:
+            if self._packed is None or self._packed[0] is not self.inputs:
+                self._packed = (self.inputs, _pack_inputs(self.inputs))
             stats_bytes = b"".join([self.stats.mean.astype("<f8").tobytes(), self.stats.var.astype("<f8").tobytes(),
-                                    _pack_inputs(self.inputs)])
+                                    self._packed[1]])
         ts_bytes = b""
-        if len(self.ts) == 1:
-            flags |= _FLAG_TS_DELTA32
-            ts_bytes = struct.pack("<q", int(self.ts[0]))
-        elif len(self.ts):
-            deltas = np.diff(self.ts)
-            if int(deltas.max()) < 2**32:
+        if len(self.ts):
+            ts = self.ts.tolist()  # a few pending points: plain ints cost less than numpy here
+            deltas = [b - a for a, b in zip(ts, ts[1:])]
+            if not deltas or 0 <= min(deltas) and max(deltas) < 2**32:
                 flags |= _FLAG_TS_DELTA32
-                ts_bytes = struct.pack("<q", int(self.ts[0])) + deltas.astype("<u4").tobytes()
+                ts_bytes = struct.pack(f"<q{len(deltas)}I", ts[0], *deltas)
             else:
-                ts_bytes = self.ts.astype("<i8").tobytes()
+                ts_bytes = struct.pack(f"<{len(ts)}q", *ts)
         alert_bytes = b""
         if a.is_open or a.run:
             flags |= _FLAG_ALERT
@@ -643,6 +655,12 @@ def _cut(source: np.ndarray, base: int, ends: np.ndarray, window: int) -> np.nda
 
 def _pack_inputs(inputs: np.ndarray) -> bytes:
     """Model inputs (k, C') as 3-byte little-endian multiples of INPUT_STEP (where standardize puts them)."""
+    if inputs.size <= 8:  # a point's new rows (`push`): plain ints cost less than numpy's calls
+        out = []
+        for x in inputs.reshape(-1).tolist():
+            q = 0 if x != x else round(min(max(x, -SERIES_CLIP), SERIES_CLIP) / INPUT_STEP)  # as np.rint
+            out.append((q & 0xFFFFFF).to_bytes(3, "little"))
+        return b"".join(out)
     q = np.rint(np.clip(inputs, -SERIES_CLIP, SERIES_CLIP).astype(np.float64) / INPUT_STEP).astype("<i4")
     return q.reshape(-1).view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
 
@@ -666,4 +684,6 @@ def _new_window_ends(n_old: int, n_new: int, era_end: int, stride: int) -> np.nd
     first = era_end
     if n_old > first:
         first += -(-(n_old - first) // stride) * stride
+    if first >= n_new:  # at a stride above 1, most pushes end no window
+        return np.empty(0, np.int64)
     return np.arange(first, n_new, stride, dtype=np.int64)
