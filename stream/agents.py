@@ -67,6 +67,30 @@ def offset_of(fut: asyncio.Future) -> asyncio.Future:
     return out
 
 
+async def send_batch_with(producer: Any, topic: str, partition: int, records: list[tuple[bytes, bytes]]) -> Any:
+    """Queue one partition's records on an aiokafka producer as record batches (`create_batch`, `send_batch`:
+    one future per batch, not per record); returns an awaitable of their offsets, in order."""
+    batches: list[tuple[asyncio.Future, int]] = []
+    batch, n = producer.create_batch(), 0
+    for key, value in records:
+        if batch.append(timestamp=None, key=key, value=value) is None:  # full: send it, start the next
+            batches.append((await producer.send_batch(batch, topic, partition=partition), n))
+            batch, n = producer.create_batch(), 0
+            if batch.append(timestamp=None, key=key, value=value) is None:
+                raise RuntimeError("an empty record batch refused a record")  # aiokafka takes any first one
+        n += 1
+    batches.append((await producer.send_batch(batch, topic, partition=partition), n))
+
+    async def offsets() -> list[int]:
+        out: list[int] = []
+        for fut, count in batches:
+            base = int((await fut).offset)  # a batch's metadata carries its first record's offset
+            out.extend(range(base, base + count))
+        return out
+
+    return offsets()
+
+
 def register(app: Any, settings: Any, runtime: Any) -> None:
     """Attach the agent, the sweep timer and the /metrics page to `app`."""
     from faust.app.base import BootStrategy
@@ -78,6 +102,12 @@ def register(app: Any, settings: Any, runtime: Any) -> None:
     async def send(topic: str, key: bytes, value: bytes, partition: int) -> Any:
         fut = await app.producer.send(topic, key, value, partition, None, None)
         return offset_of(fut)
+
+    async def send_batch(topic: str, partition: int, records: list[tuple[bytes, bytes]]) -> Any:
+        try:  # faust's producer wraps aiokafka's; its batches are aiokafka's API (`_ensure_producer`: started)
+            return await send_batch_with(app.producer._ensure_producer(), topic, partition, records)
+        except KafkaError as e:  # as faust's own send does
+            raise ProducerSendError(f"Error while sending: {e!r}") from e
 
     async def redo_until_done(processor: Processor, staged: Staged, error: BaseException | None) -> None:
         """Apply a batch from what Redis holds, retrying Redis and broker errors with backoff."""
@@ -94,7 +124,7 @@ def register(app: Any, settings: Any, runtime: Any) -> None:
         await retry(redo, retryable, backoff, what)
 
     async def ready() -> Processor:
-        return await retry(lambda: runtime.ready(send), retryable,
+        return await retry(lambda: runtime.ready(send, send_batch), retryable,
                            Backoff(worker.retry_backoff_s, runtime.metrics.retries), "worker start-up")
 
     def new_pipeline(ack: Callable[[Any], Awaitable[Any]]) -> Pipeline:

@@ -112,15 +112,16 @@ class Runtime:
         g = checked.geometry
         self.metrics.set_model(checked.bundle.version, g.window, g.stride, g.channels, g.lag)
 
-    async def ready(self, send: Any) -> Processor:
-        """Create the clients on first use (idempotent)."""
+    async def ready(self, send: Any, send_batch: Any = None) -> Processor:
+        """Create the clients on first use (idempotent); `send` / `send_batch`: the publisher's (`stream.publish`)."""
         if self.processor is not None:
             return self.processor
         s = self.settings
         redis = connect(s.redis, read_timeout=False)  # Store times each round trip
         self.store = Store(redis, s.redis, s.worker.id, self.incarnation, int(s.worker.outbox_claim_s * 1000))
         self._reader = PartitionReader(s.kafka)
-        publisher = Publisher(self.store, send, self._reader, s.kafka.topics, self.checked.partitions, self.metrics)
+        publisher = Publisher(self.store, send, self._reader, s.kafka.topics, self.checked.partitions, self.metrics,
+                              send_batch)
         await publisher.start()
         self.publisher = publisher
         self.processor = Processor(

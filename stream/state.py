@@ -468,14 +468,21 @@ class SeriesState:
             stats_bytes = b"".join([self.stats.mean.astype("<f8").tobytes(), self.stats.var.astype("<f8").tobytes(),
                                     self._packed[1]])
         ts_bytes = b""
-        if len(self.ts):
-            ts = self.ts.tolist()  # a few pending points: plain ints cost less than numpy here
+        if 0 < len(self.ts) <= 8:  # a few pending points (the usual case): plain ints cost less than numpy
+            ts = self.ts.tolist()
             deltas = [b - a for a, b in zip(ts, ts[1:])]
             if not deltas or 0 <= min(deltas) and max(deltas) < 2**32:
                 flags |= _FLAG_TS_DELTA32
                 ts_bytes = struct.pack(f"<q{len(deltas)}I", ts[0], *deltas)
             else:
                 ts_bytes = struct.pack(f"<{len(ts)}q", *ts)
+        elif len(self.ts):
+            deltas = np.diff(self.ts)
+            if 0 <= int(deltas.min()) and int(deltas.max()) < 2**32:
+                flags |= _FLAG_TS_DELTA32
+                ts_bytes = struct.pack("<q", int(self.ts[0])) + deltas.astype("<u4").tobytes()
+            else:
+                ts_bytes = self.ts.astype("<i8").tobytes()
         alert_bytes = b""
         if a.is_open or a.run:
             flags |= _FLAG_ALERT

@@ -24,7 +24,7 @@ class CapturingRuntime(Runtime):
 
     sent: list[tuple[str, bytes, dict[str, Any]]]
 
-    async def ready(self, send: Any) -> Any:
+    async def ready(self, send: Any, send_batch: Any = None) -> Any:
         self.sent = getattr(self, "sent", [])
         offsets = iter(range(10**9))
 
@@ -70,8 +70,8 @@ async def test_agent_acks_only_after_the_batch_is_written(agent_app: Any) -> Non
     gate = asyncio.Event()
     real_ready = runtime.ready
 
-    async def gated_ready(send: Any) -> Any:
-        processor = await real_ready(send)
+    async def gated_ready(send: Any, send_batch: Any = None) -> Any:
+        processor = await real_ready(send, send_batch)
         original = processor.write
 
         async def write(staged: Any) -> list[str]:
@@ -108,8 +108,8 @@ def _wrap_write(runtime: Any, write_with: Any) -> None:
     """Make the processor that `runtime.ready` hands out write through `write_with(original_write, staged)`."""
     real_ready = runtime.ready
 
-    async def ready(send: Any) -> Any:
-        processor = await real_ready(send)
+    async def ready(send: Any, send_batch: Any = None) -> Any:
+        processor = await real_ready(send, send_batch)
         if not getattr(processor, "_wrapped", False):
             original = processor.write
 
@@ -176,8 +176,8 @@ def _spy(runtime: Any, on_start: Any, on_settle: Any) -> None:
     after each `settle` of the runtime's processor."""
     real_ready = runtime.ready
 
-    async def spying_ready(send: Any) -> Any:
-        processor = await real_ready(send)
+    async def spying_ready(send: Any, send_batch: Any = None) -> Any:
+        processor = await real_ready(send, send_batch)
         if not getattr(processor, "_spied", False):
             start, settle = processor.start, processor.settle
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from stream.agents import send_batch_with
 from stream.kafka import PartitionReader, ensure_topics
 from stream.metrics import Metrics
 from stream.publish import SCORE, Publisher
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.integration
 class Node:
     """One worker's outbox machinery (Store + Publisher) with its own producer."""
 
-    def __init__(self, services: Any, unique: str, worker_id: str, incarnation: str, claim_ms: int = 60_000):
+    def __init__(self, services: Any, unique: str, worker_id: str, incarnation: str, claim_ms: int = 60_000,
+                 batched: bool = False):
         self.kafka = KafkaSettings(
             bootstrap=services.kafka_bootstrap,
             topics=TopicNames(
@@ -38,6 +40,7 @@ class Node:
         self.redis_cfg = RedisSettings(url=services.redis_url, key_prefix=f"t{unique}:")
         self.worker_id, self.incarnation, self.claim_ms = worker_id, incarnation, claim_ms
         self.sent: list[tuple[str, bytes]] = []
+        self.batched = batched  # publish through record batches (`send_batch`), as the worker does
 
     async def __aenter__(self) -> Node:
         t = self.kafka.topics
@@ -47,7 +50,8 @@ class Node:
         self.redis = connect(self.redis_cfg)
         self.store = Store(self.redis, self.redis_cfg, self.worker_id, self.incarnation, self.claim_ms)
         self.reader = PartitionReader(self.kafka)
-        self.publisher = Publisher(self.store, self.send, self.reader, t, partitions, Metrics())
+        self.publisher = Publisher(self.store, self.send, self.reader, t, partitions, Metrics(),
+                                   self.send_batch if self.batched else None)
         await self.publisher.start()
         return self
 
@@ -59,6 +63,10 @@ class Node:
             return (await fut).offset
 
         return offset()
+
+    async def send_batch(self, topic: str, partition: int, records: list[tuple[bytes, bytes]]) -> Any:
+        self.sent.extend((topic, value) for _, value in records)
+        return await send_batch_with(self.producer, topic, partition, records)
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.reader.close()
@@ -119,12 +127,13 @@ async def test_a_live_claim_blocks_other_workers_until_it_expires(services: Any,
         assert rc[sid].entries == (score_entry(sid, 1), score_entry(sid, 2))  # oldest first
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batched"])
 @pytest.mark.parametrize("restart_as", ["same-id", "other-id"])
 async def test_crash_after_ack_before_delete_publishes_nothing_twice(
-    services: Any, unique: str, restart_as: str
+    services: Any, unique: str, restart_as: str, batched: bool
 ) -> None:
     sids = [f"s{i}" for i in range(5)]
-    async with Node(services, unique, "w", "first", claim_ms=300) as first:
+    async with Node(services, unique, "w", "first", claim_ms=300, batched=batched) as first:
         # some traffic first, so marks are past offset 0
         for sid in sids:
             res = await first.store.save(
@@ -156,7 +165,7 @@ async def test_crash_after_ack_before_delete_publishes_nothing_twice(
 
     await asyncio.sleep(0.4)  # the dead worker's claim expires (needed only for another worker id)
     worker_id = "w" if restart_as == "same-id" else "other"
-    async with Node(services, unique, worker_id, "second") as second:
+    async with Node(services, unique, worker_id, "second", batched=batched) as second:
         res = await second.store.save(
             [Write(sid, token(4), token(5), [score_entry(sid, 4)], 0, second.publisher.marks(sid)) for sid in sids]
         )
@@ -191,3 +200,16 @@ async def test_redis_bytes_per_series_single_channel_w64(services: Any, unique: 
         await a.store.save([Write(sid, b"", state.encode(), [], 0)])
         used = await a.redis.memory_usage(a.store.key(sid, "st"))
         assert used < 2048, used
+
+
+async def test_record_batches_keep_the_order_and_give_each_record_its_offset(services: Any, unique: str) -> None:
+    """More records than one batch holds (aiokafka's 16 KB): several batches, each record's own offset."""
+    async with Node(services, unique, "w", "1") as node:
+        topic = node.kafka.topics.scores
+        values = [json.dumps({"i": i, "pad": "x" * 100}).encode() for i in range(400)]  # about 45 KB
+        before = await send_batch_with(node.producer, topic, 1, [(b"k", v) for v in values[:3]])
+        first = await before
+        offsets = await (await send_batch_with(node.producer, topic, 1, [(b"k", v) for v in values[3:]]))
+        assert offsets == list(range(first[-1] + 1, first[-1] + 1 + 397)) and first == [first[0] + i for i in range(3)]
+        got = await read_topic(services.kafka_bootstrap, topic, lambda m: len(m) >= 400, timeout=20, settle=0.5)
+        assert [m["i"] for m in got] == list(range(400))

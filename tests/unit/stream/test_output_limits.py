@@ -114,3 +114,62 @@ def test_dead_letters_are_counted_only_when_sent() -> None:
     assert [json.loads(v)["value_b64"] for v in send.sent] == [good.value_b64]
     assert metrics.dead_letters.labels("invalid_json")._value.get() == 1
     assert metrics.outputs_dropped.labels("telemetry.dlq", "too_large")._value.get() == 1
+
+
+class FakeBatchSend:
+    """The worker's send_batch(): a partition's records as one batch, stored whole or refused whole (for its size
+    when it holds `too_big`, unreachable when it holds `down`), as a broker stores a record batch."""
+
+    def __init__(self, too_big: bytes = b"", down: bytes = b"") -> None:
+        self.too_big, self.down = too_big, down
+        self.logs: dict[tuple[str, int], list[bytes]] = {}
+        self.batches = 0
+
+    async def __call__(self, topic: str, partition: int, records: list[tuple[bytes, bytes]]) -> Any:
+        self.batches += 1
+        values = [v for _, v in records]
+        fut = asyncio.get_running_loop().create_future()
+        if self.too_big in values:
+            refused = ProducerSendError("Error while sending")
+            refused.__cause__ = MessageSizeTooLargeError("broker-side")
+            fut.set_exception(refused)
+        elif self.down in values:
+            fut.set_exception(KafkaConnectionError("broker away"))
+        else:
+            log = self.logs.setdefault((topic, partition), [])
+            fut.set_result(list(range(len(log), len(log) + len(values))))
+            log.extend(values)
+        return fut
+
+
+def batch_publisher(send: FakeSend, send_batch: FakeBatchSend, partitions: int = 3) -> Publisher:
+    topics = TopicNames()
+    counts = {topics.scores: partitions, topics.alerts: partitions, topics.dlq: 1}
+    return Publisher(None, send, None, topics, counts, Metrics(), send_batch)  # type: ignore[arg-type]
+
+
+def test_batches_keep_each_partitions_order_and_give_each_message_its_offset() -> None:
+    send, batches = FakeSend(refuse_now=b"-", refuse_later=b"-"), FakeBatchSend()
+    msgs = [("scores", b"k", b"s%d" % i, i % 3) for i in range(9)] + [("alerts", b"k", b"a0", 1)]
+    offsets = asyncio.run(batch_publisher(send, batches)._send_all(msgs))
+    assert batches.batches == 4 and send.sent == []  # three score partitions and one alert partition
+    assert batches.logs[("scores", 0)] == [b"s0", b"s3", b"s6"] and batches.logs[("alerts", 1)] == [b"a0"]
+    assert offsets == [0, 0, 0, 1, 1, 1, 2, 2, 2, 0]
+
+
+def test_a_batch_refused_for_its_size_is_sent_message_by_message_and_only_the_misfit_dropped() -> None:
+    send, batches = FakeSend(refuse_now=b"-", refuse_later=b"big"), FakeBatchSend(too_big=b"big")
+    pub = batch_publisher(send, batches)
+    msgs = [("scores", b"k", v, p) for v, p in ((b"a", 0), (b"big", 1), (b"b", 1), (b"c", 0), (b"d", 1))]
+    offsets = asyncio.run(pub._send_all(msgs))
+    assert batches.logs == {("scores", 0): [b"a", b"c"]} and send.sent == [b"b", b"d"]  # partition 1 one by one
+    assert offsets == [0, None, 1, 1, 2]
+    assert pub.metrics.outputs_dropped.labels("scores", "too_large")._value.get() == 1
+
+
+def test_any_other_batch_error_is_raised_for_a_retry_after_the_other_batches_settled() -> None:
+    send, batches = FakeSend(refuse_now=b"-", refuse_later=b"-"), FakeBatchSend(down=b"down")
+    msgs = [("scores", b"k", b"ok", 0), ("scores", b"k", b"down", 1), ("scores", b"k", b"ok2", 2)]
+    with pytest.raises(KafkaConnectionError):
+        asyncio.run(batch_publisher(send, batches)._send_all(msgs))
+    assert batches.logs == {("scores", 0): [b"ok"], ("scores", 2): [b"ok2"]}

@@ -13,6 +13,7 @@ from model.normalize import RunningStats
 from model.serving import Geometry
 from model.windows import aggregate, make_windows
 from stream.errors import CorruptState
+from stream import state as st
 from stream.state import SeriesState
 
 
@@ -100,12 +101,17 @@ def test_encoded_state_is_compact_for_single_channel_w64() -> None:
     np.testing.assert_array_equal(back.sums, state.sums)
 
 
-def test_wide_timestamp_gaps_round_trip() -> None:
-    g = Geometry(4, 1, 3, 1)
+@pytest.mark.parametrize("pending", [3, 20])  # a few pending points (plain ints) and many (numpy)
+@pytest.mark.parametrize("gap", [1000, 2**40])
+def test_timestamp_gaps_round_trip(pending: int, gap: int) -> None:
+    g = Geometry(pending + 1, 1, pending, 1)
     state = SeriesState(g)
-    ts = [0, 2**40, 2**41, 2**62]
-    state.apply(state.push(ts, np.ones(4)), np.full((1, 4), 0.5, np.float32))
-    assert list(SeriesState.decode(state.encode()).ts) == ts[1:]  # the pending points' (lag 3)
+    ts = [7 + i * gap + (i % 3) for i in range(pending + 1)]
+    state.apply(state.push(ts, np.ones(len(ts))), np.full((1, len(ts)), 0.5, np.float32))
+    blob = state.encode()
+    assert list(SeriesState.decode(blob).ts) == ts[1:]  # the pending points' (lag = pending)
+    narrow = st._BODY.unpack_from(blob, st._HEAD.size)[1] & st._FLAG_TS_DELTA32
+    assert bool(narrow) == (gap < 2**32)  # u32 deltas whenever the gaps fit
 
 
 def test_decode_keeps_the_written_geometry_and_refuses_garbage() -> None:
