@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, generate_latest
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -122,3 +123,19 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def observe_many(histogram: Histogram, amounts: np.ndarray) -> None:
+    """`histogram.observe(a)` for each of `amounts`, in one pass: the worker observes every point's end-to-end
+    latency, and a thousand `observe` calls a batch cost more than the rest of its metrics together. Uses the
+    histogram's own fields as its `observe` does (each amount counts in the first bucket whose bound it does not
+    exceed; the sum); `tests/unit/stream/test_metrics.py` checks that both give the same exposition."""
+    if len(amounts) == 0:
+        return
+    histogram._raise_if_not_observable()
+    counts = np.bincount(np.searchsorted(histogram._upper_bounds, amounts, side="left"),
+                         minlength=len(histogram._upper_bounds))
+    histogram._sum.inc(float(np.sum(amounts)))
+    for i, n in enumerate(counts.tolist()):
+        if n:
+            histogram._buckets[i].inc(n)

@@ -22,7 +22,7 @@ import numpy as np
 from model.serving import Served
 from stream import alerts
 from stream.errors import CorruptState, InvalidRecord, StateConflict
-from stream.metrics import Metrics
+from stream.metrics import Metrics, observe_many
 from stream.publish import ALERT, SCORE, Publisher
 from stream.records import (
     DEFAULT_MAX_KEPT_BYTES,
@@ -211,9 +211,9 @@ class Processor:
 
     def observe_end_to_end(self, events: Sequence[RawEvent]) -> None:
         now = time.time()
-        for ev in events:
-            if ev.timestamp_ms:
-                self.metrics.end_to_end.observe(max(0.0, now - ev.timestamp_ms / 1000))
+        stamps = [ev.timestamp_ms for ev in events if ev.timestamp_ms]
+        if stamps:
+            observe_many(self.metrics.end_to_end, np.maximum(0.0, now - np.array(stamps, np.float64) / 1000))
 
     def parse(self, events: Sequence[RawEvent]) -> Staged:
         """Validate and group by series (in arrival order); invalid messages become dead letters."""
@@ -366,22 +366,25 @@ class Processor:
             return []
         results = await self.store.save(writes)
         lost = [sid for sid, r in results.items() if not r.written]
-        for w in writes:
-            if results[w.series_id].written:
-                self._count(w.entries)
+        scored = sum(self._count(w.entries) for w in writes if results[w.series_id].written)
+        if scored:
+            self.metrics.points_scored.inc(scored)
         await self.publisher.publish(
             {sid: r for sid, r in results.items() if r.written},
             {sid: staged.series[sid].partition for sid in results},
         )
         return lost
 
-    def _count(self, entries: Sequence[bytes]) -> None:
-        """Metrics for a written series (counted once, even when a lost compare-and-set redid the batch)."""
+    def _count(self, entries: Sequence[bytes]) -> int:
+        """Alerts of a written series counted (once, even when a lost compare-and-set redid the batch); returns
+        its scores, which the caller counts for the whole batch."""
+        scores = 0
         for e in entries:
             if e[:1] == SCORE:
-                self.metrics.points_scored.inc()
+                scores += 1
             else:
                 self.metrics.alerts.labels("open" if b'"state":"open"' in e else "closed").inc()
+        return scores
 
     def _prepare(self, sid: str, pts: list[tuple[int, Telemetry]], loaded: Loaded, served: Served,
                  chained: tuple[SeriesState, bytes] | None = None, peeked: Step | None = None) -> _Series:
@@ -407,7 +410,8 @@ class Processor:
             self._push(sid, s, served, ts, values)
         assert s.step is not None
         self.metrics.points_accepted.inc(s.step.accepted)
-        self.metrics.late_or_duplicate.inc(s.step.duplicates)
+        if s.step.duplicates:
+            self.metrics.late_or_duplicate.inc(s.step.duplicates)
         return s
 
     def _push(self, sid: str, s: _Series, served: Served, ts: list[int], values: np.ndarray,
