@@ -6,6 +6,9 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, generate_latest
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Finer where a point's time in the worker lies (milliseconds to tens of them), for its quantiles
+_IN_WORKER_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03, 0.04,
+                      0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Metrics:
@@ -91,6 +94,13 @@ class Metrics:
             "anomalybert_end_to_end_seconds",
             "Telemetry append time (Kafka timestamp) to its batch being published",
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_worker = Histogram(
+            "anomalybert_in_worker_seconds",
+            "A point's arrival in the worker (the fetch that brought it returned) to its batch written and "
+            "published: the worker's own share of the end-to-end latency",
+            buckets=_IN_WORKER_BUCKETS,
             registry=r,
         )
         self.model = Info("anomalybert_model", "The bundle being served", registry=r)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class _Batch:
 
     events: Sequence[Any]
     raw: list[RawEvent]
+    arrived: list[float] = field(default_factory=list)  # when each event reached the worker (`Pipeline.put`)
     # The series states as this batch pushed them, before its scores are in (None: the next batch must not
     # peek any, e.g. after an error): the next batch peeks its windows from them.
     pushed: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -81,7 +83,7 @@ class Pipeline:
         self._tasks: set[asyncio.Task] = set()
         # Consumed events not yet in a batch: they pile up while the pipeline is full, so batches grow with
         # the load (up to max_batch) instead of being cut by the consumer's batching wait.
-        self._queue: deque[tuple[Any, RawEvent]] = deque()
+        self._queue: deque[tuple[Any, RawEvent, float]] = deque()
         self._queued = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -92,7 +94,8 @@ class Pipeline:
         if self._runner is None:
             self._runner = asyncio.create_task(self._start_batches())
         await self._room.wait()
-        self._queue.extend(zip(events, raw, strict=True))
+        now = time.time()  # (a wait for room is the worker's own time too)
+        self._queue.extend((ev, r, now) for ev, r in zip(events, raw, strict=True))
         self._queued.set()
         if len(self._queue) >= 2 * self.max_batch:
             self._room.clear()
@@ -141,7 +144,8 @@ class Pipeline:
                 self._queued.clear()
             if len(self._queue) < 2 * self.max_batch:
                 self._room.set()
-            batch, prevs = _Batch([ev for ev, _ in take], [r for _, r in take]), list(self._recent)
+            batch = _Batch([ev for ev, _, _ in take], [r for _, r, _ in take], [t for _, _, t in take])
+            prevs = list(self._recent)
             self._recent.append(batch)
             task = asyncio.create_task(self._run(processor, batch, prevs))
             self._tasks.add(task)
@@ -150,6 +154,7 @@ class Pipeline:
     async def _run(self, processor: Processor, batch: _Batch, prevs: list[_Batch]) -> None:
         try:
             as_staged = await self._process(processor, batch, prevs)
+            processor.observe_in_worker(batch.arrived)
             # Acknowledged before the next batch may write: acknowledgements stay in consumption order.
             for ev in batch.events:
                 await self._ack(ev)

@@ -209,6 +209,11 @@ class Processor:
             raise StateConflict(f"{len(pending)} series kept losing the compare-and-set; retrying the batch")
         self.observe_end_to_end(staged.events)
 
+    def observe_in_worker(self, arrived: Sequence[float]) -> None:
+        """Each point's time from its arrival in the worker (`time.time()` stamps) to now, its batch written."""
+        if arrived:
+            observe_many(self.metrics.in_worker, np.maximum(0.0, time.time() - np.array(arrived, np.float64)))
+
     def observe_end_to_end(self, events: Sequence[RawEvent]) -> None:
         now = time.time()
         stamps = [ev.timestamp_ms for ev in events if ev.timestamp_ms]

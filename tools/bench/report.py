@@ -134,19 +134,22 @@ def _latency(console: Any, result: dict[str, Any]) -> None:
     t = Table(title="Latency (ms) at the rate shown: half the measured maximum unless --latency-rate", caption=(
         "end to end: the point's send() to its score's Kafka timestamp (the worker's produce); with "
         "score_lag L it includes waiting for the L later points of the series. processing: from the send() "
-        "of the point that made the score final."))
+        "of the point that made the score final. in worker: from the point's arrival in the worker (its fetch "
+        "returned) to its batch written and published, the worker's own share (its histogram "
+        "anomalybert_in_worker_seconds, linear within buckets)."))
     for c in ("bundle", "score_lag", "series", "rate/s", "others' nice", "samples", "e2e p50", "p95", "p99",
-              "processing p50", "p95 ", "p99 "):
+              "processing p50", "p95 ", "p99 ", "in worker p50", "p99  "):
         t.add_column(c, justify="left" if c == "bundle" else "right", no_wrap=True)
     for name, b in result["bundles"].items():
         for r in b["latency"]:
             e, p = r["end_to_end_ms"], r["processing_ms"]
+            w = r.get("in_worker_ms") or {"p50": float("nan"), "p99": float("nan")}
             t.add_row(name, str(r["score_lag"]), _f(r["series"]), _f(r["rate_points_per_s"]),
                       str(r.get("others_niced", 0))
                       + (" (not the broker)" if r.get("others_niced") and not r.get("broker_niced") else ""),
                       _f(r["samples"]),
                       _f(e["p50"], 1), _f(e["p95"], 1), _f(e["p99"], 1), _f(p["p50"], 1), _f(p["p95"], 1),
-                      _f(p["p99"], 1))
+                      _f(p["p99"], 1), _f(w["p50"], 1), _f(w["p99"], 1))
     console.print(t)
 
 

@@ -50,6 +50,9 @@ STEADY = (0.1, 0.9)  # share of the scores, by count, between which throughput i
 STALL_S = 60.0  # no new point consumed for this long: the run failed
 
 _METRIC = re.compile(r"^(anomalybert_[a-z_]+?|process_cpu_seconds)(?:_total)? ([0-9.e+-]+)$", re.M)
+# The buckets of the worker's own latency histogram, kept as "<name>:<le>" (cumulative counts)
+IN_WORKER = "anomalybert_in_worker_seconds_bucket"
+_IN_WORKER_BUCKET = re.compile(r'^anomalybert_in_worker_seconds_bucket\{le="([^"]+)"\} ([0-9.e+-]+)$', re.M)
 
 
 class BenchError(RuntimeError):
@@ -164,6 +167,29 @@ def percentiles(samples_ms: np.ndarray) -> dict[str, float]:
         return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan")}
     p = np.percentile(samples_ms, [50, 95, 99])
     return {"p50": float(p[0]), "p95": float(p[1]), "p99": float(p[2]), "max": float(samples_ms.max())}
+
+
+def histogram_percentiles(before: dict[str, float], after: dict[str, float],
+                          name: str = IN_WORKER) -> dict[str, float]:
+    """p50 / p95 / p99 in milliseconds of what a Prometheus histogram observed between two /metrics samples,
+    linear within a bucket (as PromQL's histogram_quantile); NaN where it observed nothing."""
+    bounds = sorted((float(k.split(":", 1)[1]), k) for k in after if k.startswith(name + ":"))
+    counts = np.array([after[k] - before.get(k, 0.0) for _, k in bounds])
+    uppers = np.array([b for b, _ in bounds])
+    out = {"p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+    if len(counts) == 0 or counts[-1] <= 0:
+        return out
+    for q in (50, 95, 99):
+        rank = counts[-1] * q / 100
+        i = int(np.searchsorted(counts, rank, side="left"))
+        if i >= len(uppers) - 1 and not np.isfinite(uppers[min(i, len(uppers) - 1)]):
+            value = uppers[-2]  # in the +Inf bucket: its lower bound, as histogram_quantile
+        else:
+            lo, c0 = (0.0, 0.0) if i == 0 else (uppers[i - 1], counts[i - 1])
+            share = (rank - c0) / (counts[i] - c0) if counts[i] > c0 else 1.0
+            value = lo + (uppers[i] - lo) * share
+        out[f"p{q}"] = 1000 * float(value)
+    return out
 
 
 def steady_rate(publish_ms: np.ndarray, share: tuple[float, float] = STEADY) -> float:
@@ -284,6 +310,8 @@ class WorkerRun:
         out: dict[str, float] = {}
         for name, value in _METRIC.findall(text):
             out[name] = out.get(name, 0.0) + float(value)  # labelled counters are summed
+        for le, value in _IN_WORKER_BUCKET.findall(text):
+            out[f"{IN_WORKER}:{le}"] = float(value)
         return out
 
     def check_alive(self) -> None:
@@ -669,6 +697,8 @@ def measure_latency(services: Services, cfg: WorkerConfig, n_series: int, rate: 
         "samples": len(e2e),
         "end_to_end_ms": percentiles(np.array(e2e)),
         "processing_ms": percentiles(np.array(processing)),
+        # each point's arrival in the worker to its batch written and published (the worker's histogram)
+        "in_worker_ms": histogram_percentiles(before[1], samples[-1][1]),
         "worker": _window_breakdown(before, samples[-1]),
         "wall_s": round(time.perf_counter() - t_run, 1),
     }

@@ -7,7 +7,7 @@ import numpy as np
 from model.serving import Geometry
 from stream.state import SeriesState
 from tools.bench.memory import steady_state
-from tools.bench.run import percentiles, steady_rate
+from tools.bench.run import IN_WORKER, histogram_percentiles, percentiles, steady_rate
 
 
 def test_steady_rate_ignores_a_slow_start_and_end() -> None:
@@ -55,3 +55,17 @@ def test_renice_lowers_every_thread_of_a_process() -> None:
         child.kill()
         child.wait()
     assert not renice(child.pid, 7)  # gone
+
+
+def test_histogram_percentiles_interpolate_within_buckets_between_two_samples() -> None:
+    def sample(counts: dict[str, float]) -> dict[str, float]:
+        return {f"{IN_WORKER}:{le}": c for le, c in counts.items()}
+
+    before = sample({"0.01": 5, "0.02": 5, "0.04": 5, "+Inf": 5})  # observed earlier: subtracted
+    # 100 new: 50 in (0, 10 ms], 40 in (10, 20], 8 in (20, 40], 2 above 40 ms
+    after = sample({"0.01": 55, "0.02": 95, "0.04": 103, "+Inf": 105})
+    p = histogram_percentiles(before, after)
+    assert abs(p["p50"] - 10.0) < 1e-9  # the 50th of 100 is the last of the first bucket
+    assert abs(p["p95"] - (20 + 20 * 5 / 8)) < 1e-9  # 5 of the 8 between 20 and 40 ms
+    assert p["p99"] == 40.0  # in the +Inf bucket: its lower bound
+    assert np.isnan(histogram_percentiles(after, after)["p99"])  # nothing observed in between
