@@ -470,7 +470,7 @@ class SeriesState:
         ts_bytes = b""
         if 0 < len(self.ts) <= 8:  # a few pending points (the usual case): plain ints cost less than numpy
             ts = self.ts.tolist()
-            deltas = [b - a for a, b in zip(ts, ts[1:])]
+            deltas = [b - a for a, b in zip(ts[:-1], ts[1:], strict=True)]
             if not deltas or 0 <= min(deltas) and max(deltas) < 2**32:
                 flags |= _FLAG_TS_DELTA32
                 ts_bytes = struct.pack(f"<q{len(deltas)}I", ts[0], *deltas)

@@ -12,8 +12,8 @@ import pytest
 from model.normalize import RunningStats
 from model.serving import Geometry
 from model.windows import aggregate, make_windows
-from stream.errors import CorruptState
 from stream import state as st
+from stream.errors import CorruptState
 from stream.state import SeriesState
 
 
