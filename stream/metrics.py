@@ -98,8 +98,9 @@ class Metrics:
         )
         self.in_worker = Histogram(
             "anomalybert_in_worker_seconds",
-            "A point's arrival in the worker (the fetch that brought it returned) to its batch written and "
-            "published: the worker's own share of the end-to-end latency",
+            "A point's arrival in the worker (the fetch that brought it returned) to its outputs handed to the "
+            "producer (their Kafka timestamps; a batch redone after an error: to its write): the worker's own "
+            "share of the end-to-end latency",
             buckets=_IN_WORKER_BUCKETS,
             registry=r,
         )

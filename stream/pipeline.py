@@ -48,6 +48,7 @@ class _Batch:
     events: Sequence[Any]
     raw: list[RawEvent]
     arrived: list[float] = field(default_factory=list)  # when each event reached the worker (`Pipeline.put`)
+    produced_at: float | None = None  # when its outputs went to the producer (None: redone from Redis)
     # The series states as this batch pushed them, before its scores are in (None: the next batch must not
     # peek any, e.g. after an error): the next batch peeks its windows from them.
     pushed: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -154,7 +155,7 @@ class Pipeline:
     async def _run(self, processor: Processor, batch: _Batch, prevs: list[_Batch]) -> None:
         try:
             as_staged = await self._process(processor, batch, prevs)
-            processor.observe_in_worker(batch.arrived)
+            processor.observe_in_worker(batch.arrived, batch.produced_at)
             # Acknowledged before the next batch may write: acknowledgements stay in consumption order.
             for ev in batch.events:
                 await self._ack(ev)
@@ -199,6 +200,7 @@ class Pipeline:
             await self._redo(processor, _only(staged, lost), None)
         else:
             processor.observe_end_to_end(staged.events)
+            batch.produced_at = staged.produced_at
         return not lost
 
     async def _stage(self, processor: Processor, staged: Staged, batch: _Batch,

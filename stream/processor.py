@@ -160,6 +160,7 @@ class Staged:
     inference: list[tuple[list[tuple[str, int]], asyncio.Future]] = field(default_factory=list)
     rows_from: dict[str, int] = field(default_factory=dict)
     writes: list[Write] = field(default_factory=list)
+    produced_at: float | None = None  # when `write` handed the outputs to the producer (their Kafka timestamps)
 
 
 class Processor:
@@ -209,10 +210,12 @@ class Processor:
             raise StateConflict(f"{len(pending)} series kept losing the compare-and-set; retrying the batch")
         self.observe_end_to_end(staged.events)
 
-    def observe_in_worker(self, arrived: Sequence[float]) -> None:
-        """Each point's time from its arrival in the worker (`time.time()` stamps) to now, its batch written."""
+    def observe_in_worker(self, arrived: Sequence[float], produced_at: float | None = None) -> None:
+        """Each point's time from its arrival in the worker (`time.time()` stamps) to its outputs handed to the
+        producer (`produced_at`; None: now, its batch written)."""
         if arrived:
-            observe_many(self.metrics.in_worker, np.maximum(0.0, time.time() - np.array(arrived, np.float64)))
+            end = time.time() if produced_at is None else produced_at
+            observe_many(self.metrics.in_worker, np.maximum(0.0, end - np.array(arrived, np.float64)))
 
     def observe_end_to_end(self, events: Sequence[RawEvent]) -> None:
         now = time.time()
@@ -374,6 +377,7 @@ class Processor:
         scored = sum(self._count(w.entries) for w in writes if results[w.series_id].written)
         if scored:
             self.metrics.points_scored.inc(scored)
+        staged.produced_at = time.time()
         await self.publisher.publish(
             {sid: r for sid, r in results.items() if r.written},
             {sid: staged.series[sid].partition for sid in results},

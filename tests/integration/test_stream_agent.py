@@ -102,6 +102,10 @@ async def test_agent_acks_only_after_the_batch_is_written(agent_app: Any) -> Non
     dead = [m for t, _, m in runtime.sent if t == names.topics["dlq"]]
     assert [m["ts"] for m in scores] == list(range(20 - 15))
     assert len(dead) == 1 and dead[0]["code"] == "invalid_json"
+    # The worker's own latency: every event once, each held at least the 0.3 s its batch waited before its write.
+    held = {(x.name, x.labels.get("le")): x.value for x in runtime.metrics.in_worker.collect()[0].samples}
+    assert held[("anomalybert_in_worker_seconds_count", None)] == len(events)
+    assert held[("anomalybert_in_worker_seconds_bucket", "0.25")] == 0
 
 
 def _wrap_write(runtime: Any, write_with: Any) -> None:

@@ -135,7 +135,7 @@ def _latency(console: Any, result: dict[str, Any]) -> None:
         "end to end: the point's send() to its score's Kafka timestamp (the worker's produce); with "
         "score_lag L it includes waiting for the L later points of the series. processing: from the send() "
         "of the point that made the score final. in worker: from the point's arrival in the worker (its fetch "
-        "returned) to its batch written and published, the worker's own share (its histogram "
+        "returned) to its outputs handed to the producer, the worker's own share (its histogram "
         "anomalybert_in_worker_seconds, linear within buckets)."))
     for c in ("bundle", "score_lag", "series", "rate/s", "others' nice", "samples", "e2e p50", "p95", "p99",
               "processing p50", "p95 ", "p99 ", "in worker p50", "p99  "):

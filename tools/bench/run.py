@@ -697,7 +697,7 @@ def measure_latency(services: Services, cfg: WorkerConfig, n_series: int, rate: 
         "samples": len(e2e),
         "end_to_end_ms": percentiles(np.array(e2e)),
         "processing_ms": percentiles(np.array(processing)),
-        # each point's arrival in the worker to its batch written and published (the worker's histogram)
+        # each point's arrival in the worker to its outputs handed to the producer (the worker's histogram)
         "in_worker_ms": histogram_percentiles(before[1], samples[-1][1]),
         "worker": _window_breakdown(before, samples[-1]),
         "wall_s": round(time.perf_counter() - t_run, 1),
