@@ -69,26 +69,38 @@ def offset_of(fut: asyncio.Future) -> asyncio.Future:
 
 async def send_batch_with(producer: Any, topic: str, partition: int, records: list[tuple[bytes, bytes]]) -> Any:
     """Queue one partition's records on an aiokafka producer as record batches (`create_batch`, `send_batch`:
-    one future per batch, not per record); returns an awaitable of their offsets, in order."""
-    batches: list[tuple[asyncio.Future, int]] = []
-    batch, n = producer.create_batch(), 0
-    for key, value in records:
-        if batch.append(timestamp=None, key=key, value=value) is None:  # full: send it, start the next
-            batches.append((await producer.send_batch(batch, topic, partition=partition), n))
-            batch, n = producer.create_batch(), 0
-            if batch.append(timestamp=None, key=key, value=value) is None:
-                raise RuntimeError("an empty record batch refused a record")  # aiokafka takes any first one
-        n += 1
-    batches.append((await producer.send_batch(batch, topic, partition=partition), n))
+    one future per batch, not per record); returns an awaitable of each record's outcome, in order: its offset,
+    or the error of its batch (the broker stores a batch whole or not at all; records not queued at all share
+    the error that stopped the queueing)."""
+    batches: list[tuple[asyncio.Future | BaseException, int]] = []
+    try:
+        batch, n = producer.create_batch(), 0
+        for key, value in records:
+            if batch.append(timestamp=None, key=key, value=value) is None:  # full: send it, start the next
+                batches.append((await producer.send_batch(batch, topic, partition=partition), n))
+                batch, n = producer.create_batch(), 0
+                if batch.append(timestamp=None, key=key, value=value) is None:
+                    raise RuntimeError("an empty record batch refused a record")  # aiokafka takes any first one
+            n += 1
+        batches.append((await producer.send_batch(batch, topic, partition=partition), n))
+    except Exception as e:  # noqa: BLE001 - the publisher sorts it out, record by record
+        batches.append((e, len(records) - sum(count for _, count in batches)))
 
-    async def offsets() -> list[int]:
-        out: list[int] = []
+    async def outcomes() -> list[int | BaseException]:
+        out: list[int | BaseException] = []
         for fut, count in batches:
-            base = int((await fut).offset)  # a batch's metadata carries its first record's offset
+            if isinstance(fut, BaseException):
+                out.extend([fut] * count)
+                continue
+            try:
+                base = int((await fut).offset)  # a batch's metadata carries its first record's offset
+            except Exception as e:  # noqa: BLE001 - this batch's records share its error
+                out.extend([e] * count)
+                continue
             out.extend(range(base, base + count))
         return out
 
-    return offsets()
+    return outcomes()
 
 
 def register(app: Any, settings: Any, runtime: Any) -> None:
@@ -104,10 +116,8 @@ def register(app: Any, settings: Any, runtime: Any) -> None:
         return offset_of(fut)
 
     async def send_batch(topic: str, partition: int, records: list[tuple[bytes, bytes]]) -> Any:
-        try:  # faust's producer wraps aiokafka's; its batches are aiokafka's API (`_ensure_producer`: started)
-            return await send_batch_with(app.producer._ensure_producer(), topic, partition, records)
-        except KafkaError as e:  # as faust's own send does
-            raise ProducerSendError(f"Error while sending: {e!r}") from e
+        # faust's producer wraps aiokafka's; record batches are aiokafka's API (`_ensure_producer`: started)
+        return await send_batch_with(app.producer._ensure_producer(), topic, partition, records)
 
     async def redo_until_done(processor: Processor, staged: Staged, error: BaseException | None) -> None:
         """Apply a batch from what Redis holds, retrying Redis and broker errors with backoff."""

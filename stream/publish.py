@@ -51,9 +51,10 @@ def never_fits(error: BaseException) -> bool:
 
 # send(topic, key, value, partition) -> awaitable of the record's offset, once the broker acknowledged it.
 SendFn = Callable[[str, bytes, bytes, int], Awaitable[Awaitable[int]]]
-# send_batch(topic, partition, [(key, value), ...]) -> awaitable of the records' offsets, in order, once the broker
-# acknowledged them: one partition's records as few record batches (no future per record).
-BatchSendFn = Callable[[str, int, list[tuple[bytes, bytes]]], Awaitable[Awaitable[list[int]]]]
+# send_batch(topic, partition, [(key, value), ...]) -> awaitable of each record's outcome, in order, once the broker
+# answered: its offset, or its record batch's error. One partition's records as few record batches (no future per
+# record); the broker stores a batch whole or not at all.
+BatchSendFn = Callable[[str, int, list[tuple[bytes, bytes]]], Awaitable[Awaitable[list[int | BaseException]]]]
 
 
 def identity(kind: bytes, payload: dict[str, Any]) -> tuple:
@@ -153,15 +154,17 @@ class Publisher:
 
         With `send_batch`, each partition's messages go as record batches, in order: a few futures per
         partition instead of one per message (at a thousand points a batch, the per-message sends were the
-        largest single cost of the event loop). A partition whose batch the broker or the producer refuses for
-        its size (a batch is stored whole or not at all) is sent again message by message, so that only the
-        message that never fits is dropped."""
+        largest single cost of the event loop). The messages of a record batch the broker or the producer refuses
+        for its size (a batch is stored whole or not at all) are sent again one by one, so that only the message
+        that never fits is dropped. (A partition's messages of one batch larger than the producer's batch size
+        go as several record batches; were one of those refused for its size, its messages would land after the
+        later ones: a broker whose message size limit is below the producer's batch size, 16 KB.)"""
         if self.send_batch is None or len(messages) < 2:
             return await self._send_each(messages)
         groups: dict[tuple[str, int], list[int]] = {}
         for i, (topic, _, _, p) in enumerate(messages):
             groups.setdefault((topic, p), []).append(i)
-        futures: list[Awaitable[list[int]] | BaseException] = []
+        futures: list[Awaitable[list[int | BaseException]] | BaseException] = []
         for (topic, p), idx in groups.items():
             try:
                 futures.append(await self.send_batch(topic, p, [(messages[i][1], messages[i][2]) for i in idx]))
@@ -172,18 +175,22 @@ class Publisher:
         it = iter(results)
         offsets: list[int | None] = [None] * len(messages)
         retry: BaseException | None = None
+        refused: list[int] = []  # messages of record batches refused for their size
         for idx, f in zip(groups.values(), futures, strict=True):
             out = f if isinstance(f, BaseException) else next(it)
-            if isinstance(out, BaseException) and never_fits(out):
-                try:  # find the one that never fits
-                    out = await self._send_each([messages[i] for i in idx])
-                except Exception as e:  # noqa: BLE001 - raised below with the others
-                    out = e
-            if isinstance(out, BaseException):
-                retry = retry or out
-                continue
-            for i, off in zip(idx, out, strict=True):
-                offsets[i] = None if off is None else int(off)
+            for i, o in zip(idx, [out] * len(idx) if isinstance(out, BaseException) else out, strict=True):
+                if not isinstance(o, BaseException):
+                    offsets[i] = int(o)
+                elif never_fits(o):
+                    refused.append(i)
+                else:
+                    retry = retry or o
+        if refused:
+            try:  # one by one: only the message that never fits is dropped
+                for i, off in zip(refused, await self._send_each([messages[i] for i in refused]), strict=True):
+                    offsets[i] = off
+            except Exception as e:  # noqa: BLE001 - raised below with the others
+                retry = retry or e
         if retry is not None:
             raise retry
         return offsets

@@ -117,28 +117,32 @@ def test_dead_letters_are_counted_only_when_sent() -> None:
 
 
 class FakeBatchSend:
-    """The worker's send_batch(): a partition's records as one batch, stored whole or refused whole (for its size
-    when it holds `too_big`, unreachable when it holds `down`), as a broker stores a record batch."""
+    """The worker's send_batch(): a partition's records cut into record batches of `size`, each stored whole or
+    refused whole (for its size when it holds `too_big`, unreachable when it holds `down`), as a broker does; the
+    outcome of each record is its offset or its batch's error."""
 
-    def __init__(self, too_big: bytes = b"", down: bytes = b"") -> None:
-        self.too_big, self.down = too_big, down
+    def __init__(self, too_big: bytes = b"", down: bytes = b"", size: int = 100) -> None:
+        self.too_big, self.down, self.size = too_big, down, size
         self.logs: dict[tuple[str, int], list[bytes]] = {}
         self.batches = 0
 
     async def __call__(self, topic: str, partition: int, records: list[tuple[bytes, bytes]]) -> Any:
-        self.batches += 1
-        values = [v for _, v in records]
+        log = self.logs.setdefault((topic, partition), [])
+        out: list[Any] = []
+        for start in range(0, len(records), self.size):
+            self.batches += 1
+            values = [v for _, v in records[start : start + self.size]]
+            if self.too_big in values:
+                refused = ProducerSendError("Error while sending")
+                refused.__cause__ = MessageSizeTooLargeError("broker-side")
+                out += [refused] * len(values)
+            elif self.down in values:
+                out += [KafkaConnectionError("broker away")] * len(values)
+            else:
+                out += range(len(log), len(log) + len(values))
+                log.extend(values)
         fut = asyncio.get_running_loop().create_future()
-        if self.too_big in values:
-            refused = ProducerSendError("Error while sending")
-            refused.__cause__ = MessageSizeTooLargeError("broker-side")
-            fut.set_exception(refused)
-        elif self.down in values:
-            fut.set_exception(KafkaConnectionError("broker away"))
-        else:
-            log = self.logs.setdefault((topic, partition), [])
-            fut.set_result(list(range(len(log), len(log) + len(values))))
-            log.extend(values)
+        fut.set_result(out)
         return fut
 
 
@@ -157,13 +161,15 @@ def test_batches_keep_each_partitions_order_and_give_each_message_its_offset() -
     assert offsets == [0, 0, 0, 1, 1, 1, 2, 2, 2, 0]
 
 
-def test_a_batch_refused_for_its_size_is_sent_message_by_message_and_only_the_misfit_dropped() -> None:
-    send, batches = FakeSend(refuse_now=b"-", refuse_later=b"big"), FakeBatchSend(too_big=b"big")
+def test_only_the_messages_of_a_batch_refused_for_its_size_go_again_one_by_one() -> None:
+    send, batches = FakeSend(refuse_now=b"-", refuse_later=b"big"), FakeBatchSend(too_big=b"big", size=2)
     pub = batch_publisher(send, batches)
-    msgs = [("scores", b"k", v, p) for v, p in ((b"a", 0), (b"big", 1), (b"b", 1), (b"c", 0), (b"d", 1))]
+    # partition 1 in batches of two: [a, big] refused, [b, c] stored; partition 0 stored
+    msgs = [("scores", b"k", v, p) for v, p in ((b"a", 1), (b"big", 1), (b"b", 1), (b"c", 1), (b"d", 0))]
     offsets = asyncio.run(pub._send_all(msgs))
-    assert batches.logs == {("scores", 0): [b"a", b"c"]} and send.sent == [b"b", b"d"]  # partition 1 one by one
-    assert offsets == [0, None, 1, 1, 2]
+    assert batches.logs == {("scores", 1): [b"b", b"c"], ("scores", 0): [b"d"]}
+    assert send.sent == [b"a"]  # again, alone (no duplicate of b or c); "big" never fits: dropped
+    assert offsets == [1, None, 0, 1, 0]
     assert pub.metrics.outputs_dropped.labels("scores", "too_large")._value.get() == 1
 
 
@@ -172,4 +178,4 @@ def test_any_other_batch_error_is_raised_for_a_retry_after_the_other_batches_set
     msgs = [("scores", b"k", b"ok", 0), ("scores", b"k", b"down", 1), ("scores", b"k", b"ok2", 2)]
     with pytest.raises(KafkaConnectionError):
         asyncio.run(batch_publisher(send, batches)._send_all(msgs))
-    assert batches.logs == {("scores", 0): [b"ok"], ("scores", 2): [b"ok2"]}
+    assert batches.logs == {("scores", 0): [b"ok"], ("scores", 1): [], ("scores", 2): [b"ok2"]}
