@@ -512,3 +512,27 @@ def test_peek_gives_the_windows_the_next_push_will(geometry: Geometry) -> None:
         assert state.encode() == plain.encode()
         t += len(batch_ts) + len(nxt_ts)
         ts = nxt_ts[-1] + 1000
+
+
+@pytest.mark.parametrize("g", [Geometry(16, 1, 0, 1, 50.0, 200.0, 100.0, 10), Geometry(8, 2, 3, 3, 50.0),
+                               Geometry(16, 1, 0, 1, 50.0, 0.0, 100.0, 10, 4, 16, 2.0)], ids=["shipped-like",
+                                                                                             "three-channels",
+                                                                                             "novelty"])
+def test_inputs_packed_row_by_row_encode_as_packing_them_all_at_once(g: Geometry) -> None:
+    """`encode` packs only the rows that arrived since (`SeriesState._packed`): the bytes must be those of packing
+    every buffered row anew, through pushes of one or many points, trims, a swap and a decode."""
+    rng = np.random.default_rng(3)
+    state, t = SeriesState(g, version="v1"), 0
+    for step in range(120):
+        k = int(rng.choice([1, 1, 1, 2, 5, 20]))
+        ts = list(range(t, t + k))
+        t += k
+        st_ = state.push(ts, rng.normal(size=(k, g.channels)) * (1 + 30 * (step == 60)))
+        state.apply(st_, rng.random((len(st_.ends), state.geometry.window)))
+        blob = state.encode()
+        assert state._packed is not None and state._packed[0] is state.inputs
+        assert state._packed[1] == st._pack_inputs(state.inputs) and state._packed[1] in blob
+        if step == 40:
+            state.swap(replace(g, window=g.window + 4), "v2", 0.5)
+        if step == 80:
+            state = SeriesState.decode(blob)
