@@ -132,12 +132,12 @@ def surprise_of(probability: float) -> float:
 def calibrate_series(scores: np.ndarray, sketch: TailSketch | None) -> np.ndarray:
     """`scores` (T,) in arrival order through `sketch` (None: returned as they are): the finite ones become
     their surprise, each against the history before it, and are absorbed; NaN (a point no window scored)
-    stays NaN and is not absorbed. The worker's state calls this for the points it finalizes, the offline
-    path for a whole series, so both give the same scores."""
+    stays NaN and is not absorbed. The offline path calls this for a whole series, the worker's state
+    `calibrate_values` (the same loop) for the points it finalizes, so both give the same scores."""
     s = np.asarray(scores, dtype=np.float64)
     if sketch is None:
         return s
-    return np.array(sketch._absorb(s.tolist(), True), dtype=np.float64)
+    return np.array(calibrate_values(s.tolist(), sketch), dtype=np.float64)
 
 
 def calibrate_values(scores: list[float], sketch: TailSketch | None) -> list[float]:
