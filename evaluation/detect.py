@@ -18,7 +18,7 @@ from evaluation.series import Series, load_csv, require_length
 from model.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 from model.normalize import Normalizer
 from model.serving import Geometry, serve
-from model.windows import aggregate, check_lag, in_batches, make_windows, point_contributions
+from model.windows import aggregate, check_lag, in_batches, make_windows, point_contributions, series_phase
 
 if TYPE_CHECKING:
     from model.families.checkpoint import Checkpoint
@@ -32,23 +32,24 @@ WindowScorer = Callable[[np.ndarray], np.ndarray]  # raw windows (B, W, C) -> sc
 
 
 def window_scores(score_windows: WindowScorer, values: np.ndarray, window_size: int, stride: int,
-                  normalizer: Normalizer | None = None) -> np.ndarray:
-    """Scores (N, W) of every window of one series (values (T,) or (T, C)).
+                  normalizer: Normalizer | None = None, phase: int = 0) -> np.ndarray:
+    """Scores (N, W) of every window of one series (values (T,) or (T, C)), windows at `phase`
+    (`model.windows.window_ends`).
 
     `normalizer`: the model's, when its normalization runs point by point before windowing (the series
     scope; `Normalizer.prepare_series`); None when `values` are already prepared or it need not."""
     if normalizer is not None:
         values = normalizer.prepare_series(values)
-    return in_batches(score_windows, make_windows(values, window_size, stride), BATCH, window_size)
+    return in_batches(score_windows, make_windows(values, window_size, stride, phase), BATCH, window_size)
 
 
 def score_series(score_windows: WindowScorer, values: np.ndarray, window_size: int, stride: int,
-                 score_lag: int | None = None, normalizer: Normalizer | None = None) -> np.ndarray:
+                 score_lag: int | None = None, normalizer: Normalizer | None = None, phase: int = 0) -> np.ndarray:
     """Per-point scores (T,) of one series: the mean of the scores of the windows covering each point, as the
     worker computes them incrementally (`window_scores`, then `model.windows.aggregate`). NaN marks points no
     window covers (only possible at the end of a series when stride > 1)."""
-    ws = window_scores(score_windows, values, window_size, stride, normalizer)
-    scores, _ = aggregate(ws, len(values), window_size, stride, score_lag)
+    ws = window_scores(score_windows, values, window_size, stride, normalizer, phase)
+    scores, _ = aggregate(ws, len(values), window_size, stride, score_lag, phase)
     return scores
 
 
@@ -135,36 +136,44 @@ class Detector:
         check_lag(self.window_size, self.stride, self.score_lag)
         log.debug("loaded %s (window %d, stride %d)", path, self.window_size, self.stride)
 
-    def score(self, values: np.ndarray) -> np.ndarray:
+    def _phase(self, series_id: str | None) -> int:
+        return 0 if series_id is None else series_phase(series_id, self.stride)
+
+    def score(self, values: np.ndarray, series_id: str | None = None) -> np.ndarray:
         """Per-point anomaly scores (T,) in [0, 1] of one series of at least `window_size` points: what the
         worker publishes, i.e. through the bundle's per-series calibration when it declares one (with its
-        shape novelty, from the model inputs the worker keeps: float32)."""
-        raw = self.raw_score(values)
+        shape novelty, from the model inputs the worker keeps: float32). `series_id`: at a stride above 1, the
+        windows fall where the worker puts them for that series (it staggers them by id,
+        `model.windows.series_phase`); without it, every `stride` points from the first window."""
+        raw = self.raw_score(values, series_id)
         if self._calibrate is _raw:
             return raw
         inputs = self.normalizer.prepare_series(values).astype(np.float32) if self.normalizer.pointwise else None
         return self._calibrate(raw, inputs)
 
-    def raw_score(self, values: np.ndarray) -> np.ndarray:
+    def raw_score(self, values: np.ndarray, series_id: str | None = None) -> np.ndarray:
         """Per-point raw scores (T,): the mean of each point's window scores, before any calibration."""
         return score_series(self._score_windows, values, self.window_size, self.stride, self.score_lag,
-                            self.normalizer)
+                            self.normalizer, self._phase(series_id))
 
-    def contributions(self, values: np.ndarray) -> np.ndarray:
+    def contributions(self, values: np.ndarray, series_id: str | None = None) -> np.ndarray:
         """Per-point per-channel contributions (T, C) of a multichannel series, as the worker publishes them
         (each point's from the window that finalizes it); a bundle whose graph gives them only."""
         bundle = getattr(self, "_bundle", None)
         if bundle is None or not bundle.has_contrib:
             raise ValueError("this model gives no per-channel contributions (a bundle with a 'contrib' output)")
+        phase = self._phase(series_id)
         packed = window_scores(bundle.score_windows_packed, values, self.window_size, self.stride,
-                               self.normalizer)
-        return point_contributions(packed[..., 1:], len(values), self.window_size, self.stride, self.score_lag)
+                               self.normalizer, phase)
+        return point_contributions(packed[..., 1:], len(values), self.window_size, self.stride, self.score_lag,
+                                   phase)
 
-    def detect(self, series: Series, n: int = 10) -> list[dict[str, Any]]:
-        """The top-`n` points of a series as `{timestamp, value, score}`, highest score first."""
+    def detect(self, series: Series, n: int = 10, series_id: str | None = None) -> list[dict[str, Any]]:
+        """The top-`n` points of a series as `{timestamp, value, score}`, highest score first (`series_id`: as
+        `score`)."""
         require_length([series], self.window_size)
-        return top_n(series, self.score(series.values), n)
+        return top_n(series, self.score(series.values, series_id), n)
 
-    def detect_file(self, path: str | Path, n: int = 10) -> list[dict[str, Any]]:
+    def detect_file(self, path: str | Path, n: int = 10, series_id: str | None = None) -> list[dict[str, Any]]:
         """`detect` on a CSV with at least the columns `timestamp, value`."""
-        return self.detect(load_csv(path), n)
+        return self.detect(load_csv(path), n, series_id)

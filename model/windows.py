@@ -1,6 +1,10 @@
 """Windowing and overlapping-window score averaging (numpy only), shared by `detect` and the worker.
 
-Windows end at indices `e = W-1 + k*stride`. A point's score is the mean of the scores of the windows
+Windows end at indices `e = W-1 + k*stride`; with a phase p (0 < p < stride) the first still ends at W-1 and
+the others at `W-1 + p + k*stride`, so that the series of a fleet, which often start together, do not all
+complete their windows on the same point (the worker staggers them by series id, `series_phase`: at a stride
+of 8 every batch then holds about an eighth of the windows instead of every eighth batch all of them). A
+point's score is the mean of the scores of the windows
 that cover it, restricted to the windows that exist when the point is final: point `i` is final once
 point `max(i + lag, W-1)` has arrived, so it averages the windows ending at `e <= i + lag`, and the
 points before the first full window all take the first window. `lag = W-1` averages every window
@@ -9,6 +13,7 @@ that covers a point; `lag = 0` uses the newest window alone.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -22,20 +27,54 @@ def check_lag(window_size: int, stride: int, lag: int) -> None:
         raise ValueError(f"score_lag ({lag}) must be >= stride - 1 ({stride - 1}) so every point is scored")
 
 
-def window_ends(n_points: int, window_size: int, stride: int) -> np.ndarray:
-    """Inclusive end index of every full window in a series of `n_points`."""
+def series_stagger(series_id: str) -> int:
+    """A number of the series' id alone (its CRC-32: the same on every worker and run) whose remainder by the
+    stride is the phase its windows are served at (`series_phase`)."""
+    return zlib.crc32(series_id.encode())
+
+
+def series_phase(series_id: str, stride: int) -> int:
+    """Where a series' windows fall at `stride` (the phase of `window_ends`), as the worker serves them: spread
+    evenly over 0..stride-1 across a fleet's series."""
+    return series_stagger(series_id) % stride if stride > 1 else 0
+
+
+def ends_after(first_end: int, n_from: int, n_to: int, stride: int, phase: int = 0) -> np.ndarray:
+    """The window ends in [n_from, n_to) of a run of windows whose first ends at `first_end` and the others at
+    `first_end + phase + k*stride` (phase 0: `first_end + k*stride`)."""
+    if n_from <= first_end:
+        if first_end >= n_to:
+            return np.empty(0, dtype=np.int64)
+        if phase == 0:
+            return np.arange(first_end, n_to, stride, dtype=np.int64)
+        return np.concatenate([np.array([first_end], np.int64),
+                               np.arange(first_end + phase, n_to, stride, dtype=np.int64)])
+    first = first_end + (phase or stride)
+    if n_from > first:
+        first += -(-(n_from - first) // stride) * stride
+    if first >= n_to:  # at a stride above 1, most pushes end no window
+        return np.empty(0, dtype=np.int64)
+    return np.arange(first, n_to, stride, dtype=np.int64)
+
+
+def window_ends(n_points: int, window_size: int, stride: int, phase: int = 0) -> np.ndarray:
+    """Inclusive end index of every full window in a series of `n_points` (the phase: see the module)."""
+    if not 0 <= phase < max(stride, 1):
+        raise ValueError(f"phase must be in [0, {stride - 1}] at stride {stride}, got {phase}")
     if n_points < window_size:
         return np.empty(0, dtype=np.int64)
-    return np.arange(window_size - 1, n_points, stride, dtype=np.int64)
+    return ends_after(window_size - 1, 0, n_points, stride, phase)
 
 
-def make_windows(values: np.ndarray, window_size: int, stride: int) -> np.ndarray:
+def make_windows(values: np.ndarray, window_size: int, stride: int, phase: int = 0) -> np.ndarray:
     """(T, C) or (T,) values -> (N, W, C) windows ending at `window_ends`."""
     v = np.asarray(values)
     v = v.reshape(len(v), -1)  # (T, C)
     if len(v) < window_size:
         return np.empty((0, window_size, v.shape[1]), dtype=v.dtype)
     view = np.lib.stride_tricks.sliding_window_view(v, window_size, axis=0)  # (T-W+1, C, W)
+    if phase:
+        return view[window_ends(len(v), window_size, stride, phase) - (window_size - 1)].transpose(0, 2, 1)
     return view[::stride].transpose(0, 2, 1)  # (N, W, C)
 
 
@@ -57,11 +96,11 @@ def included_offsets(window_size: int, lag: int, first: bool) -> slice:
 
 
 def aggregate(window_scores: np.ndarray, n_points: int, window_size: int, stride: int,
-              lag: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+              lag: int | None = None, phase: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per-point mean of covering window scores. Returns (scores (T,), counts (T,)); NaN where count is 0."""
     lag = window_size - 1 if lag is None else lag
     check_lag(window_size, stride, lag)
-    ends = window_ends(n_points, window_size, stride)
+    ends = window_ends(n_points, window_size, stride, phase)
     if len(window_scores) != len(ends):
         raise ValueError(f"{len(window_scores)} window scores for {len(ends)} windows")
     sums = np.zeros(n_points, dtype=np.float64)
@@ -97,10 +136,10 @@ def finalizing_windows(ends: np.ndarray, window_size: int, lag: int, points: np.
 
 
 def point_contributions(window_contrib: np.ndarray, n_points: int, window_size: int, stride: int,
-                        lag: int) -> np.ndarray:
+                        lag: int, phase: int = 0) -> np.ndarray:
     """Per-point contributions (T, C) from per-window ones (N, W, C), each point's from the window that
     finalizes it (`finalizing_windows`), as the worker publishes them; NaN where no window covers a point."""
-    ends = window_ends(n_points, window_size, stride)
+    ends = window_ends(n_points, window_size, stride, phase)
     if len(window_contrib) != len(ends):
         raise ValueError(f"{len(window_contrib)} window contributions for {len(ends)} windows")
     out = np.full((n_points, window_contrib.shape[-1] if window_contrib.ndim == 3 else 0), np.nan)

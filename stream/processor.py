@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.serving import Served
+from model.windows import series_stagger
 from stream import alerts
 from stream.errors import CorruptState, InvalidRecord, StateConflict
 from stream.metrics import Metrics, observe_many
@@ -85,9 +86,11 @@ def _handed(chained: dict[str, Chained], sid: str) -> tuple[SeriesState, bytes] 
     return (c.state, c.expected) if c is not None else None
 
 
-def _fresh(served: Served) -> SeriesState:
+def _fresh(sid: str, served: Served) -> SeriesState:
     """The state of a series not seen before (or whose state was unusable), on the served model."""
-    return SeriesState(served.geometry, version=served.bundle.version, threshold=served.bundle.threshold)
+    stagger = series_stagger(sid)
+    return SeriesState(served.geometry, version=served.bundle.version, threshold=served.bundle.threshold,
+                       phase=stagger % served.geometry.stride, stagger=stagger)
 
 
 class KeptStates:
@@ -415,7 +418,7 @@ class Processor:
             # redelivery): start the series anew, as for an undecodable one, and count it.
             log.error("series %r: stored state unusable (%s: %s); starting it anew", sid, type(e).__name__, e)
             self.metrics.states_reset.labels("unusable").inc()
-            s.state, s.swapped = _fresh(served), None
+            s.state, s.swapped = _fresh(sid, served), None
             self._push(sid, s, served, ts, values)
         assert s.step is not None
         self.metrics.points_accepted.inc(s.step.accepted)
@@ -438,7 +441,7 @@ class Processor:
     def _decode(self, sid: str, blob: bytes | None, served: Served) -> SeriesState:
         if blob is None:
             self.kept.drop(sid)
-            return _fresh(served)
+            return _fresh(sid, served)
         state = self.kept.take(sid, blob)
         if state is None:
             try:
@@ -447,12 +450,13 @@ class Processor:
                 # Starting the series anew loses only its pending points; refusing would stop it for good.
                 log.error("series %r: %s; starting it anew", sid, e)
                 self.metrics.states_reset.labels("undecodable").inc()
-                return _fresh(served)
+                return _fresh(sid, served)
+            state.stagger = series_stagger(sid)  # the phase of its next era (a swap's)
         if state.geometry.channels != served.geometry.channels:
             log.error("series %r: state has %d channels, the model %d; starting it anew",
                       sid, state.geometry.channels, served.geometry.channels)
             self.metrics.states_reset.labels("channels").inc()
-            return _fresh(served)
+            return _fresh(sid, served)
         return state
 
     def _threshold(self, sid: str, redis_override: float | None, bundle_thr: float) -> float:

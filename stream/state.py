@@ -1,7 +1,9 @@
 """The per-series core, pure: points in -> windows to score; window scores in -> final points out.
 
 Follows `model.windows` exactly, so a stream of points gives the scores that `aggregate()` computes
-offline: windows end at `W-1 + k*stride`; window k's scores go to the offsets
+offline: windows end at `W-1 + k*stride` (at a stride above 1 the first at W-1 and the others at
+`W-1 + phase + k*stride`, the phase taken from the series id by the worker, `SeriesState.phase`, so that a
+fleet's series do not all complete their windows on the same point); window k's scores go to the offsets
 `included_offsets(W, lag, first=(k == 0))`; point i is final once point `max(i + lag, W-1)` has arrived,
 i.e. the final points are all i < n - lag once n >= W (none before the first window fills).
 
@@ -35,10 +37,11 @@ statistics from the buffered points; a swap between two of them whose input widt
 statistics over (`Geometry.carry`). A swap from such a model to one without it has no raw window to cut
 from: the new era's first window ends W' - 1 points after the oldest pending point, as for a new series.
 
-What Redis holds (format 8), for the shipped single-channel bundle at window 64 and lag 0: the model inputs
-(64 x 2, 3 bytes each: 384 bytes), the calibration sketch (16 bytes and 4 per bin its scores visited: 272 at
-most), the header, the running statistics and the model version (146), and no ts or raw value at all
-(nothing is pending between batches at lag 0): 586-758 bytes at the end of the NAB dev files, against 960 in
+What Redis holds (format 9: format 8 and, at a stride above 1, the windows' phase), for the shipped
+single-channel bundle at window 64 and lag 0: the model inputs (64 x 2, 3 bytes each: 384 bytes), the
+calibration sketch (16 bytes and 4 per bin its scores visited: 272 at most), the header, the running statistics
+and the model version (146), and no ts or raw value at all (nothing is pending between batches at lag 0):
+586-758 bytes at the end of the NAB dev files, against 960 in
 format 7 (float32 inputs, every bin of the sketch, a longer header) and 1,732 in format 6, which kept every
 buffered point's ts (u32 deltas) and float64 raw value besides its inputs.
 The inputs lose nothing in 3 bytes: `RunningStats.standardize` puts every standardized value on the
@@ -60,18 +63,19 @@ from model.novelty import as_history, lowered
 from model.serving import Geometry
 from model.surprise import SIZE as SKETCH_SIZE
 from model.surprise import TailSketch, calibrate_series, calibrate_values
-from model.windows import finalizing_windows, included_offsets
+from model.windows import ends_after, finalizing_windows, included_offsets
 from stream.alerts import AlertState
 from stream.errors import CorruptState
 
-FORMAT = 8
+FORMAT = 9
+# format 9 adds the phase of the era's windows (`SeriesState.phase`, only when not 0: _FLAG_PHASE, _PHASE);
 # format 8 keeps the model inputs as 24-bit multiples of INPUT_STEP and the sketches' visited bins only (their
 # float32 values are format 7's), and a shorter header (_BODY);
 # format 7 keeps ts only for the pending points, and raw values only for them when the geometry is pointwise;
 # format 2 (before point-by-point normalization) is read as halflife 0, format 3 (before deviation channels)
 # as deviation_halflife 0, format 4 (before per-series calibration) as uncalibrated, format 5 (before shape
 # novelty) as without novelty
-_READS = (2, 3, 4, 5, 6, 7, 8)
+_READS = (2, 3, 4, 5, 6, 7, 8, 9)
 _HEAD = struct.Struct(">Q")  # n: also the compare-and-set token, so it comes first
 # format, flags, W, stride, lag, C, buffered, pending, last_ts, era_end, alert run/start/peak_ts/peak,
 # model threshold, version length (the version's UTF-8 bytes follow)
@@ -90,12 +94,14 @@ _BODY7 = struct.Struct("<BBHHHHHHqqIqqddBdQddIHHHd")
 _BODY = struct.Struct("<BBHHHHHHqqIdBdQddI")
 _ALERT = struct.Struct("<qqd")
 _NOVEL = struct.Struct("<HHHd")
+_PHASE = struct.Struct("<H")
 _FLAG_OPEN = 1
 _FLAG_TS_DELTA32 = 2
 _FLAG_HAS_TS = 4
 _FLAG_SKETCH = 8
 _FLAG_NOVELTY = 16
 _FLAG_ALERT = 32
+_FLAG_PHASE = 64
 
 
 @dataclass
@@ -166,6 +172,12 @@ class SeriesState:
     shape: np.ndarray | None = None  # (h, C) float16 last model inputs, h < novelty history; novel only
     shape_sketch: TailSketch | None = None  # the novelty's own calibration; novel geometry only
     novelty: np.ndarray | None = None  # (pending,) novelty surprise of each pending point; novel only
+    # Where the era's windows fall after its first, at a stride above 1: `ends_after`'s phase (0: every stride
+    # points from the first). A new series and a swap take it from `stagger`; kept (format 9) until the next swap.
+    phase: int = 0
+    # A number of the series' id (`model.windows.series_stagger`) whose remainder by the stride is the phase of its
+    # next era; set by the worker for each state it serves (derived from the id, not stored)
+    stagger: int = field(default=0, compare=False)
     _open_step: bool = False
     _catch_up: int | None = None  # set by swap(): the next push also yields era windows ending before n
     # `inputs` as `encode` packs them (`_pack_inputs`), and the array they pack: kept up to date by `push` and
@@ -280,7 +292,7 @@ class SeriesState:
         if reuse:
             assert peeked is not None
             return Step(peeked.ends, peeked.windows, m, len(ts) - m)
-        ends = _new_window_ends(start, self.n, self.era_end, g.stride)
+        ends = ends_after(self.era_end, start, self.n, g.stride, self.phase)
         return Step(ends, self._windows(ends), m, len(ts) - m)
 
     def peek(self, ts: Sequence[int], values: np.ndarray) -> Step:
@@ -302,7 +314,7 @@ class SeriesState:
             assert self.values is not None
             source = np.concatenate([self.values, vals])
         n = self.n + m
-        ends = _new_window_ends(self._first_end(), n, self.era_end, g.stride)
+        ends = ends_after(self.era_end, self._first_end(), n, g.stride, self.phase)
         return Step(ends, _cut(source, n - len(source), ends, g.window), m, len(ts) - m,
                     (last, kept_ts, vals, z, stats), self._basis())
 
@@ -427,6 +439,7 @@ class SeriesState:
         # points, or only the pending ones when a pointwise model's raw values were not kept.
         base = self.base
         self.era_end = max(base + geometry.window - 1, self.first_pending)
+        self.phase = self.stagger % geometry.stride
         self._catch_up = self.era_end if self.era_end < self.n else None
         self.sums, self.counts = np.zeros(len(self.sums)), np.zeros(len(self.counts), np.int64)
         # The novelty starts anew with the calibration (offline parity holds within an era).
@@ -490,6 +503,9 @@ class SeriesState:
         novel_bytes = b""
         if flags & _FLAG_NOVELTY:
             novel_bytes = _NOVEL.pack(g.novelty_length, g.novelty_history, kept, g.novelty_rarity)
+        if self.phase:
+            flags |= _FLAG_PHASE
+            novel_bytes += _PHASE.pack(self.phase)
         body = _BODY.pack(
             FORMAT,
             flags,
@@ -544,6 +560,7 @@ def _decode(blob: bytes) -> SeriesState:
         raise CorruptState(f"state format {fmt}, this worker reads {_READS}")
     halflife, stats_count, deviation_halflife, surprise_halflife, surprise_min_history = 0.0, 0, 0.0, 0.0, 0
     novelty_length, novelty_history, kept, novelty_rarity = 0, 0, 0, 1.0
+    phase = 0
     if fmt == 2:
         (fmt, flags, w, stride, lag, c, k, p, last_ts, era_end, run, start_ts, peak_ts, peak, threshold,
          vlen) = _BODY2.unpack_from(blob, _HEAD.size)
@@ -579,6 +596,11 @@ def _decode(blob: bytes) -> SeriesState:
         if flags & _FLAG_NOVELTY:
             novelty_length, novelty_history, kept, novelty_rarity = _NOVEL.unpack_from(blob, pos)
             pos += _NOVEL.size
+        if fmt >= 9 and flags & _FLAG_PHASE:
+            (phase,) = _PHASE.unpack_from(blob, pos)
+            pos += _PHASE.size
+            if not 0 < phase < stride:
+                raise CorruptState(f"state holds window phase {phase} at stride {stride}")
     g = Geometry(w, stride, lag, c, halflife, deviation_halflife, surprise_halflife, surprise_min_history,
                  novelty_length, novelty_history, novelty_rarity)
     version = blob[pos:pos + vlen].decode()
@@ -637,7 +659,7 @@ def _decode(blob: bytes) -> SeriesState:
         raise CorruptState(f"state length {len(blob)} disagrees with its header (n={n})")
     alert = AlertState(bool(flags & _FLAG_OPEN), run, start_ts, peak_ts, peak)
     state = SeriesState(g, n, last_ts if flags & _FLAG_HAS_TS else None, ts[len(ts) - p :], values, sums, counts,
-                        alert, version, threshold, era_end, stats, inputs, sketch, shape, shape_sketch, novelty)
+                        alert, version, threshold, era_end, stats, inputs, sketch, shape, shape_sketch, novelty, phase)
     if fmt < 7:
         state._trim()  # what format 7 keeps of what an earlier format kept
     return state
@@ -684,13 +706,3 @@ def _decode_sketch(blob: bytes, fmt: int, g: Geometry, pos: int) -> tuple[TailSk
     if fmt >= 8:
         return TailSketch.decode_sparse(blob, g.surprise_halflife, g.surprise_min_history, pos)
     return TailSketch.decode(blob, g.surprise_halflife, g.surprise_min_history, pos), pos + SKETCH_SIZE
-
-
-def _new_window_ends(n_old: int, n_new: int, era_end: int, stride: int) -> np.ndarray:
-    """Ends of the windows completed by points n_old..n_new-1: era_end + k*stride in [n_old, n_new)."""
-    first = era_end
-    if n_old > first:
-        first += -(-(n_old - first) // stride) * stride
-    if first >= n_new:  # at a stride above 1, most pushes end no window
-        return np.empty(0, np.int64)
-    return np.arange(first, n_new, stride, dtype=np.int64)

@@ -357,12 +357,15 @@ def _write_results(results: list[dict[str, Any]], fmt: str, output: Path | None)
               help="Points after a point whose windows still count towards its score "
                    "[the lag the model's threshold was calibrated at, as the worker serves it; "
                    "else window_size - 1: every covering window is averaged].")
+@click.option("--series-id", default=None, metavar="ID",
+              help="Score the series as the worker scores the series of this id: at a stride above 1 the worker "
+                   "staggers each series' windows by its id [windows every stride points from the first].")
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "csv"]))
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the results here instead of to standard output.")
-def detect(model_path: Path | None, input_path: Path, top_n: int, score_lag: int | None, fmt: str,
-           output: Path | None) -> None:
+def detect(model_path: Path | None, input_path: Path, top_n: int, score_lag: int | None, series_id: str | None,
+           fmt: str, output: Path | None) -> None:
     """Score every point of a series and report the top-N anomalies (timestamp, value, score).
 
     \b
@@ -380,7 +383,7 @@ def detect(model_path: Path | None, input_path: Path, top_n: int, score_lag: int
         if isinstance(e, DataError):
             raise
         raise click.BadParameter(str(e), param_hint="--score-lag") from e
-    _write_results(detector.detect_file(input_path, top_n), fmt, output)
+    _write_results(detector.detect_file(input_path, top_n, series_id), fmt, output)
 
 
 @click.command("export")

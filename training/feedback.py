@@ -154,7 +154,7 @@ def feedback_precision(model: str | Path, series: list[Series],
     for s in series:
         if s.name not in verdicts or len(s) < detector.window_size:
             continue
-        scores = np.nan_to_num(detector.score(s.values), nan=-np.inf)
+        scores = np.nan_to_num(detector.score(s.values, s.name), nan=-np.inf)  # as the worker served it
         ts = integer_ts(s)
         assert ts is not None
         for v in verdicts[s.name]:

@@ -62,11 +62,12 @@ def test_each_configuration_trains_exports_and_is_served_by_a_real_worker(servic
     values[120:124, 2] += 6.0  # one sensor misbehaves
     ts = [T0 + 1000 * i for i in range(len(values))]
     final = len(ts) - lag  # the last `lag` points wait for windows that have not come
-    got = replay_series(services, names, worker, f"pump-{names.token}", ts, values, expect=final)
+    sid = f"pump-{names.token}"
+    got = replay_series(services, names, worker, sid, ts, values, expect=final)
     assert [m["ts"] for m in got] == ts[:final], "one score per point, in order"
     detector = Detector(bundle)
-    np.testing.assert_allclose([m["score"] for m in got], detector.score(values)[:final], atol=1e-5, rtol=0)
-    offline = detector.contributions(values)
+    np.testing.assert_allclose([m["score"] for m in got], detector.score(values, sid)[:final], atol=1e-5, rtol=0)
+    offline = detector.contributions(values, sid)
     for i, m in enumerate(got):
         want = np.argsort(-offline[i], kind="stable")[:3]
         assert [c["channel"] for c in m["contrib"]] == [int(c) for c in want]

@@ -25,9 +25,9 @@ def fake_scores(windows: np.ndarray) -> np.ndarray:
 
 
 def stream_through(
-    values: np.ndarray, ts: np.ndarray, g: Geometry, chunks: list[int], roundtrip: bool = True
+    values: np.ndarray, ts: np.ndarray, g: Geometry, chunks: list[int], roundtrip: bool = True, phase: int = 0
 ) -> dict[int, tuple[float, int]]:
-    state = SeriesState(g)
+    state = SeriesState(g, phase=phase)
     out: dict[int, tuple[float, int]] = {}
     pos = 0
     for size in chunks:
@@ -62,6 +62,61 @@ def test_stream_equals_offline_aggregate(window: int, stride: int, lag: int, cha
     for i in range(final):
         assert got[i][0] == pytest.approx(offline[i], abs=1e-12)
         assert got[i][1] == counts[i]
+
+
+@pytest.mark.parametrize(("window", "stride", "lag"), [(8, 3, 2), (16, 4, 5), (16, 8, 7), (16, 16, 15), (5, 2, 4)])
+def test_windows_at_a_phase_give_the_offline_aggregate_at_that_phase(window: int, stride: int, lag: int) -> None:
+    """The worker staggers a series' windows by its id (`SeriesState.phase`, kept in the state): the scores
+    are still `aggregate`'s, at that phase, whatever the chunks and round trips."""
+    for phase in range(1, stride):
+        rng = np.random.default_rng(window + stride + phase)
+        t = 101
+        values = rng.normal(size=(t, 2))
+        ts = np.arange(t, dtype=np.int64) * 1000 + 5
+        chunks = [int(rng.integers(1, 2 * stride + 1)) for _ in range(t)]
+        got = stream_through(values, ts, Geometry(window, stride, lag, 2), chunks, phase=phase)
+        offline, counts = aggregate(fake_scores(make_windows(values, window, stride, phase)), t, window, stride,
+                                    lag, phase)
+        assert sorted(got) == list(range(t - lag))
+        for i in range(t - lag):
+            assert got[i][0] == pytest.approx(offline[i], abs=1e-12) and got[i][1] == counts[i] >= 1
+
+
+def test_the_phase_is_kept_in_format_9_and_format_8_states_read_as_phase_0() -> None:
+    g = Geometry(8, 4, 3, 1)
+    state = SeriesState(g, phase=3, stagger=7)
+    step = state.push(list(range(20)), np.arange(20.0))
+    state.apply(step, fake_scores(step.windows))
+    blob = state.encode()
+    back = SeriesState.decode(blob)
+    assert back.phase == 3 and back.stagger == 0  # the stagger is the worker's to set (from the series id)
+    assert blob[st._HEAD.size] == st.FORMAT == 9
+    # phase 0 writes no phase: the bytes of format 8 but for the format number, which a format-8 state reads as
+    plain = SeriesState(g)
+    plain.apply(plain.push(list(range(20)), np.arange(20.0)), fake_scores(step.windows))
+    blob0 = plain.encode()
+    assert len(blob0) == len(blob) - 2
+    eight = blob0[: st._HEAD.size] + bytes([8]) + blob0[st._HEAD.size + 1 :]
+    assert SeriesState.decode(eight).phase == 0 and SeriesState.decode(eight).encode() == blob0
+    bad = bytearray(blob)
+    bad[st._HEAD.size + st._BODY.size] = 4  # the phase's low byte: 4 at stride 4
+    with pytest.raises(CorruptState, match="phase"):
+        SeriesState.decode(bytes(bad))
+
+
+def test_a_swap_takes_the_new_eras_phase_from_the_stagger() -> None:
+    """A fleet that swaps model at once would otherwise put every series' windows on the same points again."""
+    state = SeriesState(Geometry(8, 1, 0, 1), version="v1", stagger=13)
+    state.apply(state.push(list(range(12)), np.arange(12.0)), np.full((5, 8), 0.5, np.float32))
+    state.swap(Geometry(8, 8, 7, 1), "v2", 0.5)
+    assert state.phase == 13 % 8 and state.era_end == 12  # nothing pending at lag 0: the next point ends it
+    ends = []
+    for i in range(12, 40):
+        step = state.push([i], [float(i)])
+        ends += step.ends.tolist()
+        state.apply(step, fake_scores(step.windows))
+    assert ends == [12, 17, 25, 33]  # the era's first window, then 12 + 5 + 8k
+    assert state.swap(Geometry(8, 1, 0, 1), "v3", 0.5) is not None and state.phase == 0
 
 
 def test_nothing_is_final_before_the_first_window() -> None:
