@@ -41,9 +41,9 @@ What Redis holds (format 9: format 8 and, at a stride above 1, the windows' phas
 single-channel bundle at window 64 and lag 0: the model inputs (64 x 2, 3 bytes each: 384 bytes), the
 calibration sketch (16 bytes and 4 per bin its scores visited: 272 at most), the header, the running statistics
 and the model version (146), and no ts or raw value at all (nothing is pending between batches at lag 0):
-586-758 bytes at the end of the NAB dev files, against 960 in
-format 7 (float32 inputs, every bin of the sketch, a longer header) and 1,732 in format 6, which kept every
-buffered point's ts (u32 deltas) and float64 raw value besides its inputs.
+586-758 bytes at the end of the NAB dev files, against 960 in format 7 (float32 inputs, every bin of the
+sketch, a longer header) and 1,732 in format 6, which kept every buffered point's ts (u32 deltas) and float64
+raw value besides its inputs.
 The inputs lose nothing in 3 bytes: `RunningStats.standardize` puts every standardized value on the
 `model.normalize.INPUT_STEP` grid (2**-18, offline too): within +-SERIES_CLIP, 24-bit integers times the step,
 exact in float32.
@@ -249,7 +249,7 @@ class SeriesState:
         """What the windows of the next points depend on, besides the window source's last rows (which only a
         push or a swap changes, and either changes this too)."""
         stats = self.stats
-        return (self.n, self.last_ts, self.era_end, self._catch_up, self.geometry,
+        return (self.n, self.last_ts, self.era_end, self.phase, self._catch_up, self.geometry,
                 None if stats is None else (stats.count, stats.mean.tobytes(), stats.var.tobytes()))
 
     def push(self, ts: Sequence[int], values: np.ndarray, peeked: Step | None = None) -> Step:
