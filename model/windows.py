@@ -4,11 +4,10 @@ Windows end at indices `e = W-1 + k*stride`; with a phase p (0 < p < stride) the
 the others at `W-1 + p + k*stride`, so that the series of a fleet, which often start together, do not all
 complete their windows on the same point (the worker staggers them by series id, `series_phase`: at a stride
 of 8 every batch then holds about an eighth of the windows instead of every eighth batch all of them). A
-point's score is the mean of the scores of the windows
-that cover it, restricted to the windows that exist when the point is final: point `i` is final once
-point `max(i + lag, W-1)` has arrived, so it averages the windows ending at `e <= i + lag`, and the
-points before the first full window all take the first window. `lag = W-1` averages every window
-that covers a point; `lag = 0` uses the newest window alone.
+point's score is the mean of the scores of the windows that cover it, restricted to the windows that exist
+when the point is final: point `i` is final once point `max(i + lag, W-1)` has arrived, so it averages the
+windows ending at `e <= i + lag`, and the points before the first full window all take the first window.
+`lag = W-1` averages every window that covers a point; `lag = 0` uses the newest window alone.
 """
 
 from __future__ import annotations
