@@ -93,7 +93,8 @@ def test_the_phase_is_kept_in_format_9_and_format_8_states_read_as_phase_0() -> 
     assert blob[st._HEAD.size] == st.FORMAT == 9
     # phase 0 writes no phase: the bytes of format 8 but for the format number, which a format-8 state reads as
     plain = SeriesState(g)
-    plain.apply(plain.push(list(range(20)), np.arange(20.0)), fake_scores(step.windows))
+    step0 = plain.push(list(range(20)), np.arange(20.0))
+    plain.apply(step0, fake_scores(step0.windows))
     blob0 = plain.encode()
     assert len(blob0) == len(blob) - 2
     eight = blob0[: st._HEAD.size] + bytes([8]) + blob0[st._HEAD.size + 1 :]
