@@ -35,7 +35,7 @@ def series_stagger(series_id: str) -> int:
 def series_phase(series_id: str, stride: int) -> int:
     """Where a series' windows fall at `stride` (the phase of `window_ends`), as the worker serves them: spread
     evenly over 0..stride-1 across a fleet's series."""
-    return series_stagger(series_id) % stride if stride > 1 else 0
+    return series_stagger(series_id) % stride
 
 
 def ends_after(first_end: int, n_from: int, n_to: int, stride: int, phase: int = 0) -> np.ndarray:

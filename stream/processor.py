@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.serving import Served
-from model.windows import series_stagger
+from model.windows import series_phase, series_stagger
 from stream import alerts
 from stream.errors import CorruptState, InvalidRecord, StateConflict
 from stream.metrics import Metrics, observe_many
@@ -88,9 +88,8 @@ def _handed(chained: dict[str, Chained], sid: str) -> tuple[SeriesState, bytes] 
 
 def _fresh(sid: str, served: Served) -> SeriesState:
     """The state of a series not seen before (or whose state was unusable), on the served model."""
-    stagger = series_stagger(sid)
     return SeriesState(served.geometry, version=served.bundle.version, threshold=served.bundle.threshold,
-                       phase=stagger % served.geometry.stride, stagger=stagger)
+                       phase=series_phase(sid, served.geometry.stride), stagger=series_stagger(sid))
 
 
 class KeptStates:

@@ -503,9 +503,10 @@ class SeriesState:
         novel_bytes = b""
         if flags & _FLAG_NOVELTY:
             novel_bytes = _NOVEL.pack(g.novelty_length, g.novelty_history, kept, g.novelty_rarity)
+        phase_bytes = b""
         if self.phase:
             flags |= _FLAG_PHASE
-            novel_bytes += _PHASE.pack(self.phase)
+            phase_bytes = _PHASE.pack(self.phase)
         body = _BODY.pack(
             FORMAT,
             flags,
@@ -532,6 +533,7 @@ class SeriesState:
                 body,
                 alert_bytes,
                 novel_bytes,
+                phase_bytes,
                 version,
                 ts_bytes,
                 self.values.astype("<f8").tobytes(),
