@@ -105,7 +105,8 @@ def _series_list(_ctx: Any, _param: Any, value: str) -> list[int]:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs/bench.json"),
               show_default=True, help="JSON result.")
 @click.option("--profile", "profile_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run each worker under cProfile and keep its .prof file here.")
+              help="Run each worker's event loop under cProfile over the measured part (after the warm-up) and keep "
+              "its .prof file here.")
 def bench(**options: Any) -> None:
     """Measure what the stream costs: throughput, latency and Redis memory through the real broker, Redis
     and one worker, beside the bare ONNX Runtime speed of the same bundle, for the bundle and its int8 copy.

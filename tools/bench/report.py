@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
@@ -94,6 +95,7 @@ def print_tables(console: Any, result: dict[str, Any]) -> None:
                       f"score_lag {b['default_score_lag']}; {b.get('execution_provider', 'CPUExecutionProvider')})")
     _throughput(console, result)
     _latency(console, result)
+    _cores(console, result)
     _memory(console, result)
     if result.get("accuracy"):
         _accuracy(console, result["accuracy"])
@@ -126,6 +128,38 @@ def _throughput(console: Any, result: dict[str, Any]) -> None:
                       _f(w.get("mean_windows_per_inference")), _f(w.get("inference_share_of_wall"), 2),
                       _f(w.get("cpu_us_per_point")), _f(w.get("cpu_us_per_point_outside_inference")))
     console.print(t)
+
+
+def _cores(console: Any, result: dict[str, Any]) -> None:
+    """Where the machine's CPU went in each throughput and latency run: the worker and its neighbours."""
+    from rich.table import Table
+
+    t = Table(title="The machine's CPU per scored point (µs), steady part", caption=(
+        "all: every process on the machine (/proc/stat); the worker's process (all threads), its inference "
+        "(ONNX Runtime's time) and the rest; Redis (INFO cpu); the local broker; the bench process (the load "
+        "generator); other: what none of them used (this machine's other processes, the kernel's interrupts). "
+        "busy: the share of all cores in use over the same part. Blank where it could not be read."))
+    for c in ("bundle", "run", "series", "points/s", "all", "worker", "inference", "worker, rest", "Redis",
+              "broker", "bench", "other", "busy"):
+        t.add_column(c, justify="left" if c in ("bundle", "run") else "right", no_wrap=True)
+    for name, b in result["bundles"].items():
+        more = [x for x in b.get("scale_out", []) if x.get("workers", 1) > 1]
+        runs = [("throughput", r) for r in b["throughput"] + more]
+        runs += [(f"latency, lag {r['score_lag']}", r) for r in b["latency"]]
+        for kind, r in runs:
+            w = r.get("worker", {})
+            if "machine_cpu_us_per_point" not in w:
+                continue
+            worker, rest = w.get("cpu_us_per_point", math.nan), w.get("cpu_us_per_point_outside_inference", math.nan)
+            parts = [worker] + [w.get(f"{k}_cpu_us_per_point", 0.0) for k in ("redis", "broker", "bench")]
+            rate = r.get("points_per_s", w.get("points_per_s_from_metrics"))
+            t.add_row(name, kind, _f(r["series"]), _f(rate), _f(w["machine_cpu_us_per_point"]), _f(worker),
+                      _f(worker - rest), _f(rest), _f(w.get("redis_cpu_us_per_point")),
+                      _f(w.get("broker_cpu_us_per_point")), _f(w.get("bench_cpu_us_per_point")),
+                      _f(w["machine_cpu_us_per_point"] - sum(parts)),
+                      f"{100 * w.get('machine_busy_share', math.nan):.0f} %")
+    if t.row_count:
+        console.print(t)
 
 
 def _latency(console: Any, result: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -52,6 +53,8 @@ STALL_S = 60.0  # no new point consumed for this long: the run failed
 _METRIC = re.compile(r"^(anomalybert_[a-z_]+?|process_cpu_seconds)(?:_total)? ([0-9.e+-]+)$", re.M)
 # The buckets of the worker's own latency histogram, kept as "<name>:<le>" (cumulative counts)
 IN_WORKER = "anomalybert_in_worker_seconds_bucket"
+# CPU seconds of the worker's neighbours, sampled beside its /metrics (`CpuSampler`)
+MACHINE_CPU, REDIS_CPU, BROKER_CPU, BENCH_CPU = "cpu:machine", "cpu:redis", "cpu:broker", "cpu:bench"
 _IN_WORKER_BUCKET = re.compile(r'^anomalybert_in_worker_seconds_bucket\{le="([^"]+)"\} ([0-9.e+-]+)$', re.M)
 
 
@@ -127,7 +130,8 @@ class WorkerConfig:
     threads: int = 1
     score_lag: int | None = None
     max_wait_s: float | None = None
-    profile_dir: Path | None = None  # run the worker under cProfile, one .prof file per run
+    # run the worker under cProfile from `profile_measured()` on (the measured part), one .prof file per run
+    profile_dir: Path | None = None
     fetch_max_wait_ms: int | None = None  # the worker's kafka.fetch_max_wait_ms; None: its default
     consumer: str | None = None  # the worker's kafka.consumer ("aiokafka" or "faust"); None: its default
     device: str = "cpu"  # the worker's model.device (ONNX Runtime execution provider)
@@ -286,9 +290,14 @@ class WorkerRun:
         if self.cfg.profile_dir is not None:
             self.cfg.profile_dir.mkdir(parents=True, exist_ok=True)
             prof = self.cfg.profile_dir / f"worker-{self.token}{self.member}.prof"
-            cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", module, "worker"]
+            cmd = [sys.executable, "-m", "tools.bench.profiled", str(prof), "worker"]
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def profile_measured(self) -> None:
+        """Start the worker's profiler (`tools.bench.profiled`), when it runs under one."""
+        if self.cfg.profile_dir is not None and self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGWINCH)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -448,6 +457,58 @@ def _summed(runs: list[WorkerRun]) -> dict[str, float] | None:
     return out
 
 
+def _proc_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` (Linux /proc; None where it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds all cores spent on anything but idling since boot (Linux /proc/stat; None elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSampler:
+    """The CPU seconds that the worker's neighbours on the machine have used so far, sampled with its /metrics:
+    the whole machine (every process, the worker's included), Redis (its INFO cpu), the local broker and this
+    process (the load generator). Each is left out where it cannot be read (a remote Redis or broker)."""
+
+    def __init__(self, services: Services) -> None:
+        from redis import Redis
+
+        self.services = services
+        self.redis = Redis.from_url(services.redis_url, socket_timeout=2)
+
+    def sample(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        machine = _machine_busy_seconds()
+        if machine is not None:
+            out[MACHINE_CPU] = machine
+        try:
+            info = self.redis.info("cpu")
+            out[REDIS_CPU] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        except Exception:  # noqa: BLE001 - a figure left out, not a failed run
+            pass
+        broker = _proc_cpu_seconds(self.services.broker_pid) if self.services.broker_pid else None
+        if broker is not None:
+            out[BROKER_CPU] = broker
+        t = os.times()
+        out[BENCH_CPU] = t.user + t.system  # this process and its threads: the load generator, the polling
+        return out
+
+    def close(self) -> None:
+        self.redis.close()
+
+
 def wait_scored(run: WorkerRun | list[WorkerRun], expected: int,
                 timeout: float) -> list[tuple[float, dict[str, float]]]:
     """Poll the worker's /metrics (several workers': summed) until it has scored `expected` points; returns
@@ -456,20 +517,25 @@ def wait_scored(run: WorkerRun | list[WorkerRun], expected: int,
     samples: list[tuple[float, dict[str, float]]] = []
     deadline = time.monotonic() + timeout
     last_in, last_change = -1.0, time.monotonic()
-    while time.monotonic() < deadline:
-        for r in runs:
-            r.check_alive()
-        m = _summed(runs)
-        now = time.monotonic()
-        if m is not None:
-            samples.append((now, m))
-            if m.get("anomalybert_points_scored", 0) >= expected:
-                return samples
-            if m.get("anomalybert_points_in", 0) != last_in:
-                last_in, last_change = m.get("anomalybert_points_in", 0), now
-        if now - last_change > STALL_S:
-            raise BenchError(f"the worker stalled (no point consumed for {STALL_S:.0f}s):\n{runs[0].log_tail()}")
-        time.sleep(0.25)
+    cpu = CpuSampler(runs[0].services)
+    try:
+        while time.monotonic() < deadline:
+            for r in runs:
+                r.check_alive()
+            m = _summed(runs)
+            now = time.monotonic()
+            if m is not None:
+                samples.append((now, {**m, **cpu.sample()}))
+                if m.get("anomalybert_points_scored", 0) >= expected:
+                    return samples
+                if m.get("anomalybert_points_in", 0) != last_in:
+                    last_in, last_change = m.get("anomalybert_points_in", 0), now
+            if now - last_change > STALL_S:
+                raise BenchError(f"the worker stalled (no point consumed for {STALL_S:.0f}s):\n"
+                                 f"{runs[0].log_tail()}")
+            time.sleep(0.25)
+    finally:
+        cpu.close()
     last = samples[-1][1] if samples else {}
     counts = ", ".join(f"{k.removeprefix('anomalybert_')} {last.get(k, 0):.0f}" for k in (
         "anomalybert_points_in", "anomalybert_points_accepted", "anomalybert_late_or_duplicate",
@@ -507,6 +573,13 @@ def _window_breakdown(a: tuple[float, dict[str, float]], b: tuple[float, dict[st
         "inference_share_of_wall": inference / (t1 - t0),
         "cpu_us_per_point": cpu * per_point,
         "cpu_us_per_point_outside_inference": (cpu - inference) * per_point,
+        # The machine's CPU per scored point over the same part: every process (the worker's included), and
+        # the worker's neighbours on the same cores (absent where they cannot be read), and how busy the cores were
+        **{f"{key}_us_per_point": _delta(m0, m1, name) * per_point
+           for key, name in (("machine_cpu", MACHINE_CPU), ("redis_cpu", REDIS_CPU), ("broker_cpu", BROKER_CPU),
+                             ("bench_cpu", BENCH_CPU)) if name in m0 and name in m1},
+        **({"machine_busy_share": _delta(m0, m1, MACHINE_CPU) / ((t1 - t0) * (os.cpu_count() or 1))}
+           if MACHINE_CPU in m0 and MACHINE_CPU in m1 else {}),
     }
 
 
@@ -539,6 +612,8 @@ def measure_throughput(services: Services, cfg: WorkerConfig, n_series: int, n_p
             idle = [r.member or "-0" for r in runs if not (r.metrics() or {}).get("anomalybert_points_in")]
             if workers > 1 and idle:
                 raise BenchError(f"worker(s) {idle} got no partition of the warm-up: the group did not split")
+            for r in runs:
+                r.profile_measured()
             t_load = time.perf_counter()
             asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, first, n_points,
                                 channels=channels))
@@ -665,7 +740,9 @@ def measure_latency(services: Services, cfg: WorkerConfig, n_series: int, rate: 
         run.start()
         asyncio.run(preload(services.bootstrap, run.topics["telemetry"], sids, 0, first, channels=channels))
         asyncio.run(_states_at(run, sids, first, timeout=120))
-        before = (time.monotonic(), run.metrics() or {})
+        run.profile_measured()
+        with contextlib.closing(CpuSampler(services)) as cpu:
+            before = (time.monotonic(), {**(run.metrics() or {}), **cpu.sample()})
         with niced_broker(services, nice_others) as broker_niced:
             def send() -> dict[tuple[str, int], float]:
                 return asyncio.run(paced_send(services.bootstrap, run.topics["telemetry"], sids, first, stop, rate,

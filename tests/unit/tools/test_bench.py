@@ -69,3 +69,72 @@ def test_histogram_percentiles_interpolate_within_buckets_between_two_samples() 
     assert abs(p["p95"] - (20 + 20 * 5 / 8)) < 1e-9  # 5 of the 8 between 20 and 40 ms
     assert p["p99"] == 40.0  # in the +Inf bucket: its lower bound
     assert np.isnan(histogram_percentiles(after, after)["p99"])  # nothing observed in between
+
+
+def test_a_busy_process_cpu_time_is_read_from_proc() -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tools.bench.run import _machine_busy_seconds, _proc_cpu_seconds
+
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                              "while time.process_time() - t < 0.6: pass\ntime.sleep(30)"])
+    try:
+        machine0 = _machine_busy_seconds()
+        deadline = time.monotonic() + 20
+        while (_proc_cpu_seconds(child.pid) or 0.0) < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        used = _proc_cpu_seconds(child.pid)
+        assert used is not None and 0.5 <= used < 5
+        machine1 = _machine_busy_seconds()
+        assert machine0 is not None and machine1 is not None and machine1 - machine0 >= 0.3
+    finally:
+        child.kill()
+        child.wait()
+    assert _proc_cpu_seconds(child.pid) is None  # gone
+    assert os.cpu_count()
+
+
+def test_window_breakdown_gives_each_neighbour_cpu_per_point() -> None:
+    from tools.bench.run import BENCH_CPU, BROKER_CPU, MACHINE_CPU, REDIS_CPU, _window_breakdown
+
+    a = {"anomalybert_points_scored": 1000.0, "process_cpu_seconds": 10.0, "anomalybert_inference_seconds_sum": 2.0,
+         MACHINE_CPU: 100.0, REDIS_CPU: 5.0, BROKER_CPU: 7.0, BENCH_CPU: 1.0}
+    b = {"anomalybert_points_scored": 11000.0, "process_cpu_seconds": 11.0, "anomalybert_inference_seconds_sum": 2.5,
+         MACHINE_CPU: 101.6, REDIS_CPU: 5.2, BROKER_CPU: 7.1, BENCH_CPU: 1.05}
+    w = _window_breakdown((0.0, a), (2.0, b))
+    assert abs(w["cpu_us_per_point"] - 100.0) < 1e-6 and abs(w["cpu_us_per_point_outside_inference"] - 50.0) < 1e-6
+    assert abs(w["machine_cpu_us_per_point"] - 160.0) < 1e-6 and abs(w["redis_cpu_us_per_point"] - 20.0) < 1e-6
+    assert abs(w["broker_cpu_us_per_point"] - 10.0) < 1e-6 and abs(w["bench_cpu_us_per_point"] - 5.0) < 1e-6
+    import os
+
+    assert abs(w["machine_busy_share"] - 1.6 / (2.0 * (os.cpu_count() or 1))) < 1e-9
+    del a[BROKER_CPU]  # a remote broker: left out, the rest still given
+    w = _window_breakdown((0.0, a), (2.0, b))
+    assert "broker_cpu_us_per_point" not in w and "redis_cpu_us_per_point" in w
+
+
+def test_the_cores_table_lists_each_run_with_its_neighbours_share() -> None:
+    from rich.console import Console
+
+    from tools.bench.report import _cores
+
+    worker = {"cpu_us_per_point": 202.0, "cpu_us_per_point_outside_inference": 114.0, "machine_cpu_us_per_point": 227.0,
+              "redis_cpu_us_per_point": 21.0, "broker_cpu_us_per_point": 6.0, "bench_cpu_us_per_point": 1.0,
+              "machine_busy_share": 0.79}
+    result = {"bundles": {"fp32": {
+        "throughput": [{"series": 10000, "points_per_s": 6970.0, "worker": worker},
+                       {"series": 1, "points_per_s": 10.0, "worker": {}}],  # a run without the figures: left out
+        "latency": [{"series": 100, "score_lag": 0, "worker": {**worker, "points_per_s_from_metrics": 973.0}}],
+    }}}
+    console = Console(record=True, width=200)
+    _cores(console, result)
+    text = console.export_text()
+    rows = [line for line in text.splitlines() if "fp32" in line]
+    assert len(rows) == 2 and "throughput" in rows[0] and "latency, lag 0" in rows[1]
+    # all, worker, inference, the worker's rest, Redis, broker, bench, other, busy
+    for cell in ("6,970", "227", "202", "88", "114", "21", "79 %"):
+        assert cell in rows[0]
+    assert "973" in rows[1]
