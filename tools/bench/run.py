@@ -468,10 +468,11 @@ def _proc_cpu_seconds(pid: int) -> float | None:
 
 
 def _machine_busy_seconds() -> float | None:
-    """CPU seconds all cores spent on anything but idling since boot (Linux /proc/stat; None elsewhere)."""
+    """CPU seconds all cores spent running something since boot: user, nice, system, irq and softirq time (not
+    idle, iowait, or what the hypervisor took, steal) (Linux /proc/stat; None elsewhere)."""
     try:
         with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+            ticks = [int(x) for x in f.readline().split()[1:8]]  # user nice system idle iowait irq softirq
     except (OSError, ValueError):
         return None
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
