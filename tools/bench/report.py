@@ -138,7 +138,8 @@ def _cores(console: Any, result: dict[str, Any]) -> None:
         "all: every process on the machine (/proc/stat); the worker's process (all threads), its inference "
         "(ONNX Runtime's time) and the rest; Redis (INFO cpu); the local broker; the bench process (the load "
         "generator); other: what none of them used (this machine's other processes, the kernel's interrupts). "
-        "busy: the share of all cores in use over the same part. Blank where it could not be read."))
+        "busy: the share of all cores in use over the same part. –: could not be read. Each figure is sampled at "
+        "a slightly different moment, in 10 ms ticks, so other can come out a little below 0."))
     for c in ("bundle", "run", "series", "points/s", "all", "worker", "inference", "worker, rest", "Redis",
               "broker", "bench", "other", "busy"):
         t.add_column(c, justify="left" if c in ("bundle", "run") else "right", no_wrap=True)
