@@ -50,7 +50,9 @@ def test_targets_report_each_figure_against_its_limit() -> None:
                            {"series": 10000, "efficiency": 0.6, "steady": True},
                            {"series": 20000, "efficiency": 9.0, "steady": False}],
             "latency": [{"score_lag": 0, "series": 100, "rate_points_per_s": 500.0,
-                         "end_to_end_ms": {"p99": 19.0}},
+                         "end_to_end_ms": {"p99": 19.0}, "in_worker_ms": {"p99": 12.0}},
+                        {"score_lag": 0, "series": 100, "rate_points_per_s": 2000.0, "half_load": True,
+                         "end_to_end_ms": {"p99": 40.0}, "in_worker_ms": {"p99": 25.0}},
                         {"score_lag": 0, "series": 10, "rate_points_per_s": 500.0,
                          "end_to_end_ms": {"p99": 9.0}},
                         {"score_lag": 63, "series": 100, "rate_points_per_s": 500.0,
@@ -64,6 +66,7 @@ def test_targets_report_each_figure_against_its_limit() -> None:
     # 100 series is below the efficiency target's scale; a latency run with other than 100 series, or a window
     # other than 64, is reported without a verdict
     assert verdicts == [("1,000 series", True), ("10,000 series", False), ("20,000 series (no steady part)", None),
-                        ("100 series at 500/s", True), ("10 series at 500/s", None),
+                        ("100 series at 500/s", True), ("100 series at 500/s", True),
+                        ("100 series at 2000/s", False), ("100 series at 2000/s", False), ("10 series at 500/s", None),
                         ("1,000 series: 1,500 / 1,000", False),
                         ("W=64, score_lag 0", True), ("W=64, score_lag 63", False), ("W=128, score_lag 0", None)]
