@@ -49,6 +49,14 @@ def test_bench_writes_every_figure(services, tmp_path: Path) -> None:
         for lat in b["latency"]:
             assert lat["samples"] > 0 and lat["rate_points_per_s"] > 0
             assert set(lat["end_to_end_ms"]) == set(lat["processing_ms"]) == {"p50", "p95", "p99", "max"}
+        # where the machine's CPU went over each latency run (this throughput run is too short for a steady part):
+        # the whole machine, Redis, the bench process (the broker is not the bench's here: left out)
+        for run in b["latency"]:
+            w = run["worker"]
+            assert {"machine_cpu_us_per_point", "redis_cpu_us_per_point", "bench_cpu_us_per_point",
+                    "machine_busy_share"} <= set(w) and "broker_cpu_us_per_point" not in w
+            assert w["machine_cpu_us_per_point"] > 0 and 0 < w["machine_busy_share"] <= 1.05
+    assert "The machine's CPU per scored point" in res.output
     assert [m["score_lag"] for m in r["redis"]] == [0, 15]
     for m in r["redis"]:
         assert m["series"] == 50 and m["state_bytes"] > 0 and m["memory_usage_per_series"] > m["state_bytes"]
