@@ -152,7 +152,8 @@ def _cores(console: Any, result: dict[str, Any]) -> None:
         t.add_column(c, justify="left" if c in ("bundle", "run") else "right", no_wrap=True)
     for name, b in result["bundles"].items():
         more = [x for x in b.get("scale_out", []) if x.get("workers", 1) > 1]
-        runs = [("throughput", r) for r in b["throughput"] + more]
+        runs = [("throughput" + (f", {r['workers']} workers" if r.get("workers", 1) > 1 else ""), r)
+                for r in b["throughput"] + more]
         runs += [(f"latency, lag {r['score_lag']}", r) for r in b["latency"]]
         for kind, r in runs:
             w = r.get("worker", {})
