@@ -109,21 +109,30 @@ def print_tables(console: Any, result: dict[str, Any]) -> None:
     _targets(console, result["targets"])
 
 
-def _throughput(console: Any, result: dict[str, Any]) -> None:
+def _table(title: str, columns: tuple[str, ...], left: tuple[str, ...] = ("bundle",),
+           caption: str | None = None) -> Any:
+    """A rich table of these columns, none wrapped: the `left` ones (names) aligned left, the figures right."""
     from rich.table import Table
 
+    t = Table(title=title, caption=caption)
+    for c in columns:
+        t.add_column(c, justify="left" if c in left else "right", no_wrap=True)
+    return t
+
+
+def _throughput(console: Any, result: dict[str, Any]) -> None:
     s = result["settings"]
-    t = Table(title="Throughput: one worker, end to end", caption=(
+    caption = (
         f"batch {s['batch']}, up to {s.get('inference_batch', s['batch'])} windows per ORT call, {s['threads']} ORT "
         "thread(s); points/s over the middle 80% of the scores by their Kafka timestamps; efficiency = points/s / "
         "(bare ORT windows/s at the same windows per call, measured just before the run, x stride: a window every "
         "stride points); windows/inference: per queued inference (scored up to the windows per call at a time); "
         "CPU efficiency = the bare model's CPU µs per point / the worker's (what the cores' other users do not lower); "
         "ORT share = the worker's inference time / wall time over the same part; CPU µs/point = the worker "
-        "process's CPU time per scored point (all threads), and the part outside inference"))
-    for c in ("bundle", "series", "workers", "points", "points/s", "bare ORT win/s", "efficiency", "CPU efficiency",
-              "events/batch", "windows/inference", "ORT share", "CPU µs/point", "outside inference"):
-        t.add_column(c, justify="left" if c == "bundle" else "right", no_wrap=True)
+        "process's CPU time per scored point (all threads), and the part outside inference")
+    t = _table("Throughput: one worker, end to end", (
+        "bundle", "series", "workers", "points", "points/s", "bare ORT win/s", "efficiency", "CPU efficiency",
+        "events/batch", "windows/inference", "ORT share", "CPU µs/point", "outside inference"), caption=caption)
     for name, b in result["bundles"].items():
         runs = b["throughput"] + [r for r in b.get("scale_out", []) if r.get("workers", 1) > 1]
         for r in runs:
@@ -139,17 +148,15 @@ def _throughput(console: Any, result: dict[str, Any]) -> None:
 
 def _cores(console: Any, result: dict[str, Any]) -> None:
     """Where the machine's CPU went in each throughput and latency run: the worker and its neighbours."""
-    from rich.table import Table
-
-    t = Table(title="The machine's CPU per scored point (µs), steady part", caption=(
+    caption = (
         "all: every process on the machine (/proc/stat); the worker's process (all threads), its inference "
         "(ONNX Runtime's time) and the rest; Redis (INFO cpu); the local broker; the bench process (the load "
         "generator); other: what none of them used (this machine's other processes, the kernel's interrupts). "
         "busy: the share of all cores in use over the same part. –: could not be read. Each figure is sampled at "
-        "a slightly different moment, in 10 ms ticks, so other can come out a little below 0."))
-    for c in ("bundle", "run", "series", "points/s", "all", "worker", "inference", "worker, rest", "Redis",
-              "broker", "bench", "other", "busy"):
-        t.add_column(c, justify="left" if c in ("bundle", "run") else "right", no_wrap=True)
+        "a slightly different moment, in 10 ms ticks, so other can come out a little below 0.")
+    t = _table("The machine's CPU per scored point (µs), steady part", (
+        "bundle", "run", "series", "points/s", "all", "worker", "inference", "worker, rest", "Redis", "broker",
+        "bench", "other", "busy"), left=("bundle", "run"), caption=caption)
     for name, b in result["bundles"].items():
         more = [x for x in b.get("scale_out", []) if x.get("workers", 1) > 1]
         runs = [("throughput" + (f", {r['workers']} workers" if r.get("workers", 1) > 1 else ""), r)
@@ -172,17 +179,15 @@ def _cores(console: Any, result: dict[str, Any]) -> None:
 
 
 def _latency(console: Any, result: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    t = Table(title="Latency (ms) at the rate shown: half the measured maximum unless --latency-rate", caption=(
+    caption = (
         "end to end: the point's send() to its score's Kafka timestamp (the worker's produce); with "
         "score_lag L it includes waiting for the L later points of the series. processing: from the send() "
         "of the point that made the score final. in worker: from the point's arrival in the worker (its fetch "
         "returned) to its outputs handed to the producer, the worker's own share (its histogram "
-        "anomalybert_in_worker_seconds, linear within buckets)."))
-    for c in ("bundle", "score_lag", "series", "rate/s", "others' nice", "samples", "e2e p50", "p95", "p99",
-              "processing p50", "p95 ", "p99 ", "in worker p50", "p99  "):
-        t.add_column(c, justify="left" if c == "bundle" else "right", no_wrap=True)
+        "anomalybert_in_worker_seconds, linear within buckets).")
+    t = _table("Latency (ms) at the rate shown: half the measured maximum unless --latency-rate", (
+        "bundle", "score_lag", "series", "rate/s", "others' nice", "samples", "e2e p50", "p95", "p99",
+        "processing p50", "p95 ", "p99 ", "in worker p50", "p99  "), caption=caption)
     for name, b in result["bundles"].items():
         for r in b["latency"]:
             e, p = r["end_to_end_ms"], r["processing_ms"]
@@ -197,13 +202,10 @@ def _latency(console: Any, result: dict[str, Any]) -> None:
 
 
 def _memory(console: Any, result: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    t = Table(title="Redis memory per active series (steady state)", caption=(
-        "used_memory: growth of INFO memory used_memory / series (other clients of the same Redis add "
-        "noise); MEMORY USAGE: mean over a sample of the keys; state: the encoded state value alone"))
-    for c in ("score_lag", "W", "C", "series", "state bytes", "used_memory B/series", "MEMORY USAGE B/series"):
-        t.add_column(c, justify="right", no_wrap=True)
+    t = _table("Redis memory per active series (steady state)", (
+        "score_lag", "W", "C", "series", "state bytes", "used_memory B/series", "MEMORY USAGE B/series"), left=(),
+        caption="used_memory: growth of INFO memory used_memory / series (other clients of the same Redis add "
+        "noise); MEMORY USAGE: mean over a sample of the keys; state: the encoded state value alone")
     for r in result["redis"]:
         t.add_row(str(r["score_lag"]), str(r["window_size"]), str(r["channels"]), _f(r["series"]),
                   _f(r["state_bytes"]), _f(r["used_memory_per_series"]), _f(r["memory_usage_per_series"]))
@@ -211,11 +213,8 @@ def _memory(console: Any, result: dict[str, Any]) -> None:
 
 
 def _accuracy(console: Any, acc: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    t = Table(title="int8 vs fp32 on dev data (per point; best F1 is an oracle threshold)")
-    for c in ("data", "points", "metric", "fp32", "int8", "change"):
-        t.add_column(c, justify="left" if c in ("data", "metric") else "right", no_wrap=True)
+    t = _table("int8 vs fp32 on dev data (per point; best F1 is an oracle threshold)",
+               ("data", "points", "metric", "fp32", "int8", "change"), left=("data", "metric"))
     for data, r in acc.items():
         for k in ("roc_auc", "best_f1_oracle", "mean_file_roc_auc"):
             t.add_row(data, _f(r["points"]), k, _f(r["fp32"][k], 4), _f(r["int8"][k], 4), _f(r["delta"][k], 4))
@@ -227,11 +226,8 @@ def _accuracy(console: Any, acc: dict[str, Any]) -> None:
 
 
 def _targets(console: Any, rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    t = Table(title="Targets")
-    for c in ("target", "bundle", "where", "value", "verdict"):
-        t.add_column(c, justify="right" if c == "value" else "left", no_wrap=True)
+    t = _table("Targets", ("target", "bundle", "where", "value", "verdict"),
+               left=("target", "bundle", "where", "verdict"))
     for r in rows:
         digits = 2 if ("efficiency" in r["target"] or "workers" in r["target"]) else (1 if "ms" in r["target"] else 0)
         t.add_row(r["target"], r["bundle"], r["where"], _f(r["value"], digits), _ok(r["met"]))
