@@ -166,14 +166,19 @@ def _cores(console: Any, result: dict[str, Any]) -> None:
             w = r.get("worker", {})
             if "machine_cpu_us_per_point" not in w:
                 continue
-            worker, rest = w.get("cpu_us_per_point", math.nan), w.get("cpu_us_per_point_outside_inference", math.nan)
-            parts = [worker] + [w.get(f"{k}_cpu_us_per_point", 0.0) for k in ("redis", "broker", "bench")]
+
+            def fig(key: str, missing: float = math.nan, w: dict[str, Any] = w) -> float:
+                v = w.get(key)  # absent, or None where the saved JSON holds a NaN (no steady part)
+                return missing if v is None else v
+
+            worker, rest = fig("cpu_us_per_point"), fig("cpu_us_per_point_outside_inference")
+            parts = [worker] + [fig(f"{k}_cpu_us_per_point", 0.0) for k in ("redis", "broker", "bench")]
             rate = r.get("points_per_s", w.get("points_per_s_from_metrics"))
-            t.add_row(name, kind, _f(r["series"]), _f(rate), _f(w["machine_cpu_us_per_point"]), _f(worker),
-                      _f(worker - rest), _f(rest), _f(w.get("redis_cpu_us_per_point")),
-                      _f(w.get("broker_cpu_us_per_point")), _f(w.get("bench_cpu_us_per_point")),
-                      _f(w["machine_cpu_us_per_point"] - sum(parts)),
-                      f"{100 * w.get('machine_busy_share', math.nan):.0f} %")
+            t.add_row(name, kind, _f(r["series"]), _f(rate), _f(fig("machine_cpu_us_per_point")), _f(worker),
+                      _f(worker - rest), _f(rest), _f(fig("redis_cpu_us_per_point")),
+                      _f(fig("broker_cpu_us_per_point")), _f(fig("bench_cpu_us_per_point")),
+                      _f(fig("machine_cpu_us_per_point") - sum(parts)),
+                      f"{100 * fig('machine_busy_share'):.0f} %")
     if t.row_count:
         console.print(t)
 

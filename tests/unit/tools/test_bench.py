@@ -138,3 +138,18 @@ def test_the_cores_table_lists_each_run_with_its_neighbours_share() -> None:
     for cell in ("6,970", "227", "202", "88", "114", "21", "79 %"):
         assert cell in rows[0]
     assert "973" in rows[1]
+
+
+def test_the_cores_table_renders_a_saved_run_whose_figures_are_null() -> None:
+    from rich.console import Console
+
+    from tools.bench.report import _cores
+
+    # a run without a steady part: its per-point figures are NaN, which the saved JSON holds as null
+    worker = {"cpu_us_per_point": None, "cpu_us_per_point_outside_inference": None, "machine_cpu_us_per_point": None,
+              "redis_cpu_us_per_point": None, "bench_cpu_us_per_point": None, "machine_busy_share": 0.51}
+    console = Console(record=True, width=200)
+    _cores(console, {"bundles": {"fp32": {"throughput": [{"series": 100, "points_per_s": 9922.0, "worker": worker}],
+                                          "latency": []}}})
+    (row,) = [line for line in console.export_text().splitlines() if "fp32" in line]
+    assert "9,922" in row and "51 %" in row and row.count("–") == 8
