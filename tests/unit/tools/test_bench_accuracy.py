@@ -43,11 +43,15 @@ def test_nab_dev_labels_rows_inside_the_windows(tmp_path: Path) -> None:
 
 
 def test_targets_report_each_figure_against_its_limit() -> None:
+    # the 10,000-series run's CPU per point: inference 100 µs, the rest 150, all 450 -> 2 cores allow 4,444/s
+    worker = {"cpu_us_per_point": 250.0, "cpu_us_per_point_outside_inference": 150.0, "machine_cpu_us_per_point": 450.0}
     result = {
+        "machine": {"cpus": 2},
         "bundles": {"fp32": {
             "throughput": [{"series": 100, "efficiency": 0.95, "steady": True},
                            {"series": 1000, "efficiency": 0.92, "steady": True},
-                           {"series": 10000, "efficiency": 0.6, "steady": True},
+                           {"series": 10000, "efficiency": 0.6, "steady": True, "points_per_s": 4800.0,
+                            "worker": worker},
                            {"series": 20000, "efficiency": 9.0, "steady": False}],
             "latency": [{"score_lag": 0, "series": 100, "rate_points_per_s": 500.0,
                          "end_to_end_ms": {"p99": 19.0}, "in_worker_ms": {"p99": 12.0}},
@@ -65,8 +69,33 @@ def test_targets_report_each_figure_against_its_limit() -> None:
     verdicts = [(t["where"], t["met"]) for t in targets(result)]
     # 100 series is below the efficiency target's scale; a latency run with other than 100 series, or a window
     # other than 64, is reported without a verdict
-    assert verdicts == [("1,000 series", True), ("10,000 series", False), ("20,000 series (no steady part)", None),
+    # bare: 4,800 / 0.6 = 8,000 points/s; the cores allow 4,444 of them
+    assert verdicts == [("1,000 series", True), ("10,000 series; ceiling 0.56 (cores)", False),
+                        ("20,000 series (no steady part)", None),
                         ("100 series at 500/s", True), ("100 series at 500/s", True),
                         ("100 series at 2000/s", False), ("100 series at 2000/s", False), ("10 series at 500/s", None),
                         ("1,000 series: 1,500 / 1,000", False),
                         ("W=64, score_lag 0", True), ("W=64, score_lag 63", False), ("W=128, score_lag 0", None)]
+
+
+def test_the_ceiling_is_the_least_of_the_model_thread_the_event_loop_and_the_cores() -> None:
+    from tools.bench.report import ceiling
+
+    def run(inference: float, rest: float, everything: float) -> dict:
+        return {"points_per_s": 3000.0, "efficiency": 0.5,  # bare: 6,000 points/s
+                "worker": {"cpu_us_per_point": inference + rest, "cpu_us_per_point_outside_inference": rest,
+                           "machine_cpu_us_per_point": everything}}
+
+    c = ceiling(run(100.0, 150.0, 300.0), cpus=2)
+    assert c is not None and c["bound"] == "event loop"
+    assert abs(c["points_per_s"] - 1e6 / 150) < 1e-6 and abs(c["efficiency"] - 1e6 / 150 / 6000) < 1e-9
+    assert abs(c["bounds"]["model thread"] - 10000.0) < 1e-6 and abs(c["bounds"]["cores"] - 2e6 / 300) < 1e-6
+    assert ceiling(run(200.0, 50.0, 300.0), cpus=2)["bound"] == "model thread"  # type: ignore[index]
+    assert ceiling(run(100.0, 100.0, 600.0), cpus=2)["bound"] == "cores"  # type: ignore[index]
+    assert ceiling(run(100.0, 100.0, 600.0), cpus=8)["bound"] == "model thread"  # type: ignore[index]
+    # a figure missing (a remote broker's machine, no steady part: NaN, or None from a saved run): no ceiling
+    assert ceiling({**run(100.0, 150.0, 300.0), "worker": {"cpu_us_per_point": 250.0}}, cpus=2) is None
+    assert ceiling({**run(100.0, 150.0, 300.0), "efficiency": float("nan")}, cpus=2) is None
+    bad = run(100.0, 150.0, 300.0)
+    bad["worker"]["machine_cpu_us_per_point"] = None
+    assert ceiling(bad, cpus=2) is None
