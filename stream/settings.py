@@ -211,10 +211,13 @@ class ScoringSettings(_Section):
         "(docs/benchmark.md has the table), and the default score_lag is then at least stride - 1",
     )
     # Measured (docs/benchmark.md, "The pipeline keeps the model busy"): at 1,000 series 1,024 gives 5-8 % more
-    # points/s than 256 (a batch's round trips to Redis and the broker spread over more points); under a lighter
-    # load batches are smaller anyway (they take what has arrived).
-    max_batch: int = Field(1024, ge=1, description="most events in one batch (its windows are scored "
-                           "model.inference_batch at a time)")
+    # points/s than 256 (a batch's round trips to Redis and the broker spread over more points); and ("A batch
+    # holds several points of each series"): at 10,000 series a batch of 1,024 holds one point of each series,
+    # which pays its series' whole work per batch; 16,384 cut the worker's CPU per point outside the model by two
+    # thirds there. Under a lighter load batches are smaller anyway (they take what has arrived).
+    max_batch: int = Field(16_384, ge=1, description="most events in one batch (its windows are scored "
+                           "model.inference_batch at a time); a backlog is taken this many at a time, which at "
+                           "fleet scale should be several points of each series the worker serves")
     # Measured with `anomalybert bench` (2 CPUs, 100 series at 700 points/s, a quarter of the maximum):
     # 0.05 s put every point's wait for its batch on top of the processing (p50 ~130 ms); 0.005 s gives
     # p50 ~20 ms. Under full load batches then hold ~200 events instead of 256: about 3 % fewer points/s.

@@ -14,10 +14,12 @@ apply), and in the same step tries to claim the outbox. Only the claim holder pu
 it published, by count, after the broker acknowledged it, and drops the claim.
 
 On a single Redis (not a cluster) a batch's loads are one MGET, and its writes and releases one script call
-each for all of its series (the same per-series steps in a loop): per command, both redis-py and the server
-pay a fixed cost (packing, dispatch, a script call's set-up, a reply to parse) that at 1000 series was about
-a third of the worker's event loop. A cluster cannot run one script over keys of many slots, so there every
-series is its own command, pipelined, as before.
+each for all of its series (the same per-series steps in a loop), up to `SERIES_PER_COMMAND` series a command
+and all of a batch's commands in one round trip: per command, both redis-py and the server pay a fixed cost
+(packing, dispatch, a script call's set-up, a reply to parse) that at 1000 series was about a third of the
+worker's event loop, and a script runs to its end before Redis serves anyone else, so a batch of 16,384 series
+in one script would hold up other workers' commands for tens of milliseconds. A cluster cannot run one script
+over keys of many slots, so there every series is its own command, pipelined, as before.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from redis.asyncio import Redis
 from stream.settings import RedisSettings
 
 log = logging.getLogger(__name__)
+
+# Most series in one MGET or script call on a single Redis (see the module docstring).
+SERIES_PER_COMMAND = 1024
 
 try:
     import hiredis
@@ -299,8 +304,9 @@ class Store:
             return {}
         pipe = self.redis.pipeline(transaction=False)
         if not self.cluster:
-            pipe.execute_command("MGET", *[self.key(sid, kind) for sid in series_ids for kind in ("st", "thr")])
-            (flat,) = await self._execute(pipe)
+            for part in _parts(series_ids):
+                pipe.execute_command("MGET", *[self.key(sid, kind) for sid in part for kind in ("st", "thr")])
+            flat = [v for reply in await self._execute(pipe) for v in reply]
             raw = zip(flat[0::2], flat[1::2], strict=True)
         else:
             for sid in series_ids:
@@ -324,12 +330,13 @@ class Store:
         for partition, sids in indexed.items():
             pipe.sadd(self.index_key(partition), *sids)
         if not self.cluster:
-            keys, args = [], [self.ttl_ms, self.owner, self.worker_id, self.claim_ms]
-            for w in writes:
-                keys += [self.key(w.series_id, "st"), self.key(w.series_id, "ob"), self.key(w.series_id, "cl")]
-                args += [w.expected, w.blob, w.marks, len(w.entries), *w.entries]
-            await self._write_many(keys=keys, args=args, client=pipe)
-            (raw,) = (await self._execute(pipe))[len(indexed) :]
+            for part in _parts(writes):
+                keys, args = [], [self.ttl_ms, self.owner, self.worker_id, self.claim_ms]
+                for w in part:
+                    keys += [self.key(w.series_id, "st"), self.key(w.series_id, "ob"), self.key(w.series_id, "cl")]
+                    args += [w.expected, w.blob, w.marks, len(w.entries), *w.entries]
+                await self._write_many(keys=keys, args=args, client=pipe)
+            raw = [r for reply in (await self._execute(pipe))[len(indexed) :] for r in reply]
             return {w.series_id: _write_result(r) for w, r in zip(writes, raw, strict=True)}
         for w in writes:
             keys = [self.key(w.series_id, "st"), self.key(w.series_id, "ob"), self.key(w.series_id, "cl")]
@@ -365,9 +372,11 @@ class Store:
             return {}
         pipe = self.redis.pipeline(transaction=False)
         if not self.cluster:
-            keys = [self.key(sid, kind) for sid in published for kind in ("ob", "cl")]
-            await self._release_many(keys=keys, args=[self.owner, *published.values()], client=pipe)
-            (raw,) = await self._execute(pipe)
+            for part in _parts(list(published)):
+                keys = [self.key(sid, kind) for sid in part for kind in ("ob", "cl")]
+                await self._release_many(keys=keys, args=[self.owner, *(published[sid] for sid in part)],
+                                         client=pipe)
+            raw = [r for reply in await self._execute(pipe) for r in reply]
         else:
             for sid, count in published.items():
                 await self._run(self._release, pipe, [self.key(sid, "ob"), self.key(sid, "cl")],
@@ -403,6 +412,11 @@ class Store:
                 await self.redis.delete(self.key(series_id, "thr"))
             else:
                 await self.redis.set(self.key(series_id, "thr"), repr(float(threshold)))
+
+
+def _parts(items: Sequence[Any]) -> list[Sequence[Any]]:
+    """`items` in runs of at most SERIES_PER_COMMAND, one command each."""
+    return [items[i : i + SERIES_PER_COMMAND] for i in range(0, len(items), SERIES_PER_COMMAND)]
 
 
 def _write_result(r: list) -> WriteResult:

@@ -213,3 +213,30 @@ async def test_record_batches_keep_the_order_and_give_each_record_its_offset(ser
         assert offsets == list(range(first[-1] + 1, first[-1] + 1 + 397)) and first == [first[0] + i for i in range(3)]
         got = await read_topic(services.kafka_bootstrap, topic, lambda m: len(m) >= 400, timeout=20, settle=0.5)
         assert [m["i"] for m in got] == list(range(400))
+
+
+async def test_a_batch_of_more_series_than_one_command_takes_is_split_and_answered_in_order(
+    services: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stream.store
+
+    monkeypatch.setattr(stream.store, "SERIES_PER_COMMAND", 3)  # 8 series: three commands of each kind
+    async with Node(services, unique, "a", "1") as a:
+        sids = [f"m{i}" for i in range(8)]
+        await a.store.save([Write("m4", b"", token(1) + b"old", [], 0)])  # m4 exists: a write as new loses
+        results = await a.store.save([Write(sid, b"", token(2) + sid.encode(), [score_entry(sid, 2)], 0,
+                                            a.publisher.marks(sid)) for sid in sids])
+        assert list(results) == sids
+        assert [sid for sid, r in results.items() if not r.written] == ["m4"]
+        assert all(r.claimed == 1 and r.entries == (score_entry(sid, 2),)
+                   for sid, r in results.items() if sid != "m4")
+        mgets = (await a.redis.info("commandstats")).get("cmdstat_mget", {}).get("calls", 0)
+        loaded = await a.store.load(sids)
+        assert (await a.redis.info("commandstats"))["cmdstat_mget"]["calls"] - mgets == 3  # 3 + 3 + 2 series
+        assert list(loaded) == sids
+        assert [loaded[sid].blob for sid in sids] == [token(1) + b"old" if sid == "m4" else token(2) + sid.encode()
+                                                      for sid in sids]
+        await a.store.set_threshold("m6", 0.7)
+        assert (await a.store.load(sids))["m6"].threshold == 0.7  # each series' own override, in any command
+        left = await a.store.release({sid: 1 for sid in sids if sid != "m4"})
+        assert left == {sid: 0 for sid in sids if sid != "m4"}

@@ -23,15 +23,20 @@ from typing import Any
 
 import click
 
-# Measured points per throughput run when --points is not given; each series gets W points of warm-up
-# first, and at least 32 measured ones, so that large S still has a steady part.
+from stream.settings import ScoringSettings
+
+# Measured points per throughput run when --points is not given: at least SCORED_POINTS_TARGET and
+# SCORED_BATCHES full batches (a run of a batch or two has no steady part); each series gets W points of
+# warm-up first, and at least 32 measured ones, so that large S still has a steady part.
 SCORED_POINTS_TARGET = 20_000
+SCORED_BATCHES = 8
 MIN_SCORED_PER_SERIES = 32
 
 
-def auto_points(n_series: int, window: int) -> int:
+def auto_points(n_series: int, window: int, batch: int) -> int:
     """Points per series: W of warm-up, then enough measured points in total for a steady part."""
-    return window + max(MIN_SCORED_PER_SERIES, math.ceil(SCORED_POINTS_TARGET / n_series))
+    scored = max(SCORED_POINTS_TARGET, SCORED_BATCHES * batch)
+    return window + max(MIN_SCORED_PER_SERIES, math.ceil(scored / n_series))
 
 
 def _series_list(_ctx: Any, _param: Any, value: str) -> list[int]:
@@ -51,9 +56,11 @@ def _series_list(_ctx: Any, _param: Any, value: str) -> list[int]:
               help="Series counts of the throughput runs (e.g. 1,100,10000).")
 @click.option("--points", type=click.IntRange(min=2), default=None, metavar="P",
               help=f"Points per series in each throughput run, the first W of them warm-up "
-                   f"[default: W + max({MIN_SCORED_PER_SERIES}, {SCORED_POINTS_TARGET} / S)].")
-@click.option("--batch", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="The worker's max_batch: most events in one batch.")
+                   f"[default: W + max({MIN_SCORED_PER_SERIES}, max({SCORED_POINTS_TARGET}, "
+                   f"{SCORED_BATCHES} x batch) / S)].")
+@click.option("--batch", type=click.IntRange(min=1), default=ScoringSettings.model_fields["max_batch"].default,
+              show_default=True,
+              help="The worker's max_batch: most events in one batch (the worker's default).")
 @click.option("--inference-batch", type=click.IntRange(min=1), default=256, show_default=True,
               help="The worker's model.inference_batch: windows per ONNX Runtime call; the bare ONNX Runtime run "
                    "scores min(batch, inference batch) windows a call, as the worker does with a full batch.")
@@ -279,7 +286,7 @@ def _measure_bundle(plan: Plan, work: Path, name: str, path: Path, services: Any
     }
 
     def throughput(s: int, workers: int = 1) -> dict[str, Any]:
-        p = plan.points or auto_points(s, bundle.window_size)
+        p = plan.points or auto_points(s, bundle.window_size, plan.batch)
         say(f"[bold]{name}[/bold]: throughput, {s} series x {p} points, {workers} worker(s)")
         # The bare model again, just before the run: on a shared VM it drifts by a third within minutes, and the
         # efficiency is only as good as the bare figure beside it.

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 PARTITIONS = 4
 TS0 = 1_700_000_000_000  # first point's ts (epoch ms); points are one second apart
 STEADY = (0.1, 0.9)  # share of the scores, by count, between which throughput is measured
+MIN_STEADY_BATCHES = 4  # measured scores, in full batches, below which a throughput run has no steady part
 STALL_S = 60.0  # no new point consumed for this long: the run failed
 
 _METRIC = re.compile(r"^(anomalybert_[a-z_]+?|process_cpu_seconds)(?:_total)? ([0-9.e+-]+)$", re.M)
@@ -630,7 +631,9 @@ def measure_throughput(services: Services, cfg: WorkerConfig, n_series: int, n_p
     measured = [r for r in records if (json.loads(r.value)["ts"] - TS0) // 1000 + lag >= first]
     publish_ms = np.array([r.timestamp for r in measured], dtype=np.float64)
     overall = len(measured) / max((publish_ms.max() - publish_ms.min()) / 1000, 1e-3)
-    steady = steady_rate(publish_ms)
+    # A steady part needs several batches: the scores of one come out together, and a run of a batch or two times
+    # its boundaries rather than a rate.
+    steady = steady_rate(publish_ms) if len(measured) >= MIN_STEADY_BATCHES * cfg.batch else float("nan")
     return {
         "series": n_series,
         "workers": workers,
@@ -640,7 +643,7 @@ def measure_throughput(services: Services, cfg: WorkerConfig, n_series: int, n_p
         "measured_scores": len(measured),
         "score_lag": lag,
         "preload_s": round(load_s, 2),
-        # A run too small for a steady part (all scores in one batch) falls back to the overall rate.
+        # A run too small for a steady part (a few batches) falls back to the overall rate.
         "points_per_s": steady if np.isfinite(steady) else overall,
         "steady": bool(np.isfinite(steady)),
         "overall_points_per_s": overall,
