@@ -213,8 +213,8 @@ class ScoringSettings(_Section):
     # Measured (docs/benchmark.md, "The pipeline keeps the model busy"): at 1,000 series 1,024 gives 5-8 % more
     # points/s than 256 (a batch's round trips to Redis and the broker spread over more points); and ("A batch
     # holds several points of each series"): at 10,000 series a batch of 1,024 holds one point of each series,
-    # which pays its series' whole work per batch; 16,384 cut the worker's CPU per point outside the model by two
-    # thirds there. Under a lighter load batches are smaller anyway (they take what has arrived).
+    # which pays its series' whole work per batch; 16,384 cut the worker's CPU per point outside the model by half
+    # or more there. Under a lighter load batches are smaller anyway (they take what has arrived).
     max_batch: int = Field(16_384, ge=1, description="most events in one batch (its windows are scored "
                            "model.inference_batch at a time); a backlog is taken this many at a time, which at "
                            "fleet scale should be several points of each series the worker serves")
