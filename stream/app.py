@@ -102,7 +102,8 @@ class Runtime:
         self.settings = settings
         self.checked = checked
         self.metrics = metrics or Metrics()
-        self.scorer = Scorer(Served(checked.bundle, checked.geometry), settings.model.inference_batch)
+        self.scorer = Scorer(Served(checked.bundle, checked.geometry), settings.model.inference_batch,
+                             self.metrics.model_busy.inc)
         self.incarnation = uuid.uuid4().hex[:8]
         self.lock = asyncio.Lock()  # one batch or sweep at a time: they share outbox claims
         self.processor: Processor | None = None

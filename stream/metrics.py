@@ -75,19 +75,24 @@ class Metrics:
         self.batch_size = Histogram(
             "anomalybert_batch_size",
             "Events per batch",
-            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000),
             registry=r,
         )
         self.windows_per_batch = Histogram(
             "anomalybert_inference_windows",
             "Windows per inference call",
-            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000),
             registry=r,
         )
         self.inference_latency = Histogram(
             "anomalybert_inference_seconds",
             "ONNX Runtime time per batch",
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_busy = Counter(
+            "anomalybert_model_busy_seconds",
+            "Seconds the model thread spent in ONNX Runtime runs, counted as each run ends",
             registry=r,
         )
         self.end_to_end = Histogram(

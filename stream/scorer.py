@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -41,9 +42,14 @@ class Scorer:
     """Holds the model being served. `swap()` replaces it with one attribute assignment, so a batch that
     started on the old model finishes on it (it read `self.served` once) and the next uses the new one."""
 
-    def __init__(self, served: Served, max_inference_batch: int = 256) -> None:
+    def __init__(self, served: Served, max_inference_batch: int = 256,
+                 busy: Callable[[float], None] | None = None) -> None:
         self.served = served
         self.max_inference_batch = max_inference_batch
+        # Given the seconds of each ONNX Runtime run as it ends, on the scorer's thread (`Scored.seconds` covers a
+        # whole submission, which the caller observes only when it takes the scores: at 16,384 events a batch,
+        # seconds later).
+        self._busy = busy
         # One thread: ONNX Runtime parallelises inside a run (model.threads); two concurrent runs would
         # only contend for the same cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
@@ -91,7 +97,8 @@ class Scorer:
     def _isolating(self, bundle: Bundle, windows: np.ndarray, errors: list[str], packed: bool) -> np.ndarray:
         try:
             fn = bundle.score_windows_packed if packed else bundle.score_windows
-            return in_batches(fn, windows, self.max_inference_batch, bundle.window_size)
+            return in_batches(fn if self._busy is None else self._timed(fn), windows, self.max_inference_batch,
+                              bundle.window_size)
         except Exception as e:  # noqa: BLE001 - any failure of the model on these windows
             if len(windows) == 1:
                 errors.append(f"{type(e).__name__}: {e}")
@@ -100,6 +107,16 @@ class Scorer:
             mid = len(windows) // 2
             return np.concatenate([self._isolating(bundle, windows[:mid], errors, packed),
                                    self._isolating(bundle, windows[mid:], errors, packed)])
+
+    def _timed(self, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        def run(x: np.ndarray) -> np.ndarray:
+            t0 = time.perf_counter()
+            try:
+                return fn(x)
+            finally:
+                self._busy(time.perf_counter() - t0)  # type: ignore[misc]
+
+        return run
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

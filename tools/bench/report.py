@@ -36,9 +36,7 @@ def machine() -> dict[str, Any]:
 def ceiling(r: dict[str, Any], cpus: int) -> float | None:
     """The most efficiency a throughput run's measured CPU per point allows on this machine however the work were
     scheduled: `cpus` seconds a second over every process's CPU µs per point (/proc, the worker's neighbours
-    included), over the bare model's points/s. None where a figure is missing (no steady part, no /proc). (Not
-    split by thread: the worker's inference time is observed as each batch's scores come in, so over a steady
-    part of a few large batches its split from the rest is off by up to a batch.)"""
+    included), over the bare model's points/s. None where a figure is missing (no steady part, no /proc)."""
     everything = (r.get("worker") or {}).get("machine_cpu_us_per_point")
     figures = (everything, r.get("efficiency"), r.get("points_per_s"))
     if any(v is None or not math.isfinite(v) or v <= 0 for v in figures):
@@ -145,8 +143,8 @@ def _throughput(console: Any, result: dict[str, Any]) -> None:
         "stride points); windows/inference: per queued inference (scored up to the windows per call at a time); "
         "CPU efficiency = the bare model's CPU µs per point / the worker's (what the cores' other users do not lower); "
         "ORT share = the worker's inference time / wall time over the same part; CPU µs/point = the worker "
-        "process's CPU time per scored point (all threads), and the part outside inference (observed as each "
-        "batch's scores come in: off by up to a batch over a steady part of a few large ones); cores allow = the "
+        "process's CPU time per scored point (all threads), and the part outside inference (the model thread's "
+        "time in ONNX Runtime runs, anomalybert_model_busy_seconds); cores allow = the "
         "most efficiency the run's CPU per point allows on this machine however it were scheduled: the cores' "
         "seconds over every process's CPU per point (the next table's all), over the bare model's points/s")
     t = _table("Throughput: one worker, end to end", (

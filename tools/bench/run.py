@@ -562,7 +562,10 @@ def _window_breakdown(a: tuple[float, dict[str, float]], b: tuple[float, dict[st
     calls = _delta(m0, m1, "anomalybert_inference_windows_count")
     scored = _delta(m0, m1, "anomalybert_points_scored")
     cpu = _delta(m0, m1, "process_cpu_seconds")
-    inference = _delta(m0, m1, "anomalybert_inference_seconds_sum")
+    # The model thread's time as each ONNX Runtime run ends (a worker without that counter: each batch's inference
+    # as the batch takes its scores, off by up to a batch over the window)
+    busy = "anomalybert_model_busy_seconds"
+    inference = _delta(m0, m1, busy if busy in m0 and busy in m1 else "anomalybert_inference_seconds_sum")
     # The worker process's CPU time per scored point, all threads, and the part outside inference (the
     # event loop's share: consuming, Redis, state work, publishing); /proc's 10 ms ticks, so over seconds.
     per_point = 1e6 / scored if scored and "process_cpu_seconds" in m1 else float("nan")

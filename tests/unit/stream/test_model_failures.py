@@ -69,3 +69,16 @@ def test_a_failed_window_adds_to_no_point_and_a_point_no_window_scored_has_n_win
     finals = holed0.apply(step, s0)
     assert [p.n_windows for p in finals if p.index == int(step.ends[2])] == [0]
     assert all(p.n_windows >= 1 for p in finals if p.index != int(step.ends[2]))
+
+
+def test_the_scorer_reports_each_onnx_runtime_run_as_it_ends(tmp_path) -> None:
+    bundle = load_bundle(spike_bundle(tmp_path / "b", window=16, fail_above=1000.0))
+    runs: list[float] = []
+    scorer = Scorer(Served(bundle, Geometry(16, 1, 0, 1)), max_inference_batch=8, busy=runs.append)
+    out = scorer.score(bundle, np.zeros((37, 16, 1)))
+    assert len(runs) == 5 and all(t >= 0 for t in runs)  # 8 + 8 + 8 + 8 + 5 windows
+    assert sum(runs) <= out.seconds
+    x = np.zeros((8, 16, 1))
+    x[3, 0, 0] = 5000.0  # the run raises: halves until it is alone, each run counted
+    scorer.score(bundle, x)
+    assert len(runs) == 5 + 7  # 8 -> 4 + 4 -> (2 + 2) + 4 -> (1 + 1) + 2 + 4

@@ -111,6 +111,10 @@ def test_window_breakdown_gives_each_neighbour_cpu_per_point() -> None:
     import os
 
     assert abs(w["machine_busy_share"] - 1.6 / (2.0 * (os.cpu_count() or 1))) < 1e-9
+    # the model thread's own counter, where the worker has it, over the batches' inference histogram
+    w = _window_breakdown((0.0, {**a, "anomalybert_model_busy_seconds": 1.0}),
+                          (2.0, {**b, "anomalybert_model_busy_seconds": 1.6}))
+    assert abs(w["cpu_us_per_point_outside_inference"] - 40.0) < 1e-6 and abs(w["inference_share_of_wall"] - 0.3) < 1e-9
     del a[BROKER_CPU]  # a remote broker: left out, the rest still given
     w = _window_breakdown((0.0, a), (2.0, b))
     assert "broker_cpu_us_per_point" not in w and "redis_cpu_us_per_point" in w
